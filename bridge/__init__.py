@@ -1,0 +1,3 @@
+"""outlook2mqtt: Outlook / Exchange Online mailboxes to MQTT."""
+
+__version__ = "0.1.0"

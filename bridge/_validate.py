@@ -1,0 +1,426 @@
+"""Readers for raw TOML tables: each check records a problem naming its key and returns a fallback.
+
+Nothing here raises: `bridge.config` collects every problem and raises one `ConfigError`.
+Secret values never reach a problem message; only key names and file paths do.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import difflib
+import math
+import os
+import re
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+CREDENTIALS_ENV = "CREDENTIALS_DIRECTORY"
+SEGMENT = re.compile(r"[a-z0-9_-]+")
+
+
+class Problems:
+    """The findings so far, each formatted as '<dotted key>: <message and the fix>'."""
+
+    def __init__(self) -> None:
+        self.items: list[str] = []
+
+    def add(self, key: str, message: str) -> None:
+        self.items.append(f"{key}: {message}")
+
+
+@dataclass(frozen=True)
+class Secret:
+    """A secret value and where it came from (for messages; the value itself is never shown)."""
+
+    value: str = field(repr=False)
+    origin: str
+
+
+def type_name(value: object) -> str:
+    """The TOML name of a value's type, as a user would write it."""
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a float"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, Mapping):
+        return "a table"
+    if isinstance(value, dt.date | dt.time):
+        return "a date/time"
+    return type(value).__name__
+
+
+def did_you_mean(word: str, choices: Collection[str]) -> str:
+    """'; did you mean 'X'?' for the closest choice, or '' when none is close."""
+    close = difflib.get_close_matches(word, sorted(choices), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+class Table:
+    """One TOML table being read; `path` is its dotted key, e.g. ``accounts[0].folders[1]``."""
+
+    def __init__(self, data: Mapping[str, Any], dotted: str, problems: Problems, base: Path) -> None:
+        self.data = data
+        self.dotted = dotted
+        self.problems = problems
+        self.base = base
+
+    def key(self, name: str) -> str:
+        return f"{self.dotted}.{name}" if self.dotted else name
+
+    def problem(self, name: str, message: str) -> None:
+        self.problems.add(self.key(name), message)
+
+    def has(self, name: str) -> bool:
+        return name in self.data
+
+    def check_keys(
+        self, allowed: Collection[str], elsewhere: Mapping[str, Collection[str]]
+    ) -> None:
+        """Report keys not in `allowed`; `elsewhere` maps other tables' labels to their keys."""
+        for name in self.data:
+            if name in allowed:
+                continue
+            hint = did_you_mean(name, allowed)
+            if not hint:
+                homes = [label for label, keys in elsewhere.items() if name in keys]
+                if homes:
+                    hint = f"; it belongs in {homes[0]}"
+            self.problem(name, f"unknown key{hint or '; remove it'}")
+
+    def _typed(self, name: str, kinds: tuple[type, ...], expected: str) -> Any:
+        """The value if present and of one of `kinds` (bool is never an int), else None."""
+        if name not in self.data:
+            return None
+        value = self.data[name]
+        if isinstance(value, kinds) and not (isinstance(value, bool) and bool not in kinds):
+            return value
+        hint = ""
+        if isinstance(value, str) and expected.startswith(("an integer", "a number")):
+            hint = "; write the number without quotes"
+        elif isinstance(value, str) and expected.startswith("a boolean"):
+            hint = "; write true or false without quotes"
+        elif isinstance(value, int | float) and expected == "a string":
+            hint = "; put the value in quotes"
+        self.problem(name, f"expected {expected}, got {type_name(value)}{hint}")
+        return None
+
+    def opt_string(self, name: str) -> str | None:
+        value: str | None = self._typed(name, (str,), "a string")
+        return value
+
+    def string(self, name: str, default: str) -> str:
+        value = self.opt_string(name)
+        if value is None:
+            return default
+        if not value.strip():
+            self.problem(name, f"must not be empty; remove it to use the default {default!r}")
+            return default
+        return value
+
+    def required_string(self, name: str, example: str) -> str:
+        if name not in self.data:
+            where = f" to [{self.dotted}]" if self.dotted and "[" not in self.dotted else ""
+            self.problem(name, f"required key is missing; add {name} = {example!r}{where}")
+            return ""
+        value = self.opt_string(name)
+        if value is not None and not value.strip():
+            self.problem(name, f"must not be empty, e.g. {name} = {example!r}")
+        return value or ""
+
+    def choice(self, name: str, default: str, choices: Sequence[str]) -> str:
+        value = self.opt_string(name)
+        if value is None:
+            return default
+        if value not in choices:
+            options = ", ".join(repr(c) for c in choices)
+            self.problem(name, f"{value!r} is not one of {options}{did_you_mean(value, choices)}")
+            return default
+        return value
+
+    def integer(self, name: str, default: int, lo: int | None = None, hi: int | None = None) -> int:
+        value: int | None = self._typed(name, (int,), "an integer")
+        if value is None:
+            return default
+        if (lo is not None and value < lo) or (hi is not None and value > hi):
+            bound = f"between {lo} and {hi}" if hi is not None else f"at least {lo}"
+            self.problem(name, f"must be {bound}, got {value}")
+            return default
+        return value
+
+    def number(self, name: str, default: float, *, le: float | None = None, why: str = "") -> float:
+        """A finite number (int or float) greater than 0 and, when `le` is given, at most `le`."""
+        value: float | None = self._typed(name, (int, float), "a number (seconds)")
+        if value is None:
+            return default
+        if not math.isfinite(value) or value <= 0 or (le is not None and value > le):
+            bound = f"greater than 0 and at most {le:g}" if le is not None else "greater than 0"
+            self.problem(name, f"must be {bound}, got {value}{why}")
+            return default
+        return float(value)
+
+    def boolean(self, name: str, default: bool) -> bool:
+        value: bool | None = self._typed(name, (bool,), "a boolean (true or false)")
+        return default if value is None else value
+
+    def strings(self, name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+        value: list[Any] | None = self._typed(name, (list,), "an array of strings")
+        if value is None:
+            return default
+        bad = [i for i, item in enumerate(value) if not isinstance(item, str)]
+        for i in bad:
+            self.problems.add(f"{self.key(name)}[{i}]",
+                              f"expected a string, got {type_name(value[i])}")
+        return default if bad else tuple(value)
+
+    def table(self, name: str) -> Table:
+        """The sub-table `name` ([name]); a missing one reads as empty."""
+        value: Mapping[str, Any] | None = self._typed(name, (Mapping,), f"a table ([{name}])")
+        if value is None and name in self.data:
+            # already reported; read an empty table into a scratch list so that its
+            # "required key" findings do not repeat the same mistake
+            return Table({}, self.key(name), Problems(), self.base)
+        return Table(value or {}, self.key(name), self.problems, self.base)
+
+    def tables(self, name: str, header: str) -> list[Table] | None:
+        """The array of tables `name` ([[header]]); None when absent."""
+        value: list[Any] | None = self._typed(name, (list,), f"an array of tables ([[{header}]])")
+        if value is None:
+            return None
+        result = []
+        for i, item in enumerate(value):
+            key = f"{self.key(name)}[{i}]"
+            if isinstance(item, Mapping):
+                result.append(Table(item, key, self.problems, self.base))
+            else:
+                self.problems.add(key, f"expected a table ([[{header}]]), got {type_name(item)}")
+        return result
+
+    def resolve(self, value: str | os.PathLike[str]) -> Path:
+        """A path from the config, relative ones taken from the config file's directory."""
+        return self.base / Path(value).expanduser()
+
+    def path(self, name: str) -> Path | None:
+        value: str | os.PathLike[str] | None = self._typed(name, (str, os.PathLike), "a path")
+        if value is None:
+            return None
+        if not str(value).strip():
+            self.problem(name, "must not be empty; remove the key instead")
+            return None
+        return self.resolve(value)
+
+    def existing_file(self, name: str) -> Path | None:
+        """Like `path`, but the file must exist and be readable."""
+        path = self.path(name)
+        if path is not None and read_file(path, self.key(name), self.problems) is None:
+            return None
+        return path
+
+
+def read_file(path: Path, key: str, problems: Problems) -> bytes | None:
+    """The file's bytes, or None after reporting why it cannot be read."""
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        problems.add(key, f"file {path} does not exist; fix the path")
+    except IsADirectoryError:
+        problems.add(key, f"{path} is a directory; give the path of a file")
+    except PermissionError:
+        problems.add(key, f"cannot read {path}: permission denied; check its owner and mode")
+    except OSError as exc:
+        problems.add(key, f"cannot read {path}: {exc.strerror or exc}")
+    return None
+
+
+def read_secret_file(path: Path, key: str, problems: Problems) -> str | None:
+    """A secret kept in a file, stripped of surrounding whitespace."""
+    data = read_file(path, key, problems)
+    if data is None:
+        return None
+    try:
+        text = data.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        problems.add(key, f"{path} is not UTF-8 text")
+        return None
+    if not text:
+        problems.add(key, f"{path} is empty; put the secret in it")
+        return None
+    return text
+
+
+def credential_file(environ: Mapping[str, str], names: Sequence[str]) -> Path | None:
+    """The first of `names` present in $CREDENTIALS_DIRECTORY (systemd LoadCredential=)."""
+    directory = environ.get(CREDENTIALS_ENV)
+    if not directory:
+        return None
+    for name in names:
+        candidate = Path(directory) / name
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def secret(
+    table: Table,
+    name: str,
+    *,
+    credentials: Sequence[str],
+    environ: Mapping[str, str],
+    blank_is_unset: bool = False,
+) -> Secret | None:
+    """`name` inline, or from `<name>_file`, or from the first of `credentials` in
+    $CREDENTIALS_DIRECTORY (only consulted when neither key is given; pass () to skip it)."""
+    file_key = f"{name}_file"
+    inline = table.opt_string(name)
+    if blank_is_unset and inline == "":
+        inline = None
+    file_path = table.path(file_key)
+    if table.has(name) and table.has(file_key):
+        table.problem(name, f"give either {name} or {file_key}, not both")
+        return None
+    if inline is not None:
+        if not inline.strip():
+            table.problem(name, f"must not be empty; set it or use {file_key}")
+            return None
+        return Secret(inline, "inline")
+    if file_path is not None:
+        value = read_secret_file(file_path, table.key(file_key), table.problems)
+        return None if value is None else Secret(value, str(file_path))
+    found = credential_file(environ, credentials)
+    if found is None:
+        return None
+    value = read_secret_file(found, table.key(name), table.problems)
+    return None if value is None else Secret(value, f"${CREDENTIALS_ENV}/{found.name}")
+
+
+def slug(name: str) -> str:
+    """Topic segment for a folder name: 'INBOX/Receipts' -> 'inbox_receipts'."""
+    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
+
+
+def check_topic_prefix(table: Table, name: str, default: str) -> str:
+    """An MQTT topic prefix: no wildcards, no leading, trailing or doubled '/'."""
+    value = table.string(name, default)
+    if "+" in value or "#" in value or "\0" in value:
+        table.problem(name, f"{value!r} must not contain the MQTT wildcards '+' or '#'")
+    elif value.startswith("/") or value.endswith("/") or "//" in value:
+        fixed = "/".join(part for part in value.split("/") if part)
+        table.problem(name, f"{value!r} must not start or end with '/' or have empty levels; "
+                            f"use {fixed!r}")
+    return value
+
+
+def check_host(table: Table, name: str, host: str, example: str) -> None:
+    """A bare host name or address: no scheme, path or port."""
+    if not host:
+        return
+    if "://" in host:
+        table.problem(name, f"give the host name only, without the scheme, e.g. {example!r}")
+    elif re.fullmatch(r"[^:/\s]+:\d+", host):
+        table.problem(name, "give the host name only and the port in the port key")
+    elif re.search(r"[/\s]", host):
+        table.problem(name, f"{host!r} is not a host name, e.g. {example!r}")
+
+
+def check_authority(table: Table, name: str, url: str, example: str) -> str:
+    """An identity authority given as host URL only; returned without a trailing '/'."""
+    parts = urlsplit(url)
+    if parts.scheme != "https" or not parts.netloc:
+        table.problem(name, f"{url!r} must be an https:// URL, e.g. {example!r}")
+    elif parts.path not in ("", "/") or parts.query or parts.fragment:
+        table.problem(name, f"give the host URL only, e.g. {example!r}; the bridge appends "
+                            "/<tenant_id>, so put the tenant in tenant_id")
+    return url.rstrip("/")
+
+
+def check_key_pair(
+    problems: Problems,
+    cert: tuple[str, Path],
+    key: tuple[str, Path],
+    passphrase: tuple[str, Secret | None] | None = None,
+    *,
+    rsa_only: bool = False,
+) -> None:
+    """The certificate must be PEM X.509, the key a PEM private key (decrypted by the
+    passphrase when given) that belongs to the certificate."""
+    cert_key, cert_path = cert
+    key_key, key_path = key
+    cert_data = read_file(cert_path, cert_key, problems)
+    key_data = read_file(key_path, key_key, problems)
+    certificate = None
+    if cert_data is not None:
+        try:
+            certificate = x509.load_pem_x509_certificate(cert_data)
+        except ValueError:
+            der = " (it looks like DER, e.g. a .cer file; use the PEM .crt)" if (
+                not cert_data.lstrip().startswith(b"-----")) else ""
+            problems.add(cert_key, f"{cert_path} is not a PEM X.509 certificate{der}")
+    if key_data is None:
+        return
+    pass_key, pass_secret = passphrase or ("", None)
+    password = pass_secret.value.encode() if pass_secret else None
+    try:
+        private_key = serialization.load_pem_private_key(key_data, password)
+    except TypeError:
+        # cryptography says TypeError when the passphrase is missing or superfluous
+        if password is None:
+            fix = f"set {pass_key.rpartition('.')[2]}" if pass_key else "decrypt it"
+            problems.add(pass_key or key_key,
+                         f"the private key {key_path} is encrypted; {fix}")
+        else:
+            problems.add(pass_key, f"the private key {key_path} is not encrypted; remove the "
+                                   f"passphrase ({pass_secret.origin if pass_secret else ''})")
+        return
+    except (ValueError, UnsupportedAlgorithm):
+        if password is not None and b"ENCRYPTED" in key_data:
+            problems.add(pass_key, f"wrong passphrase for {key_path} (from "
+                                   f"{pass_secret.origin if pass_secret else '?'}); the key "
+                                   "could not be decrypted")
+        else:
+            problems.add(key_key, f"{key_path} is not a PEM private key (expected "
+                                  "'-----BEGIN ... PRIVATE KEY-----')")
+        return
+    if rsa_only and not isinstance(private_key, rsa.RSAPrivateKey):
+        problems.add(key_key, f"{key_path} is not an RSA key; Entra ID certificate "
+                              "credentials need RSA (outlook2mqtt cert new makes one)")
+    elif certificate is not None and _spki(certificate.public_key()) != _spki(
+        private_key.public_key()
+    ):
+        problems.add(key_key, f"{key_path} does not belong to the certificate {cert_path}; "
+                              "use the key that was generated with it")
+
+
+def _spki(public_key: Any) -> bytes:
+    data: bytes = public_key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return data
+
+
+def check_ca_file(table: Table, name: str) -> Path | None:
+    """A CA bundle: a readable file holding at least one PEM certificate."""
+    path = table.path(name)
+    if path is None:
+        return None
+    data = read_file(path, table.key(name), table.problems)
+    if data is None:
+        return None
+    try:
+        x509.load_pem_x509_certificates(data)
+    except ValueError:
+        table.problem(name, f"{path} holds no PEM certificate (expected "
+                            "'-----BEGIN CERTIFICATE-----')")
+    return path

@@ -1,0 +1,30 @@
+"""Capped, jittered exponential backoff for reconnect loops."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Backoff:
+    """Delays of 1 s, 2 s, 4 s ... up to `cap`, each with +-20 % jitter ("full" jitter is
+    too eager for IMAP logins, which Exchange throttles)."""
+
+    initial: float = 1.0
+    cap: float = 300.0
+    jitter: float = 0.2
+    _attempt: int = field(default=0, init=False)
+    _rng: random.Random = field(default_factory=random.Random, repr=False)
+
+    def next_delay(self) -> float:
+        base = min(self.cap, self.initial * 2.0**self._attempt)
+        self._attempt += 1
+        return max(0.0, base * (1 + self._rng.uniform(-self.jitter, self.jitter)))
+
+    def reset(self) -> None:
+        self._attempt = 0
+
+    @property
+    def attempts(self) -> int:
+        return self._attempt

@@ -1,0 +1,454 @@
+"""Configuration: TOML parsed once into frozen dataclasses, with every problem collected."""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
+from pathlib import Path
+from typing import Any
+
+from bridge import _validate as v
+from bridge.errors import ConfigError
+
+DEFAULT_COMMANDS: tuple[str, ...] = (
+    "mark_read", "mark_unread", "flag", "unflag", "move", "copy", "archive",
+    "mark_all_read", "refresh", "fetch",
+)
+ALL_COMMANDS: tuple[str, ...] = (*DEFAULT_COMMANDS, "delete")
+
+# cloud -> (authority host URL, IMAP host); the scope is https://<imap host>/.default
+CLOUDS: dict[str, tuple[str, str]] = {
+    "global": ("https://login.microsoftonline.com", "outlook.office365.com"),
+    "usgov": ("https://login.microsoftonline.us", "outlook.office365.us"),
+    "usgov-dod": ("https://login.microsoftonline.us", "outlook-dod.office365.us"),
+    "china": ("https://login.partner.microsoftonline.cn", "partner.outlook.cn"),
+}
+
+
+@dataclass(frozen=True)
+class MqttConfig:
+    host: str
+    port: int = 1883
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    client_id: str = "outlook2mqtt"
+    protocol: str = "5"  # "5" or "3.1.1"
+    base_topic: str = "outlook2mqtt"
+    qos: int = 1
+    keepalive: int = 60
+    tls: bool = False
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    tls_insecure: bool = False
+
+
+@dataclass(frozen=True)
+class HomeAssistantConfig:
+    discovery: bool = True
+    prefix: str = "homeassistant"
+
+
+@dataclass(frozen=True)
+class BridgeConfig:
+    state_dir: Path = Path("./state")
+
+
+@dataclass(frozen=True)
+class FolderConfig:
+    name: str
+    topic: str
+    backfill: int = 0
+    attachments: bool = True
+    max_attachment_bytes: int = 10_000_000
+    inline_attachments: bool = False
+    attachment_types: tuple[str, ...] = ("*/*",)
+    include_body: bool = False
+    preview_chars: int = 280
+
+    def attachment_type_allowed(self, content_type: str) -> bool:
+        """Whether `attachment_types` lets this content type through: it must match an allow
+        glob (``*/*`` when only denials are listed) and no ``!`` denial glob."""
+        ctype = content_type.lower()
+        allow = [p for p in self.attachment_types if not p.startswith("!")] or ["*/*"]
+        deny = [p[1:] for p in self.attachment_types if p.startswith("!")]
+        return any(fnmatchcase(ctype, p) for p in allow) and not any(
+            fnmatchcase(ctype, p) for p in deny
+        )
+
+
+@dataclass(frozen=True)
+class AccountConfig:
+    name: str
+    mailbox: str
+    tenant_id: str
+    client_id: str
+    auth: str  # "client_secret", "client_certificate" or "device_code"
+    authority: str  # host URL without tenant, e.g. https://login.microsoftonline.com
+    scope: str
+    imap_host: str
+    folders: tuple[FolderConfig, ...]
+    client_secret: str | None = field(default=None, repr=False)
+    certificate_file: Path | None = None
+    private_key_file: Path | None = None
+    private_key_passphrase: str | None = field(default=None, repr=False)
+    cloud: str = "global"
+    imap_port: int = 993
+    imap_security: str = "tls"  # "tls" (implicit) or "starttls"
+    ca_file: Path | None = None
+    poll_interval: float = 60
+    idle: bool = True
+    idle_renew: float = 540
+    token_cache: Path | None = None
+    commands: tuple[str, ...] = DEFAULT_COMMANDS
+
+    @property
+    def authority_url(self) -> str:
+        """The MSAL authority: host URL plus tenant, no trailing slash."""
+        return f"{self.authority.rstrip('/')}/{self.tenant_id}"
+
+    def folder(self, name: str) -> FolderConfig | None:
+        """The configured folder called `name` (INBOX compared case-insensitively)."""
+        for f in self.folders:
+            if f.name == name or (f.name.upper() == "INBOX" and name.upper() == "INBOX"):
+                return f
+        return None
+
+
+@dataclass(frozen=True)
+class Config:
+    mqtt: MqttConfig
+    accounts: tuple[AccountConfig, ...]
+    homeassistant: HomeAssistantConfig = HomeAssistantConfig()
+    bridge: BridgeConfig = BridgeConfig()
+    source: Path | None = None
+
+    def account(self, name: str) -> AccountConfig | None:
+        """The account called `name`, if configured."""
+        return next((a for a in self.accounts if a.name == name), None)
+
+    def secret_values(self) -> tuple[str, ...]:
+        """Every secret in the configuration, for redacting logs and error texts."""
+        values = [self.mqtt.password]
+        for a in self.accounts:
+            values += [a.client_secret, a.private_key_passphrase]
+        return tuple(s for s in values if s)
+
+
+DEFAULT_CONFIG = Path("/etc/outlook2mqtt/config.toml")
+CONFIG_ENV = "OUTLOOK2MQTT_CONFIG"
+AUTHS = ("client_secret", "client_certificate", "device_code")
+# the delegated IMAP permission; MSAL adds offline_access (for the refresh token) itself
+DELEGATED_SCOPE = "https://outlook.office.com/IMAP.AccessAsUser.All"
+# these tenants only work for delegated sign-in; app-only tokens need the tenant itself
+MULTI_TENANTS = ("common", "organizations", "consumers")
+# topics the bridge itself uses one level below B/ and B/<account>/
+RESERVED_ACCOUNT_NAMES = ("bridge",)
+RESERVED_FOLDER_TOPICS = ("status", "command")
+PLACEHOLDER_ID = "00000000-0000-0000-0000-000000000000"
+
+MQTT_KEYS = (
+    "host", "port", "username", "password", "password_file", "client_id", "protocol",
+    "base_topic", "qos", "keepalive", "tls", "ca_file", "cert_file", "key_file", "tls_insecure",
+)
+HOMEASSISTANT_KEYS = ("discovery", "prefix")
+BRIDGE_KEYS = ("state_dir",)
+ACCOUNT_KEYS = (
+    "name", "mailbox", "tenant_id", "client_id", "auth", "client_secret", "client_secret_file",
+    "certificate_file", "private_key_file", "private_key_passphrase",
+    "private_key_passphrase_file", "cloud", "authority", "scope", "imap_host", "imap_port",
+    "imap_security", "ca_file", "poll_interval", "idle", "idle_renew", "token_cache",
+    "commands", "folders",
+)
+FOLDER_KEYS = (
+    "name", "topic", "backfill", "attachments", "max_attachment_bytes", "inline_attachments",
+    "attachment_types", "include_body", "preview_chars",
+)
+CERTIFICATE_KEYS = (
+    "certificate_file", "private_key_file", "private_key_passphrase", "private_key_passphrase_file",
+)
+_TABLES: dict[str, tuple[str, ...]] = {
+    "[mqtt]": MQTT_KEYS, "[homeassistant]": HOMEASSISTANT_KEYS, "[bridge]": BRIDGE_KEYS,
+    "[[accounts]]": ACCOUNT_KEYS, "[[accounts.folders]]": FOLDER_KEYS,
+}
+_FOLDER_ELSEWHERE = {
+    # the classic TOML slip: account keys written below [[accounts.folders]] land in the folder
+    "the account: keys below [[accounts.folders]] belong to that folder, so move it above "
+    "the account's first [[accounts.folders]]": ACCOUNT_KEYS,
+    **{label: keys for label, keys in _TABLES.items() if label != "[[accounts]]"},
+}
+
+
+def config_search_path(explicit: str | None, environ: Mapping[str, str] | None = None) -> Path:
+    """The config file to use: -c, else $OUTLOOK2MQTT_CONFIG, else ./config.toml if it
+    exists, else /etc/outlook2mqtt/config.toml."""
+    environ = os.environ if environ is None else environ
+    if explicit:
+        return Path(explicit)
+    if environ.get(CONFIG_ENV):
+        return Path(environ[CONFIG_ENV])
+    local = Path("config.toml")
+    return local if local.is_file() else DEFAULT_CONFIG
+
+
+def load_config(path: Path, *, environ: Mapping[str, str] | None = None) -> Config:
+    """Read and validate a TOML config file; raise ConfigError listing every problem."""
+    path = Path(path).expanduser().absolute()
+    problems = v.Problems()
+    raw = v.read_file(path, str(path), problems)
+    if raw is None:
+        hint = "; create one with 'outlook2mqtt init' or pass -c PATH" if not path.exists() else ""
+        raise ConfigError([problems.items[0] + hint])
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        problems.add(str(path), f"not UTF-8 text (byte {exc.start}); save it as UTF-8")
+        raise ConfigError(problems.items) from None
+    except tomllib.TOMLDecodeError as exc:
+        # the message ends in "(at line L, column C)"; the line itself may hold a secret
+        found = re.fullmatch(r"(.*) \(at (line \d+, column \d+|end of document)\)", str(exc))
+        where, what = (found[2], found[1]) if found else ("", str(exc))
+        raise ConfigError([f"{path}: TOML syntax error at {where}: {what}; fix the syntax there"
+                           if where else f"{path}: TOML syntax error: {what}"]) from None
+    return parse_config(data, source=path, environ=environ)
+
+
+def parse_config(
+    data: Mapping[str, Any],
+    *,
+    source: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Config:
+    """Validate parsed TOML into a Config; raise ConfigError listing every problem.
+
+    Relative paths are taken from `source`'s directory (else the working directory);
+    `environ` (default os.environ) supplies $CREDENTIALS_DIRECTORY. No network access.
+    """
+    environ = os.environ if environ is None else environ
+    base = source.parent if source is not None else Path.cwd()
+    problems = v.Problems()
+    root = v.Table(data, "", problems, base)
+    root.check_keys(("mqtt", "homeassistant", "bridge", "accounts"), _TABLES)
+    mqtt = _mqtt(root.table("mqtt"), environ)
+    homeassistant = _homeassistant(root.table("homeassistant"))
+    bridge_table = root.table("bridge")
+    bridge_table.check_keys(BRIDGE_KEYS, _elsewhere("[bridge]"))
+    bridge = BridgeConfig(state_dir=bridge_table.path("state_dir") or base / "state")
+    accounts = _accounts(root, bridge.state_dir, environ)
+    if problems.items:
+        raise ConfigError(problems.items)
+    return Config(mqtt, accounts, homeassistant, bridge, source)
+
+
+def _elsewhere(label: str) -> dict[str, tuple[str, ...]]:
+    return {other: keys for other, keys in _TABLES.items() if other != label}
+
+
+def _mqtt(t: v.Table, environ: Mapping[str, str]) -> MqttConfig:
+    t.check_keys(MQTT_KEYS, _elsewhere("[mqtt]"))
+    host = t.required_string("host", "localhost")
+    v.check_host(t, "host", host, "mqtt.example.com")
+    tls = t.boolean("tls", False)
+    username = t.opt_string("username") or None
+    password = v.secret(t, "password", credentials=("mqtt.password", "mqtt_password"),
+                        environ=environ, blank_is_unset=True)
+    protocol = t.choice("protocol", "5", ("5", "3.1.1"))
+    if password and not username and protocol == "3.1.1":
+        t.problem("password", "MQTT 3.1.1 sends a password only with a username; set username")
+    cert_file, key_file = t.path("cert_file"), t.path("key_file")
+    if cert_file and key_file:
+        v.check_key_pair(t.problems, (t.key("cert_file"), cert_file), (t.key("key_file"), key_file))
+    elif cert_file or key_file:
+        missing = "key_file" if cert_file else "cert_file"
+        t.problem(missing, "a client certificate needs both cert_file and key_file; add it")
+    config = MqttConfig(
+        host=host,
+        port=t.integer("port", 8883 if tls else 1883, 1, 65535),
+        username=username,
+        password=password.value if password else None,
+        client_id=t.string("client_id", "outlook2mqtt"),
+        protocol=protocol,
+        base_topic=v.check_topic_prefix(t, "base_topic", "outlook2mqtt"),
+        qos=t.integer("qos", 1, 0, 2),
+        keepalive=t.integer("keepalive", 60, 1, 65535),
+        tls=tls,
+        ca_file=v.check_ca_file(t, "ca_file"),
+        cert_file=cert_file,
+        key_file=key_file,
+        tls_insecure=t.boolean("tls_insecure", False),
+    )
+    if not tls:
+        for name in ("ca_file", "cert_file", "key_file", "tls_insecure"):
+            if t.data.get(name, False) is not False:
+                t.problem(name, "only used with TLS; set tls = true or remove it")
+    return config
+
+
+def _homeassistant(t: v.Table) -> HomeAssistantConfig:
+    t.check_keys(HOMEASSISTANT_KEYS, _elsewhere("[homeassistant]"))
+    return HomeAssistantConfig(
+        discovery=t.boolean("discovery", True),
+        prefix=v.check_topic_prefix(t, "prefix", "homeassistant"),
+    )
+
+
+def _accounts(
+    root: v.Table, state_dir: Path, environ: Mapping[str, str]
+) -> tuple[AccountConfig, ...]:
+    tables = root.tables("accounts", "accounts")
+    if not tables:
+        if tables is not None or not root.has("accounts"):
+            root.problem("accounts", "at least one [[accounts]] table is required; "
+                                     "see config.toml.example")
+        return ()
+    accounts = [_account(t, state_dir, environ) for t in tables]
+    seen: dict[str, str] = {}
+    for t, account in zip(tables, accounts, strict=True):
+        if account.name in seen:
+            t.problem("name", f"{account.name!r} is already the name of {seen[account.name]}; "
+                              "account names must be unique")
+        elif account.name:
+            seen[account.name] = t.dotted
+    return tuple(accounts)
+
+
+def _account(t: v.Table, state_dir: Path, environ: Mapping[str, str]) -> AccountConfig:
+    t.check_keys(ACCOUNT_KEYS, _elsewhere("[[accounts]]"))
+    name = t.required_string("name", "home")
+    name_ok = bool(v.SEGMENT.fullmatch(name))
+    if name and not name_ok:
+        t.problem("name", f"{name!r} is used as a topic segment: use only a-z, 0-9, '_' and '-', "
+                          f"e.g. {v.slug(name) or 'home'!r}")
+    elif name in RESERVED_ACCOUNT_NAMES:
+        t.problem("name", f"{name!r} is reserved for <base_topic>/bridge/...; choose another")
+    mailbox = t.required_string("mailbox", "me@contoso.com")
+    if mailbox and not re.fullmatch(r"[^@\s]+@[^@\s]+", mailbox):
+        t.problem("mailbox", f"{mailbox!r} is not an e-mail address, e.g. 'me@contoso.com'")
+    auth = t.choice("auth", "client_secret", AUTHS)
+    auth_ok = t.data.get("auth", "client_secret") in AUTHS
+    app_only = auth != "device_code"
+    tenant_id = (t.required_string("tenant_id", PLACEHOLDER_ID) if app_only
+                 else t.string("tenant_id", "consumers"))
+    if tenant_id and not re.fullmatch(r"[A-Za-z0-9.-]+", tenant_id):
+        t.problem("tenant_id", "must be the directory (tenant) ID or a domain such as "
+                               "'contoso.onmicrosoft.com'")
+    elif app_only and tenant_id.lower() in MULTI_TENANTS:
+        t.problem("tenant_id", f"{tenant_id!r} works only for delegated sign-in; auth = "
+                               f"{auth!r} needs your directory (tenant) ID")
+    cloud = t.choice("cloud", "global", tuple(CLOUDS))
+    default_authority, default_imap_host = CLOUDS[cloud]
+    authority = default_authority
+    if t.has("authority"):
+        authority = v.check_authority(
+            t, "authority", t.string("authority", default_authority), default_authority
+        )
+    imap_host = t.string("imap_host", default_imap_host)
+    v.check_host(t, "imap_host", imap_host, default_imap_host)
+    imap_security = t.choice("imap_security", "tls", ("tls", "starttls"))
+    client_secret, certificate, private_key, passphrase = _credentials(
+        t, auth if auth_ok else None, name if name_ok else None, environ
+    )
+    token_cache = None
+    if auth == "device_code":
+        token_cache = t.path("token_cache") or state_dir / f"{name}.token-cache.json"
+    elif t.has("token_cache"):
+        t.problem("token_cache", 'only used with auth = "device_code"; remove it')
+    return AccountConfig(
+        name=name,
+        mailbox=mailbox,
+        tenant_id=tenant_id,
+        client_id=t.required_string("client_id", PLACEHOLDER_ID),
+        auth=auth,
+        authority=authority,
+        scope=_scope(t, auth, imap_host),
+        imap_host=imap_host,
+        folders=_folders(t),
+        client_secret=client_secret,
+        certificate_file=certificate,
+        private_key_file=private_key,
+        private_key_passphrase=passphrase,
+        cloud=cloud,
+        imap_port=t.integer("imap_port", 143 if imap_security == "starttls" else 993, 1, 65535),
+        imap_security=imap_security,
+        ca_file=v.check_ca_file(t, "ca_file"),
+        poll_interval=t.number("poll_interval", 60),
+        idle=t.boolean("idle", True),
+        idle_renew=t.number("idle_renew", 540, le=600,
+                            why=" (the bridge must renew IDLE at least every 10 minutes)"),
+        token_cache=token_cache,
+        commands=_commands(t),
+    )
+
+
+def _commands(t: v.Table) -> tuple[str, ...]:
+    commands = t.strings("commands", DEFAULT_COMMANDS)
+    for i, command in enumerate(commands):
+        if command not in ALL_COMMANDS:
+            t.problems.add(f"{t.key('commands')}[{i}]", f"unknown command {command!r}"
+                           f"{v.did_you_mean(command, ALL_COMMANDS)}; known: "
+                           + ", ".join(ALL_COMMANDS))
+    return tuple(dict.fromkeys(commands))
+
+
+def _folders(t: v.Table) -> tuple[FolderConfig, ...]:
+    tables = t.tables("folders", "accounts.folders")
+    if tables is None:
+        # no [[accounts.folders]]: watch the inbox, the one folder every mailbox has
+        return () if t.has("folders") else (FolderConfig(name="INBOX", topic="inbox"),)
+    if not tables and not t.data["folders"]:
+        t.problem("folders", "list at least one [[accounts.folders]], or leave them all out "
+                             "to watch INBOX")
+    folders = [_folder(ft) for ft in tables]
+    names: dict[str, str] = {}
+    topics: dict[str, str] = {}
+    for ft, folder in zip(tables, folders, strict=True):
+        if folder.name in names:
+            ft.problem("name", f"{folder.name!r} is already watched by {names[folder.name]}")
+        elif folder.topic in topics:
+            ft.problem("topic", f"{folder.topic!r} is already the topic of {topics[folder.topic]}; "
+                                "set a different topic")
+        names.setdefault(folder.name, ft.dotted)
+        topics.setdefault(folder.topic, ft.dotted)
+    return tuple(folders)
+
+
+def _folder(t: v.Table) -> FolderConfig:
+    t.check_keys(FOLDER_KEYS, _FOLDER_ELSEWHERE)
+    name = t.required_string("name", "INBOX")
+    if name.upper() == "INBOX":
+        name = "INBOX"  # RFC 3501 section 5.1: INBOX is case-insensitive
+    topic = v.slug(name)
+    if t.has("topic"):
+        topic = t.string("topic", topic)
+        if not v.SEGMENT.fullmatch(topic):
+            t.problem("topic", f"{topic!r} is a topic segment: use only a-z, 0-9, '_' and '-' "
+                               f"(no '/', '+' or '#'), e.g. {v.slug(topic) or 'inbox'!r}")
+    elif name and not topic:
+        t.problem("topic", f"cannot make a topic out of {name!r}; set topic = \"...\"")
+    if topic in RESERVED_FOLDER_TOPICS:
+        t.problem("topic", f"{topic!r} is reserved for <base_topic>/<account>/{topic}; "
+                           "set a different topic")
+    types = tuple(s.lower() for s in t.strings("attachment_types", ("*/*",)))
+    if not types:
+        t.problem("attachment_types", "list at least one type (e.g. \"*/*\"); to publish no "
+                                      "attachments set attachments = false")
+    for i, pattern in enumerate(types):
+        if not re.fullmatch(r"!?[^\s/!]+/[^\s/]+", pattern):
+            t.problems.add(f"{t.key('attachment_types')}[{i}]",
+                           f"{pattern!r} is not a content type glob such as 'image/*' or "
+                           "'!image/gif'")
+    return FolderConfig(
+        name=name,
+        topic=topic,
+        backfill=t.integer("backfill", 0, 0),
+        attachments=t.boolean("attachments", True),
+        max_attachment_bytes=t.integer("max_attachment_bytes", 10_000_000, 0),
+        inline_attachments=t.boolean("inline_attachments", False),
+        attachment_types=types,
+        include_body=t.boolean("include_body", False),
+        preview_chars=t.integer("preview_chars", 280, 0),
+    )

@@ -1,0 +1,61 @@
+"""Domain errors: library failures are translated into these at the edge."""
+
+from __future__ import annotations
+
+
+class BridgeError(Exception):
+    """Base class of every error the bridge raises on purpose."""
+
+
+class ConfigError(BridgeError):
+    """The configuration is invalid; `problems` lists every finding as 'key: message'."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = list(problems)
+        super().__init__("invalid configuration:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+class AuthError(BridgeError):
+    """The identity platform refused or could not issue a token.
+
+    `code` is the AADSTS number when Entra gave one (e.g. 7000215), `error` the OAuth2
+    error string (e.g. ``invalid_client``). `transient` marks outages worth retrying soon.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: int | None = None,
+        error: str | None = None,
+        transient: bool = False,
+    ) -> None:
+        self.code = code
+        self.error = error
+        self.transient = transient
+        super().__init__(message)
+
+
+class ImapError(BridgeError):
+    """The IMAP server could not be reached or refused an operation."""
+
+
+class ImapAuthError(ImapError):
+    """The IMAP server refused the XOAUTH2 login (token, permission or mailbox problem)."""
+
+
+class FolderNotFound(ImapError):
+    """A configured folder does not exist on the server."""
+
+    def __init__(self, folder: str, existing: list[str] | None = None) -> None:
+        self.folder = folder
+        self.existing = existing or []
+        super().__init__(f"folder {folder!r} does not exist")
+
+
+class MqttError(BridgeError):
+    """The MQTT broker could not be reached or refused the connection."""
+
+
+class CommandError(BridgeError):
+    """A command is malformed, not enabled, or cannot be carried out; the text is the reply."""

@@ -1,0 +1,137 @@
+"""IMAP connections to Exchange Online: TLS or STARTTLS, XOAUTH2, folder helpers.
+
+A thin layer over imapclient, whose clients are not thread-safe: every worker opens
+its own. Library exceptions are translated into the domain errors here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import ssl
+from dataclasses import dataclass
+from typing import Any
+
+import imapclient
+from imapclient.exceptions import IMAPClientError, LoginError
+
+from .auth import Token
+from .config import AccountConfig
+from .errors import FolderNotFound, ImapAuthError, ImapError
+
+_LOGGER = logging.getLogger(__name__)
+
+# Anything that means "this connection is gone": reconnect and carry on.
+CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,  # socket errors, ssl.SSLError, TimeoutError
+    IMAPClientError,  # includes IMAPClientAbortError (BYE, EOF)
+    imapclient.imaplib.IMAP4.abort,
+    imapclient.imaplib.IMAP4.error,
+)
+
+
+def ssl_context(account: AccountConfig) -> ssl.SSLContext:
+    """Verifying TLS context; `ca_file` adds a CA to the system ones."""
+    context = ssl.create_default_context()
+    if account.ca_file is not None:
+        context.load_verify_locations(cafile=str(account.ca_file))
+    return context
+
+
+def connect(account: AccountConfig, token: Token, *, timeout: float = 30) -> imapclient.IMAPClient:
+    """Open a logged-in connection to the account's mailbox."""
+    context = ssl_context(account)
+    where = f"{account.imap_host}:{account.imap_port}"
+    try:
+        if account.imap_security == "starttls":
+            client = imapclient.IMAPClient(
+                account.imap_host, port=account.imap_port, ssl=False, timeout=timeout
+            )
+            client.starttls(context)
+        else:
+            client = imapclient.IMAPClient(
+                account.imap_host,
+                port=account.imap_port,
+                ssl=True,
+                ssl_context=context,
+                timeout=timeout,
+            )
+    except ssl.SSLCertVerificationError as exc:
+        raise ImapError(f"TLS certificate of {where} not trusted: {exc.verify_message}") from None
+    except socket.gaierror as exc:
+        raise ImapError(f"cannot resolve {account.imap_host}: {exc.strerror}") from None
+    except CONNECTION_ERRORS as exc:
+        raise ImapError(f"cannot connect to {where}: {exc}") from None
+    try:
+        client.oauth2_login(account.mailbox, token.access_token)
+    except LoginError as exc:
+        _safe_logout(client)
+        raise ImapAuthError(f"IMAP login to {account.mailbox} refused: {_text(exc)}") from None
+    except CONNECTION_ERRORS as exc:
+        _safe_logout(client)
+        raise ImapError(f"IMAP login to {where} failed: {_text(exc)}") from None
+    return client
+
+
+def _text(exc: BaseException) -> str:
+    return str(exc).strip("b'\"") or type(exc).__name__
+
+
+def _safe_logout(client: imapclient.IMAPClient) -> None:
+    try:
+        client.logout()
+    except Exception:  # the connection is being abandoned anyway
+        with contextlib.suppress(Exception):
+            client.shutdown()
+
+
+def close(client: imapclient.IMAPClient | None) -> None:
+    """Log out, ignoring a connection that is already gone."""
+    if client is not None:
+        _safe_logout(client)
+
+
+def list_folders(client: imapclient.IMAPClient) -> list[tuple[tuple[bytes, ...], str]]:
+    """(flags, name) for every folder the server lists."""
+    return [(tuple(flags), str(name)) for flags, _delim, name in client.list_folders()]
+
+
+def resolve_folder(client: imapclient.IMAPClient, name: str) -> str:
+    """The server's spelling of `name`; INBOX matches case-insensitively (RFC 3501 §5.1)."""
+    names = [n for _flags, n in list_folders(client)]
+    if name in names:
+        return name
+    if name.upper() == "INBOX":
+        for n in names:
+            if n.upper() == "INBOX":
+                return n
+    # Exchange lists "Inbox/Receipts" while users write "INBOX/Receipts".
+    if name.upper().startswith("INBOX/"):
+        for n in names:
+            if n.upper() == name.upper():
+                return n
+    raise FolderNotFound(name, sorted(names))
+
+
+@dataclass(frozen=True)
+class FolderStatus:
+    """What the retained folder state shows, read with STATUS."""
+
+    uidvalidity: int
+    uidnext: int
+    total: int
+    unread: int
+
+
+def folder_status(client: imapclient.IMAPClient, name: str) -> FolderStatus:
+    """STATUS of a folder: counts and the UID numbers (RFC 3501 §6.3.10)."""
+    status: dict[bytes, Any] = client.folder_status(
+        name, [b"MESSAGES", b"UNSEEN", b"UIDVALIDITY", b"UIDNEXT"]
+    )
+    return FolderStatus(
+        uidvalidity=int(status[b"UIDVALIDITY"]),
+        uidnext=int(status[b"UIDNEXT"]),
+        total=int(status[b"MESSAGES"]),
+        unread=int(status[b"UNSEEN"]),
+    )

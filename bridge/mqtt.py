@@ -1,0 +1,273 @@
+"""A thin paho-mqtt wrapper: Last Will, reconnects, and publishes whose PUBACK can be awaited.
+
+paho runs its own network thread. Callbacks given here are called on that thread and
+must not block: the service hands work to queues.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from .config import MqttConfig
+from .errors import MqttError
+
+_LOGGER = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """A message received on a subscription."""
+
+    topic: str
+    payload: bytes
+    retain: bool
+    response_topic: str | None = None
+    correlation_data: bytes | None = None
+
+
+class Publication:
+    """A publish in flight; `wait` returns True once the broker acknowledged it."""
+
+    def __init__(self) -> None:
+        self._done = threading.Event()
+        self.ok = True
+
+    def _complete(self, ok: bool) -> None:
+        self.ok = ok
+        self._done.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._done.wait(timeout) and self.ok
+
+    @property
+    def done(self) -> bool:
+        return self._done.is_set()
+
+
+def _user_properties(pairs: Iterable[tuple[str, str]]) -> Properties:
+    props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+    props.UserProperty = list(pairs)
+    return props
+
+
+class MqttClient:
+    """One connection to the broker, kept up by paho's reconnect logic."""
+
+    def __init__(
+        self,
+        config: MqttConfig,
+        *,
+        will_topic: str | None = None,
+        client_id: str | None = None,
+        on_connect: Callable[[], None] | None = None,
+        on_message: Callable[[Incoming], None] | None = None,
+    ) -> None:
+        self._config = config
+        self.v5 = config.protocol == "5"
+        self._on_connect_cb = on_connect
+        self._on_message_cb = on_message
+        self._subscriptions: list[str] = []
+        self._lock = threading.Lock()
+        self._pending: dict[int, Publication] = {}
+        self._early: dict[int, bool] = {}  # PUBACKs that beat publish() back to us
+        self.connected = threading.Event()
+        self.last_error: str | None = None
+        client = paho.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=client_id or config.client_id,
+            protocol=paho.MQTTv5 if self.v5 else paho.MQTTv311,
+        )
+        if config.username:
+            client.username_pw_set(config.username, config.password)
+        if config.tls:
+            client.tls_set(
+                ca_certs=str(config.ca_file) if config.ca_file else None,
+                certfile=str(config.cert_file) if config.cert_file else None,
+                keyfile=str(config.key_file) if config.key_file else None,
+                cert_reqs=ssl.CERT_REQUIRED,
+            )
+            client.tls_insecure_set(config.tls_insecure)
+        if will_topic:
+            client.will_set(will_topic, "offline", qos=1, retain=True)
+        client.reconnect_delay_set(min_delay=1, max_delay=300)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        client.on_publish = self._on_publish
+        self._client = client
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Connect in the background; paho keeps reconnecting with backoff."""
+        self._client.connect_async(self._config.host, self._config.port, self._config.keepalive)
+        self._client.loop_start()
+
+    def wait_connected(self, timeout: float) -> bool:
+        return self.connected.wait(timeout)
+
+    def stop(self) -> None:
+        """Disconnect cleanly (no Last Will) and stop the network thread."""
+        self._client.disconnect()
+        self._client.loop_stop()
+        self.connected.clear()
+
+    # -- paho callbacks (network thread: never block) -----------------------------------
+
+    def _on_connect(
+        self, _c: paho.Client, _u: Any, _f: Any, reason: ReasonCode, _p: Properties | None
+    ) -> None:
+        if reason.is_failure:
+            self.last_error = f"broker refused the connection: {reason.getName()}"
+            _LOGGER.warning(
+                "MQTT %s:%d: %s", self._config.host, self._config.port, self.last_error
+            )
+            return
+        self.last_error = None
+        _LOGGER.info("MQTT connected to %s:%d", self._config.host, self._config.port)
+        with self._lock:
+            topics = list(self._subscriptions)
+        if topics:
+            self._subscribe(topics)
+        self.connected.set()
+        if self._on_connect_cb:
+            self._on_connect_cb()
+
+    def _on_disconnect(
+        self, _c: paho.Client, _u: Any, _f: Any, reason: ReasonCode, _p: Properties | None
+    ) -> None:
+        was = self.connected.is_set()
+        self.connected.clear()
+        if was:
+            _LOGGER.warning(
+                "MQTT connection to %s:%d lost (%s), reconnecting",
+                self._config.host,
+                self._config.port,
+                reason.getName(),
+            )
+
+    def _on_message(self, _c: paho.Client, _u: Any, msg: paho.MQTTMessage) -> None:
+        props = getattr(msg, "properties", None)
+        incoming = Incoming(
+            topic=msg.topic,
+            payload=bytes(msg.payload),
+            retain=bool(msg.retain),
+            response_topic=getattr(props, "ResponseTopic", None),
+            correlation_data=getattr(props, "CorrelationData", None),
+        )
+        if self._on_message_cb:
+            try:
+                self._on_message_cb(incoming)
+            except Exception:
+                _LOGGER.exception("error handling MQTT message on %s", msg.topic)
+
+    def _on_publish(
+        self, _c: paho.Client, _u: Any, mid: int, reason: ReasonCode, _p: Properties | None
+    ) -> None:
+        ok = not reason.is_failure
+        with self._lock:
+            pub = self._pending.pop(mid, None)
+            if pub is None:
+                self._early[mid] = ok
+        if pub is not None:
+            pub._complete(ok)
+
+    # -- operations ----------------------------------------------------------------------
+
+    def subscribe(self, topics: Iterable[str]) -> None:
+        """Subscribe now and after every reconnect."""
+        new = list(topics)
+        with self._lock:
+            self._subscriptions.extend(new)
+        if self.connected.is_set():
+            self._subscribe(new)
+
+    def _subscribe(self, topics: list[str]) -> None:
+        qos = self._config.qos
+        if self.v5:
+            # Retain As Published: the retain flag reaches us, so retained commands are skipped.
+            opts = SubscribeOptions(qos=qos, retainAsPublished=True)
+            self._client.subscribe([(t, opts) for t in topics])
+        else:
+            self._client.subscribe([(t, qos) for t in topics])
+
+    def publish(
+        self,
+        topic: str,
+        payload: bytes | str,
+        *,
+        retain: bool = False,
+        qos: int | None = None,
+        user_properties: Iterable[tuple[str, str]] | None = None,
+        correlation_data: bytes | None = None,
+    ) -> Publication:
+        """Queue a publish; paho resends QoS>0 messages after a reconnect."""
+        properties = None
+        if self.v5 and (user_properties or correlation_data is not None):
+            properties = _user_properties(user_properties or ())
+            if correlation_data is not None:
+                properties.CorrelationData = correlation_data
+        qos = self._config.qos if qos is None else qos
+        publication = Publication()
+        info = self._client.publish(topic, payload, qos=qos, retain=retain, properties=properties)
+        if info.rc not in (paho.MQTT_ERR_SUCCESS, paho.MQTT_ERR_NO_CONN):
+            publication._complete(False)
+            return publication
+        if qos == 0 and info.rc == paho.MQTT_ERR_NO_CONN:
+            publication._complete(False)  # paho drops QoS 0 while disconnected
+            return publication
+        with self._lock:
+            early = self._early.pop(info.mid, None)
+            if early is None:
+                self._pending[info.mid] = publication
+        if early is not None:
+            publication._complete(early)
+        return publication
+
+    def publish_and_wait(self, topic: str, payload: bytes | str, timeout: float, **kw: Any) -> bool:
+        """Publish and wait for the broker's acknowledgement."""
+        return self.publish(topic, payload, **kw).wait(timeout)
+
+
+def connect_probe(config: MqttConfig, topic: str, timeout: float = 10) -> float:
+    """Connect, subscribe, publish and receive one message; return the round trip in s.
+
+    Used by `check`. Raises MqttError with the broker's reason when anything fails.
+    """
+    received = threading.Event()
+    token = f"probe-{time.time_ns()}".encode()
+
+    def on_message(msg: Incoming) -> None:
+        if msg.payload == token:
+            received.set()
+
+    client = MqttClient(config, client_id=f"{config.client_id}-check", on_message=on_message)
+    client.subscribe([topic])
+    client.start()
+    try:
+        if not client.wait_connected(timeout):
+            reason = client.last_error or "no answer"
+            raise MqttError(f"cannot connect to {config.host}:{config.port}: {reason}")
+        time.sleep(0.2)  # let SUBACK arrive before publishing
+        start = time.monotonic()
+        client.publish(topic, token, qos=1)
+        if not received.wait(timeout):
+            raise MqttError(
+                f"published to {topic} but did not receive it back: check the broker's ACL"
+            )
+        return time.monotonic() - start
+    finally:
+        client.stop()

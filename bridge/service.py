@@ -1,0 +1,196 @@
+"""The running bridge: wires accounts, folder watchers, command workers and MQTT."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from dataclasses import dataclass, field
+
+from . import __version__
+from .auth import TokenProvider
+from .commands import CommandWorker
+from .config import AccountConfig, Config
+from .mqtt import Incoming, MqttClient
+from .state import StateStore
+from .status import AccountStatus
+from .topics import Topics
+from .watcher import FolderWatcher
+
+_LOGGER = logging.getLogger(__name__)
+
+STARTUP_TIMEOUT = 60.0
+SHUTDOWN_PUBLISH_TIMEOUT = 3.0
+
+
+@dataclass
+class AccountWorkers:
+    """Everything that runs for one account."""
+
+    account: AccountConfig
+    status: AccountStatus
+    watchers: list[FolderWatcher] = field(default_factory=list)
+    commands: CommandWorker | None = None
+
+
+class Bridge:
+    """Runs until `stop` is set; `online` is retained once every folder has a position."""
+
+    def __init__(self, config: Config, *, stop: threading.Event | None = None) -> None:
+        self.config = config
+        self.stop_event = stop or threading.Event()
+        self.topics = Topics(config.mqtt.base_topic)
+        self.store = StateStore(config.bridge.state_dir)
+        self.online = threading.Event()
+        self.mqtt = MqttClient(
+            config.mqtt,
+            will_topic=self.topics.bridge_state,
+            on_connect=self._on_mqtt_connect,
+            on_message=self._on_mqtt_message,
+        )
+        self.accounts: dict[str, AccountWorkers] = {}
+        self._command_routes: dict[str, tuple[str, str | None]] = {}
+        for account in config.accounts:
+            self._build_account(account)
+
+    def _build_account(self, account: AccountConfig) -> None:
+        topics = self.topics
+        status_topic = topics.account_status(account.name)
+        workers = [f"folder:{f.topic}" for f in account.folders]
+        status = AccountStatus(
+            workers,
+            lambda payload: self._publish_retained(status_topic, payload),
+        )
+        group = AccountWorkers(account, status)
+        provider = TokenProvider(account)
+        for folder in account.folders:
+            group.watchers.append(
+                FolderWatcher(
+                    account=account,
+                    folder=folder,
+                    provider=provider,
+                    mqtt=self.mqtt,
+                    topics=topics,
+                    store=self.store,
+                    status=status,
+                    stop=self.stop_event,
+                )
+            )
+            self._command_routes[topics.folder_command(account.name, folder.topic)] = (
+                account.name,
+                folder.name,
+            )
+        self._command_routes[topics.account_command(account.name)] = (account.name, None)
+        group.commands = CommandWorker(
+            account=account,
+            provider=provider,
+            status=status,
+            reply=lambda msg, payload: self._reply(account.name, msg, payload),
+            on_changed=lambda folder: self._folder_changed(account.name, folder),
+            stop=self.stop_event,
+        )
+        self.accounts[account.name] = group
+
+    # -- MQTT side ---------------------------------------------------------------------
+
+    def info_payload(self) -> bytes:
+        """`B/bridge/info`: what runs, never a secret."""
+        return json.dumps(
+            {
+                "version": __version__,
+                "accounts": [
+                    {
+                        "name": a.name,
+                        "mailbox": a.mailbox,
+                        "auth": a.auth,
+                        "folders": [{"name": f.name, "topic": f.topic} for f in a.folders],
+                        "commands": list(a.commands),
+                    }
+                    for a in self.config.accounts
+                ],
+            }
+        ).encode()
+
+    def _on_mqtt_connect(self) -> None:
+        # Retained topics again after every (re)connect: a broker without persistence
+        # forgets them, and the Last Will may have replaced `online`.
+        self.mqtt.publish(self.topics.bridge_info, self.info_payload(), retain=True)
+        for group in self.accounts.values():
+            self.mqtt.publish(
+                self.topics.account_status(group.account.name), group.status.payload(), retain=True
+            )
+            for watcher in group.watchers:
+                watcher.republish_state()
+        if self.online.is_set():
+            self.mqtt.publish(self.topics.bridge_state, "online", retain=True)
+
+    def _publish_retained(self, topic: str, payload: bytes) -> None:
+        self.mqtt.publish(topic, payload, retain=True)
+
+    def _on_mqtt_message(self, msg: Incoming) -> None:
+        route = self._command_routes.get(msg.topic)
+        if route is None:
+            return
+        account, folder = route
+        worker = self.accounts[account].commands
+        if worker is not None:
+            worker.submit(msg, folder)
+
+    def _reply(self, account: str, msg: Incoming, payload: bytes) -> None:
+        self.mqtt.publish(self.topics.command_result(account), payload)
+        if msg.response_topic and self.mqtt.v5:
+            self.mqtt.publish(msg.response_topic, payload, correlation_data=msg.correlation_data)
+
+    def _folder_changed(self, account: str, folder: str) -> None:
+        for watcher in self.accounts[account].watchers:
+            if folder in ("*", watcher.folder.name):
+                watcher.request_sync()
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start MQTT and every worker; publish `online` once all folders have settled."""
+        self.mqtt.subscribe(self._command_routes)
+        self.mqtt.start()
+        for group in self.accounts.values():
+            for watcher in group.watchers:
+                watcher.start()
+            if group.commands is not None:
+                group.commands.start()
+        threading.Thread(target=self._announce_online, name="announce-online", daemon=True).start()
+
+    def _announce_online(self) -> None:
+        watchers = [w for g in self.accounts.values() for w in g.watchers]
+        for watcher in watchers:
+            # A folder that cannot connect does not hold the others back: its account
+            # status says why. Every folder that connected has recorded its position.
+            while not watcher.settled.wait(0.5):
+                if self.stop_event.is_set():
+                    return
+        _LOGGER.info("all folders ready: bridge online")
+        self.online.set()
+        self.mqtt.publish(self.topics.bridge_state, "online", retain=True)
+
+    def shutdown(self) -> None:
+        """Stop workers, publish `offline` and disconnect."""
+        self.stop_event.set()
+        for group in self.accounts.values():
+            for watcher in group.watchers:
+                watcher.request_sync()
+        threads: list[threading.Thread] = [w for g in self.accounts.values() for w in g.watchers]
+        threads += [g.commands for g in self.accounts.values() if g.commands is not None]
+        for thread in threads:
+            if thread.is_alive():
+                thread.join(timeout=5)
+        offline = self.mqtt.publish(self.topics.bridge_state, "offline", retain=True)
+        offline.wait(SHUTDOWN_PUBLISH_TIMEOUT)
+        self.mqtt.stop()
+        _LOGGER.info("bridge stopped")
+
+    def run(self) -> None:
+        """Run until the stop event is set."""
+        self.start()
+        try:
+            self.stop_event.wait()
+        finally:
+            self.shutdown()

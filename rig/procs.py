@@ -1,0 +1,125 @@
+"""Process helpers shared by the rig's servers: ports, child daemons, readiness."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import signal
+import socket
+import ssl
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+_LOGGER = logging.getLogger(__name__)
+
+_PR_SET_PDEATHSIG = 1
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """Return a TCP port on host that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM when the thread that forked us exits (PR_SET_PDEATHSIG)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+
+def spawn(argv: Sequence[str], log_file: Path) -> subprocess.Popen[bytes]:
+    """Start a foreground daemon, output appended to log_file, killed when we die."""
+    _LOGGER.debug("starting %s", " ".join(argv))
+    with log_file.open("ab") as log:
+        return subprocess.Popen(
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=_die_with_parent,  # noqa: PLW1509 - prctl must run in the child
+            start_new_session=True,
+        )
+
+
+def terminate(proc: subprocess.Popen[bytes] | None, timeout: float = 10.0) -> None:
+    """Stop a daemon with SIGTERM, SIGKILL if it does not exit within timeout."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        _LOGGER.warning("pid %d ignored SIGTERM, killing it", proc.pid)
+        proc.kill()
+        proc.wait()
+
+
+def log_tail(path: Path, lines: int = 30) -> str:
+    """Return the last lines of a log file, or a note that there is none."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return f"(no log at {path})"
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def can_connect(host: str, port: int) -> bool:
+    """Tell whether a TCP connection to host:port succeeds right now."""
+    try:
+        with socket.create_connection((host, port), timeout=1.0):
+            return True
+    except OSError:
+        return False
+
+
+def wait_until_ready(
+    proc: subprocess.Popen[bytes],
+    ready: Callable[[], bool],
+    *,
+    what: str,
+    log_file: Path,
+    timeout: float = 15.0,
+) -> None:
+    """Poll ready() until true; raise RuntimeError with the log tail if proc dies or times out."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(
+                f"{what} exited with {proc.returncode} while starting:\n{log_tail(log_file)}"
+            )
+        if ready():
+            # A daemon can bind its port and then die of a config error: look once more.
+            time.sleep(0.05)
+            if proc.poll() is None:
+                return
+            continue
+        if time.monotonic() > deadline:
+            terminate(proc)
+            raise RuntimeError(f"{what} not ready after {timeout:.0f} s:\n{log_tail(log_file)}")
+        time.sleep(0.02)
+
+
+def read_greeting(
+    host: str, port: int, prefix: bytes, tls: ssl.SSLContext | None = None
+) -> bool:
+    """Tell whether a server on host:port (TLS when tls given) greets with prefix."""
+    try:
+        with contextlib.ExitStack() as stack:
+            sock = stack.enter_context(socket.create_connection((host, port), timeout=2.0))
+            if tls is not None:
+                sock = stack.enter_context(tls.wrap_socket(sock, server_hostname=host))
+            data = b""
+            while b"\n" not in data:
+                chunk = sock.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+            return data.startswith(prefix)
+    except OSError:
+        return False
+
