@@ -424,3 +424,78 @@ def check_ca_file(table: Table, name: str) -> Path | None:
         table.problem(name, f"{path} holds no PEM certificate (expected "
                             "'-----BEGIN CERTIFICATE-----')")
     return path
+
+
+# the delegated IMAP permission; MSAL adds offline_access (for the refresh token) itself
+DELEGATED_SCOPE = "https://outlook.office.com/IMAP.AccessAsUser.All"
+CERTIFICATE_KEYS = (
+    "certificate_file", "private_key_file", "private_key_passphrase", "private_key_passphrase_file",
+)
+
+
+def scope(t: Table, auth: str, imap_host: str, global_imap_host: str) -> str:
+    """`scope`, by default the IMAP resource's '/.default' (app-only) or IMAP.AccessAsUser.All."""
+    if auth != "device_code":
+        default = f"https://{imap_host}/.default"
+    elif imap_host == global_imap_host:
+        default = DELEGATED_SCOPE
+    else:
+        default = f"https://{imap_host}/IMAP.AccessAsUser.All"
+    value = t.string("scope", default)
+    if not t.has("scope"):
+        return value
+    if "graph.microsoft" in value:
+        t.problem("scope", f"IMAP needs an Outlook token, not Microsoft Graph; use {default!r}")
+    elif re.search(r"\s", value):
+        t.problem("scope", f"give a single scope, e.g. {default!r} (MSAL adds offline_access)")
+    elif auth != "device_code" and not value.endswith("/.default"):
+        t.problem("scope", f"app-only tokens need a '/.default' scope, e.g. {default!r}")
+    return value
+
+
+def credentials(
+    t: Table, auth: str | None, account: str | None, environ: Mapping[str, str]
+) -> tuple[str | None, Path | None, Path | None, str | None]:
+    """client_secret, certificate_file, private_key_file and private_key_passphrase as `auth`
+    needs them; `auth` None (itself invalid) skips the checks, `account` None (an invalid
+    name) skips the per-account credential names."""
+
+    def names(key: str) -> tuple[str, ...]:
+        return ((f"{account}.{key}",) if account else ()) + (key,)
+
+    if auth is None:
+        return None, None, None, None
+    unused = [k for k in CERTIFICATE_KEYS if auth != "client_certificate"]
+    unused += [k for k in ("client_secret", "client_secret_file") if auth != "client_secret"]
+    for key in unused:
+        if t.has(key):
+            t.problem(key, f"not used with auth = {auth!r}; remove it or change auth")
+    if auth == "client_secret":
+        found = secret(t, "client_secret", credentials=names("client_secret"), environ=environ)
+        if found is None and not (t.has("client_secret") or t.has("client_secret_file")):
+            t.problem("client_secret", 'required with auth = "client_secret"; set client_secret '
+                      "or client_secret_file, or provide the credential "
+                      f"{names('client_secret')[0]!r} in ${CREDENTIALS_ENV}")
+        return (found.value if found else None), None, None, None
+    if auth == "device_code":
+        return None, None, None, None
+    certificate = t.path("certificate_file")
+    if not t.has("certificate_file"):
+        t.problem("certificate_file", 'required with auth = "client_certificate"; give the PEM '
+                                      "certificate (outlook2mqtt cert new makes one)")
+    private_key = t.path("private_key_file")
+    if not t.has("private_key_file"):
+        private_key = credential_file(environ, names("private_key"))
+        if private_key is None:
+            t.problem("private_key_file", 'required with auth = "client_certificate"; give the '
+                      f"PEM private key or the credential {names('private_key')[0]!r} "
+                      f"in ${CREDENTIALS_ENV}")
+    passphrase = secret(t, "private_key_passphrase",
+                        credentials=names("private_key_passphrase"), environ=environ)
+    if certificate and private_key:
+        check_key_pair(t.problems, (t.key("certificate_file"), certificate),
+                       (t.key("private_key_file"), private_key),
+                       (t.key("private_key_passphrase"), passphrase), rsa_only=True)
+    elif certificate:
+        read_file(certificate, t.key("certificate_file"), t.problems)
+    return None, certificate, private_key, passphrase.value if passphrase else None

@@ -142,8 +142,6 @@ class Config:
 DEFAULT_CONFIG = Path("/etc/outlook2mqtt/config.toml")
 CONFIG_ENV = "OUTLOOK2MQTT_CONFIG"
 AUTHS = ("client_secret", "client_certificate", "device_code")
-# the delegated IMAP permission; MSAL adds offline_access (for the refresh token) itself
-DELEGATED_SCOPE = "https://outlook.office.com/IMAP.AccessAsUser.All"
 # these tenants only work for delegated sign-in; app-only tokens need the tenant itself
 MULTI_TENANTS = ("common", "organizations", "consumers")
 # topics the bridge itself uses one level below B/ and B/<account>/
@@ -167,9 +165,6 @@ ACCOUNT_KEYS = (
 FOLDER_KEYS = (
     "name", "topic", "backfill", "attachments", "max_attachment_bytes", "inline_attachments",
     "attachment_types", "include_body", "preview_chars",
-)
-CERTIFICATE_KEYS = (
-    "certificate_file", "private_key_file", "private_key_passphrase", "private_key_passphrase_file",
 )
 _TABLES: dict[str, tuple[str, ...]] = {
     "[mqtt]": MQTT_KEYS, "[homeassistant]": HOMEASSISTANT_KEYS, "[bridge]": BRIDGE_KEYS,
@@ -349,7 +344,7 @@ def _account(t: v.Table, state_dir: Path, environ: Mapping[str, str]) -> Account
     imap_host = t.string("imap_host", default_imap_host)
     v.check_host(t, "imap_host", imap_host, default_imap_host)
     imap_security = t.choice("imap_security", "tls", ("tls", "starttls"))
-    client_secret, certificate, private_key, passphrase = _credentials(
+    client_secret, certificate, private_key, passphrase = v.credentials(
         t, auth if auth_ok else None, name if name_ok else None, environ
     )
     token_cache = None
@@ -364,7 +359,7 @@ def _account(t: v.Table, state_dir: Path, environ: Mapping[str, str]) -> Account
         client_id=t.required_string("client_id", PLACEHOLDER_ID),
         auth=auth,
         authority=authority,
-        scope=_scope(t, auth, imap_host),
+        scope=v.scope(t, auth, imap_host, CLOUDS["global"][1]),
         imap_host=imap_host,
         folders=_folders(t),
         client_secret=client_secret,
