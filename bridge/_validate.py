@@ -70,9 +70,12 @@ def did_you_mean(word: str, choices: Collection[str]) -> str:
 
 
 class Table:
-    """One TOML table being read; `path` is its dotted key, e.g. ``accounts[0].folders[1]``."""
+    """One TOML table being read; `dotted` is its key path, e.g. ``accounts[0].folders[1]``,
+    `base` the directory that relative paths start from."""
 
-    def __init__(self, data: Mapping[str, Any], dotted: str, problems: Problems, base: Path) -> None:
+    def __init__(
+        self, data: Mapping[str, Any], dotted: str, problems: Problems, base: Path
+    ) -> None:
         self.data = data
         self.dotted = dotted
         self.problems = problems
@@ -109,7 +112,8 @@ class Table:
         if isinstance(value, kinds) and not (isinstance(value, bool) and bool not in kinds):
             return value
         hint = ""
-        if isinstance(value, str) and expected.startswith(("an integer", "a number")):
+        numeric = isinstance(value, str) and re.fullmatch(r"\s*[-+]?[0-9._]+\s*", value)
+        if numeric and expected.startswith(("an integer", "a number")):
             hint = "; write the number without quotes"
         elif isinstance(value, str) and expected.startswith("a boolean"):
             hint = "; write true or false without quotes"
@@ -134,11 +138,11 @@ class Table:
     def required_string(self, name: str, example: str) -> str:
         if name not in self.data:
             where = f" to [{self.dotted}]" if self.dotted and "[" not in self.dotted else ""
-            self.problem(name, f"required key is missing; add {name} = {example!r}{where}")
+            self.problem(name, f'required key is missing; add {name} = "{example}"{where}')
             return ""
         value = self.opt_string(name)
         if value is not None and not value.strip():
-            self.problem(name, f"must not be empty, e.g. {name} = {example!r}")
+            self.problem(name, f'must not be empty, e.g. {name} = "{example}"')
         return value or ""
 
     def choice(self, name: str, default: str, choices: Sequence[str]) -> str:
@@ -295,15 +299,15 @@ def secret(
         if not inline.strip():
             table.problem(name, f"must not be empty; set it or use {file_key}")
             return None
-        return Secret(inline, "inline")
+        return Secret(inline, "given inline")
     if file_path is not None:
         value = read_secret_file(file_path, table.key(file_key), table.problems)
-        return None if value is None else Secret(value, str(file_path))
+        return None if value is None else Secret(value, f"from {file_path}")
     found = credential_file(environ, credentials)
     if found is None:
         return None
     value = read_secret_file(found, table.key(name), table.problems)
-    return None if value is None else Secret(value, f"${CREDENTIALS_ENV}/{found.name}")
+    return None if value is None else Secret(value, f"from ${CREDENTIALS_ENV}/{found.name}")
 
 
 def slug(name: str) -> str:
@@ -330,7 +334,7 @@ def check_host(table: Table, name: str, host: str, example: str) -> None:
     if "://" in host:
         table.problem(name, f"give the host name only, without the scheme, e.g. {example!r}")
     elif re.fullmatch(r"[^:/\s]+:\d+", host):
-        table.problem(name, "give the host name only and the port in the port key")
+        table.problem(name, "give the host name only and put the port in the port key")
     elif re.search(r"[/\s]", host):
         table.problem(name, f"{host!r} is not a host name, e.g. {example!r}")
 
@@ -354,10 +358,13 @@ def check_key_pair(
     *,
     rsa_only: bool = False,
 ) -> None:
-    """The certificate must be PEM X.509, the key a PEM private key (decrypted by the
-    passphrase when given) that belongs to the certificate."""
-    cert_key, cert_path = cert
-    key_key, key_path = key
+    """The certificate must be PEM X.509, the key a PEM private key that belongs to it.
+
+    Each pair is (dotted key, value); without a `passphrase` pair the key must not be
+    encrypted. `rsa_only`: Entra ID accepts only RSA keys for certificate credentials.
+    """
+    (cert_key, cert_path), (key_key, key_path) = cert, key
+    pass_key, pass_secret = passphrase or (key_key, None)
     cert_data = read_file(cert_path, cert_key, problems)
     key_data = read_file(key_path, key_key, problems)
     certificate = None
@@ -365,29 +372,28 @@ def check_key_pair(
         try:
             certificate = x509.load_pem_x509_certificate(cert_data)
         except ValueError:
-            der = " (it looks like DER, e.g. a .cer file; use the PEM .crt)" if (
-                not cert_data.lstrip().startswith(b"-----")) else ""
+            der = "" if cert_data.lstrip().startswith(b"-----") else (
+                " (it looks like DER, e.g. a .cer file; use the PEM .crt)")
             problems.add(cert_key, f"{cert_path} is not a PEM X.509 certificate{der}")
     if key_data is None:
         return
-    pass_key, pass_secret = passphrase or ("", None)
-    password = pass_secret.value.encode() if pass_secret else None
     try:
-        private_key = serialization.load_pem_private_key(key_data, password)
+        private_key = serialization.load_pem_private_key(
+            key_data, pass_secret.value.encode() if pass_secret else None
+        )
     except TypeError:
-        # cryptography says TypeError when the passphrase is missing or superfluous
-        if password is None:
-            fix = f"set {pass_key.rpartition('.')[2]}" if pass_key else "decrypt it"
-            problems.add(pass_key or key_key,
-                         f"the private key {key_path} is encrypted; {fix}")
+        # cryptography's TypeError: a passphrase is missing, or given for a plain key
+        if pass_secret is None:
+            fix = "decrypt it (openssl pkey)" if passphrase is None else (
+                "set private_key_passphrase or private_key_passphrase_file")
+            problems.add(pass_key, f"the private key {key_path} is encrypted; {fix}")
         else:
             problems.add(pass_key, f"the private key {key_path} is not encrypted; remove the "
-                                   f"passphrase ({pass_secret.origin if pass_secret else ''})")
+                                   f"passphrase ({pass_secret.origin})")
         return
     except (ValueError, UnsupportedAlgorithm):
-        if password is not None and b"ENCRYPTED" in key_data:
-            problems.add(pass_key, f"wrong passphrase for {key_path} (from "
-                                   f"{pass_secret.origin if pass_secret else '?'}); the key "
+        if pass_secret is not None and b"ENCRYPTED" in key_data:
+            problems.add(pass_key, f"wrong passphrase ({pass_secret.origin}): {key_path} "
                                    "could not be decrypted")
         else:
             problems.add(key_key, f"{key_path} is not a PEM private key (expected "
@@ -396,8 +402,8 @@ def check_key_pair(
     if rsa_only and not isinstance(private_key, rsa.RSAPrivateKey):
         problems.add(key_key, f"{key_path} is not an RSA key; Entra ID certificate "
                               "credentials need RSA (outlook2mqtt cert new makes one)")
-    elif certificate is not None and _spki(certificate.public_key()) != _spki(
-        private_key.public_key()
+    elif certificate is not None and (
+        _spki(certificate.public_key()) != _spki(private_key.public_key())
     ):
         problems.add(key_key, f"{key_path} does not belong to the certificate {cert_path}; "
                               "use the key that was generated with it")
@@ -434,7 +440,9 @@ CERTIFICATE_KEYS = (
 
 
 def scope(t: Table, auth: str, imap_host: str, global_imap_host: str) -> str:
-    """`scope`, by default the IMAP resource's '/.default' (app-only) or IMAP.AccessAsUser.All."""
+    """`scope`, by default the cloud's IMAP resource's '/.default' (app-only) or
+    IMAP.AccessAsUser.All. `imap_host` is the cloud preset's host: overriding `imap_host`
+    alone (a TLS proxy, a test server) keeps the token audience of the cloud."""
     if auth != "device_code":
         default = f"https://{imap_host}/.default"
     elif imap_host == global_imap_host:
@@ -469,7 +477,7 @@ def credentials(
     unused += [k for k in ("client_secret", "client_secret_file") if auth != "client_secret"]
     for key in unused:
         if t.has(key):
-            t.problem(key, f"not used with auth = {auth!r}; remove it or change auth")
+            t.problem(key, f'not used with auth = "{auth}"; remove it or change auth')
     if auth == "client_secret":
         found = secret(t, "client_secret", credentials=names("client_secret"), environ=environ)
         if found is None and not (t.has("client_secret") or t.has("client_secret_file")):

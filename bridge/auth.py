@@ -93,7 +93,7 @@ def certificate_credential(account: AccountConfig) -> dict[str, str]:
         serialization.NoEncryption(),
     ).decode()
     cert = x509.load_pem_x509_certificate(cert_pem)
-    if getattr(account, "assertion_algorithm", "RS256") == "PS256":
+    if account.assertion_algorithm == "PS256":
         return {"private_key": key_text, "public_certificate": cert_pem.decode()}
     return {"private_key": key_text, "thumbprint": cert.fingerprint(hashes.SHA1()).hex()}  # noqa: S303 - x5t is SHA-1 by definition (RFC 7515 §4.1.7)
 

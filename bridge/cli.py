@@ -28,9 +28,7 @@ EXIT_OK, EXIT_FAIL, EXIT_CONFIG = 0, 1, 2
 def _load(args: argparse.Namespace) -> Config:
     path = config_search_path(args.config, os.environ)
     config = load_config(path)
-    for secret in (config.mqtt.password,
-                   *(a.client_secret for a in config.accounts),
-                   *(a.private_key_passphrase for a in config.accounts)):
+    for secret in config.secret_values():
         log.register_secret(secret)
     return config
 

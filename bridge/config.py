@@ -96,6 +96,9 @@ class AccountConfig:
     certificate_file: Path | None = None
     private_key_file: Path | None = None
     private_key_passphrase: str | None = field(default=None, repr=False)
+    # client assertion signing: "RS256" (x5t = SHA-1 thumbprint, works everywhere) or
+    # "PS256" (x5t#S256 = SHA-256 thumbprint, with the certificate chain in x5c)
+    assertion_algorithm: str = "RS256"
     cloud: str = "global"
     imap_port: int = 993
     imap_security: str = "tls"  # "tls" (implicit) or "starttls"
@@ -158,7 +161,7 @@ BRIDGE_KEYS = ("state_dir",)
 ACCOUNT_KEYS = (
     "name", "mailbox", "tenant_id", "client_id", "auth", "client_secret", "client_secret_file",
     "certificate_file", "private_key_file", "private_key_passphrase",
-    "private_key_passphrase_file", "cloud", "authority", "scope", "imap_host", "imap_port",
+    "private_key_passphrase_file", "assertion_algorithm", "cloud", "authority", "scope", "imap_host", "imap_port",
     "imap_security", "ca_file", "poll_interval", "idle", "idle_renew", "token_cache",
     "commands", "folders",
 )
@@ -193,16 +196,21 @@ def config_search_path(explicit: str | None, environ: Mapping[str, str] | None =
 def load_config(path: Path, *, environ: Mapping[str, str] | None = None) -> Config:
     """Read and validate a TOML config file; raise ConfigError listing every problem."""
     path = Path(path).expanduser().absolute()
-    problems = v.Problems()
-    raw = v.read_file(path, str(path), problems)
-    if raw is None:
-        hint = "; create one with 'outlook2mqtt init' or pass -c PATH" if not path.exists() else ""
-        raise ConfigError([problems.items[0] + hint])
     try:
-        data = tomllib.loads(raw.decode("utf-8"))
+        data = tomllib.loads(path.read_bytes().decode("utf-8"))
+    except FileNotFoundError:
+        raise ConfigError([f"{path}: file not found; create it with 'outlook2mqtt init' "
+                           "or pass -c PATH"]) from None
+    except IsADirectoryError:
+        raise ConfigError([f"{path}: is a directory; pass the file with -c PATH"]) from None
+    except PermissionError:
+        raise ConfigError([f"{path}: cannot read it: permission denied; check its owner "
+                           "and mode"]) from None
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read it: {exc.strerror or exc}"]) from None
     except UnicodeDecodeError as exc:
-        problems.add(str(path), f"not UTF-8 text (byte {exc.start}); save it as UTF-8")
-        raise ConfigError(problems.items) from None
+        raise ConfigError([f"{path}: not UTF-8 text (byte {exc.start}); save it as UTF-8"]
+                          ) from None
     except tomllib.TOMLDecodeError as exc:
         # the message ends in "(at line L, column C)"; the line itself may hold a secret
         found = re.fullmatch(r"(.*) \(at (line \d+, column \d+|end of document)\)", str(exc))
@@ -224,6 +232,7 @@ def parse_config(
     `environ` (default os.environ) supplies $CREDENTIALS_DIRECTORY. No network access.
     """
     environ = os.environ if environ is None else environ
+    source = source.absolute() if source is not None else None
     base = source.parent if source is not None else Path.cwd()
     problems = v.Problems()
     root = v.Table(data, "", problems, base)
@@ -254,13 +263,7 @@ def _mqtt(t: v.Table, environ: Mapping[str, str]) -> MqttConfig:
     protocol = t.choice("protocol", "5", ("5", "3.1.1"))
     if password and not username and protocol == "3.1.1":
         t.problem("password", "MQTT 3.1.1 sends a password only with a username; set username")
-    cert_file, key_file = t.path("cert_file"), t.path("key_file")
-    if cert_file and key_file:
-        v.check_key_pair(t.problems, (t.key("cert_file"), cert_file), (t.key("key_file"), key_file))
-    elif cert_file or key_file:
-        missing = "key_file" if cert_file else "cert_file"
-        t.problem(missing, "a client certificate needs both cert_file and key_file; add it")
-    config = MqttConfig(
+    return MqttConfig(
         host=host,
         port=t.integer("port", 8883 if tls else 1883, 1, 65535),
         username=username,
@@ -271,16 +274,25 @@ def _mqtt(t: v.Table, environ: Mapping[str, str]) -> MqttConfig:
         qos=t.integer("qos", 1, 0, 2),
         keepalive=t.integer("keepalive", 60, 1, 65535),
         tls=tls,
-        ca_file=v.check_ca_file(t, "ca_file"),
-        cert_file=cert_file,
-        key_file=key_file,
-        tls_insecure=t.boolean("tls_insecure", False),
+        **_mqtt_tls(t, tls),
     )
+
+
+def _mqtt_tls(t: v.Table, tls: bool) -> dict[str, Any]:
+    """ca_file, cert_file, key_file and tls_insecure, which only make sense with tls = true."""
     if not tls:
         for name in ("ca_file", "cert_file", "key_file", "tls_insecure"):
             if t.data.get(name, False) is not False:
                 t.problem(name, "only used with TLS; set tls = true or remove it")
-    return config
+        return {}
+    cert_file, key_file = t.path("cert_file"), t.path("key_file")
+    if cert_file and key_file:
+        v.check_key_pair(t.problems, (t.key("cert_file"), cert_file), (t.key("key_file"), key_file))
+    elif cert_file or key_file:
+        missing = "key_file" if cert_file else "cert_file"
+        t.problem(missing, "a client certificate needs both cert_file and key_file; add it")
+    return {"ca_file": v.check_ca_file(t, "ca_file"), "cert_file": cert_file,
+            "key_file": key_file, "tls_insecure": t.boolean("tls_insecure", False)}
 
 
 def _homeassistant(t: v.Table) -> HomeAssistantConfig:
@@ -333,7 +345,7 @@ def _account(t: v.Table, state_dir: Path, environ: Mapping[str, str]) -> Account
                                "'contoso.onmicrosoft.com'")
     elif app_only and tenant_id.lower() in MULTI_TENANTS:
         t.problem("tenant_id", f"{tenant_id!r} works only for delegated sign-in; auth = "
-                               f"{auth!r} needs your directory (tenant) ID")
+                               f'"{auth}" needs your directory (tenant) ID')
     cloud = t.choice("cloud", "global", tuple(CLOUDS))
     default_authority, default_imap_host = CLOUDS[cloud]
     authority = default_authority
@@ -359,13 +371,15 @@ def _account(t: v.Table, state_dir: Path, environ: Mapping[str, str]) -> Account
         client_id=t.required_string("client_id", PLACEHOLDER_ID),
         auth=auth,
         authority=authority,
-        scope=v.scope(t, auth, imap_host, CLOUDS["global"][1]),
+        scope=v.scope(t, auth, default_imap_host,
+                      CLOUDS["global"][1]),
         imap_host=imap_host,
         folders=_folders(t),
         client_secret=client_secret,
         certificate_file=certificate,
         private_key_file=private_key,
         private_key_passphrase=passphrase,
+        assertion_algorithm=t.choice("assertion_algorithm", "RS256", ("RS256", "PS256")),
         cloud=cloud,
         imap_port=t.integer("imap_port", 143 if imap_security == "starttls" else 993, 1, 65535),
         imap_security=imap_security,
@@ -384,8 +398,8 @@ def _commands(t: v.Table) -> tuple[str, ...]:
     for i, command in enumerate(commands):
         if command not in ALL_COMMANDS:
             t.problems.add(f"{t.key('commands')}[{i}]", f"unknown command {command!r}"
-                           f"{v.did_you_mean(command, ALL_COMMANDS)}; known: "
-                           + ", ".join(ALL_COMMANDS))
+                           f"{v.did_you_mean(command, ALL_COMMANDS)} (known: "
+                           + ", ".join(ALL_COMMANDS) + ")")
     return tuple(dict.fromkeys(commands))
 
 

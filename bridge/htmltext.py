@@ -27,6 +27,12 @@ class _TextExtractor(HTMLParser):
         self.chunks: list[str] = []
         self._hidden: list[str] = []  # open hidden elements, innermost last
         self._pre = 0  # depth of <pre>: its line breaks are kept
+        self._line_has_text = False  # a block boundary breaks the line only once
+
+    def _break(self, always: bool = False) -> None:
+        if always or self._line_has_text:
+            self.chunks.append("\n")
+            self._line_has_text = False
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if tag == "body":  # a <head> never closed must not swallow the body
@@ -38,7 +44,7 @@ class _TextExtractor(HTMLParser):
         if tag == "pre":
             self._pre += 1
         if tag == "br" or tag in _BLOCK:
-            self.chunks.append("\n")
+            self._break(always=tag == "br")
             if tag == "li":
                 self.chunks.append("- ")
         elif tag in _CELL:
@@ -53,13 +59,16 @@ class _TextExtractor(HTMLParser):
             if tag in self._hidden:
                 del self._hidden[len(self._hidden) - 1 - self._hidden[::-1].index(tag)]
         elif tag in _BLOCK:
-            self.chunks.append("\n")
+            self._break()
             if tag == "pre":
                 self._pre = max(0, self._pre - 1)
 
     def handle_data(self, data: str) -> None:
         if self._hidden:
             return
+        # A no-break space is content: Outlook writes blank lines as <p>&nbsp;</p>.
+        if data.strip(" \t\r\n\f\v"):
+            self._line_has_text = True
         if self._pre:
             self.chunks.append(data.replace("\r\n", "\n"))
         else:

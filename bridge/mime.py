@@ -18,6 +18,7 @@ from urllib.parse import unquote_to_bytes
 # RFC 2047 §2: =?charset?encoding?encoded-text?=; the charset may carry an RFC 2231 §5
 # language suffix (utf-8*en). The text is matched leniently (spaces seen in the wild).
 _ENCODED_WORD = re.compile(r"=\?([^?\s]+)\?([bBqQ])\?([^?]*)\?=")
+_BASE64_TEXT = re.compile(r"[A-Za-z0-9+/]*=*")
 _Q_ESCAPE = re.compile(rb"=([0-9A-Fa-f]{2})")
 _FOLD = re.compile(r"\r?\n(?=[ \t])")
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -63,6 +64,8 @@ def decode_bytes(data: bytes, charset: str | None, notes: list[str], where: str)
     if name in _GUESS_CHARSETS:
         return guess_decode(data)
     try:
+        if not name.isascii():
+            raise LookupError(name)
         return data.decode(name, "replace")
     except LookupError:
         notes.append(f"{where}: unknown charset {name[:40]!r}")
@@ -72,8 +75,10 @@ def decode_bytes(data: bytes, charset: str | None, notes: list[str], where: str)
 
 
 def _decode_b(text: str) -> bytes:
-    """Base64 of an encoded word, forgiving missing padding and stray characters."""
-    clean = re.sub(r"[^A-Za-z0-9+/]", "", text)
+    """Base64 of an encoded word, forgiving missing padding; ValueError if it is not base64."""
+    if not _BASE64_TEXT.fullmatch(text):
+        raise ValueError("not base64")
+    clean = text.rstrip("=")
     if len(clean) % 4 == 1:  # a lone trailing sextet carries no whole byte
         clean = clean[:-1]
     return binascii.a2b_base64(clean + "=" * (-len(clean) % 4))
@@ -101,6 +106,7 @@ def decode_words(value: str, notes: list[str], where: str) -> str:
             else:
                 data = _decode_q(match.group(3))
         except (binascii.Error, ValueError):
+            notes.append(f"{where}: bad encoded word")
             pieces.append((match.group(0), ""))
         else:
             # A multi-byte character may be split across words: join same-charset bytes first.

@@ -7,7 +7,7 @@ import logging
 import threading
 from dataclasses import dataclass, field
 
-from . import __version__
+from . import __version__, sdnotify
 from .auth import TokenProvider
 from .commands import CommandWorker
 from .config import AccountConfig, Config
@@ -170,9 +170,32 @@ class Bridge:
         _LOGGER.info("all folders ready: bridge online")
         self.online.set()
         self.mqtt.publish(self.topics.bridge_state, "online", retain=True)
+        sdnotify.notify("READY=1\nSTATUS=online")
+        interval = sdnotify.watchdog_interval()
+        if interval:
+            threading.Thread(target=self._watchdog, args=(interval,), name="watchdog",
+                             daemon=True).start()
+
+    def healthy(self) -> bool:
+        """Every worker thread is alive (a dead one means a bug: let systemd restart us)."""
+        for group in self.accounts.values():
+            threads: list[threading.Thread] = list(group.watchers)
+            if group.commands is not None:
+                threads.append(group.commands)
+            if not all(t.is_alive() for t in threads):
+                return False
+        return True
+
+    def _watchdog(self, interval: float) -> None:
+        while not self.stop_event.wait(interval):
+            if self.healthy():
+                sdnotify.notify("WATCHDOG=1")
+            else:
+                _LOGGER.error("a worker thread died: no longer pinging the watchdog")
 
     def shutdown(self) -> None:
         """Stop workers, publish `offline` and disconnect."""
+        sdnotify.notify("STOPPING=1")
         self.stop_event.set()
         for group in self.accounts.values():
             for watcher in group.watchers:

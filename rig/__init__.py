@@ -1,0 +1,5 @@
+"""Real servers on loopback for tests and the demo: identity platform, Dovecot, Mosquitto."""
+
+from rig.procs import free_port
+
+__all__ = ["free_port"]

@@ -144,11 +144,12 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
         with idp.lock:
-            idp.requests.append((method, self.path.split("?")[0], status))
+            idp.requests.append((method, self.path.split("?", maxsplit=1)[0], status))
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib's name
+    def log_message(self, format: str, *args: Any) -> None:
         """Send the access log to debug logging instead of stderr."""
-        _LOGGER.debug("%s " + format, self.address_string(), *args)  # noqa: G003
+        if _LOGGER.isEnabledFor(logging.DEBUG):
+            _LOGGER.debug("%s %s", self.address_string(), format % args)
 
 
 class _Server(ThreadingHTTPServer):
@@ -221,7 +222,9 @@ class IdentityPlatform:
             server = _Server((self.host, self._ports[index]), self, context)
             self._ports[index] = server.server_address[1]
             name = f"idp-{'https' if context else 'introspection'}-{self._ports[index]}"
-            threading.Thread(target=server.serve_forever, name=name, daemon=True).start()
+            # A short poll interval keeps stop() (and so restarts) quick.
+            threading.Thread(target=server.serve_forever, args=(0.05,), name=name,
+                             daemon=True).start()
             self._servers.append(server)
         _LOGGER.debug("identity platform on %s, introspection on %s", self.authority,
                       self.introspection_url)
@@ -329,7 +332,7 @@ class IdentityPlatform:
             return 503, {"error": "temporarily_unavailable",
                          "error_description": "The service is unavailable (simulated outage)."}
         form = {k: v[0] for k, v in parse_qs(body.decode(), keep_blank_values=True).items()}
-        parts = path.split("?")[0].strip("/").split("/")
+        parts = path.split("?", maxsplit=1)[0].strip("/").split("/")
         try:
             if not tls:
                 if method == "POST" and parts == ["introspect"]:

@@ -34,6 +34,8 @@ def _die_with_parent() -> None:
 
 def spawn(argv: Sequence[str], log_file: Path) -> subprocess.Popen[bytes]:
     """Start a foreground daemon, output appended to log_file, killed when we die."""
+    # PR_SET_PDEATHSIG fires when the *thread* that forked exits: spawn from a thread
+    # that outlives the daemon (the main thread, as pytest fixtures do).
     _LOGGER.debug("starting %s", " ".join(argv))
     with log_file.open("ab") as log:
         return subprocess.Popen(

@@ -1,0 +1,389 @@
+"""Pure message parsing: raw RFC 822 bytes -> the summary of CONTRACT §4 and its attachments.
+
+No I/O happens here. `summarize` never raises: whatever fails is named in the summary's
+``errors`` list and everything that could be read is still returned.
+
+The message is parsed with the stdlib's compat32 policy, which keeps header values raw and
+never raises on access; decoding (RFC 2047 / 2231, 8-bit headers, charsets) is done by
+`bridge.mime`, HTML rendering by `bridge.htmltext`, invitations by `bridge.ical`.
+
+TNEF (Outlook's ``winmail.dat``, application/ms-tnef): the only PyPI readers are pytnef
+(last release 2006) and tnefparse (last release 2021-01); neither is clearly maintained, so a
+TNEF part is listed and published as the single attachment it is, not unpacked.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import fnmatch
+import io
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from email.generator import BytesGenerator, Generator
+from email.message import Message
+from typing import Any, TypeVar
+
+from bridge import mime
+from bridge.config import FolderConfig
+from bridge.htmltext import html_to_text
+from bridge.ical import parse_calendar
+
+MAX_DEPTH = 30  # MIME nesting deeper than this is not followed (no real mail comes close)
+_T = TypeVar("_T")
+_CRLF = email.policy.compat32.clone(linesep="\r\n")
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """One attachment of a message, and whether (and where) it will be published."""
+
+    index: int  # position in the attachment list, from 0, MIME order
+    filename: str | None  # sanitized for display: no path parts, no control characters
+    content_type: str
+    size: int  # decoded size in bytes
+    inline: bool
+    data: bytes = field(repr=False)  # decoded payload; b"" unless it will be published
+    topic: str | None  # attachment topic if it will be published, else None
+    skipped: str | None  # None, "too_large", "disabled", "inline" or "type"
+    subject: str | None = None  # a forwarded message's (message/rfc822) own subject
+
+
+@dataclass(frozen=True)
+class Summary:
+    """The JSON summary of CONTRACT §4 and the attachments it lists, in the same order."""
+
+    payload: dict[str, Any]
+    attachments: tuple[Attachment, ...]
+
+
+def type_allowed(content_type: str, patterns: Sequence[str]) -> bool:
+    """Whether `content_type` passes the folder's globs: `!pattern` denies and deny wins.
+
+    A list of only denials allows everything else; an empty list allows nothing.
+    """
+    ctype = content_type.lower()
+    allow = [p.lower() for p in patterns if not p.startswith("!")]
+    deny = [p[1:].lower() for p in patterns if p.startswith("!")]
+    if any(fnmatch.fnmatchcase(ctype, p) for p in deny):
+        return False
+    if not allow:
+        return bool(deny)
+    return any(fnmatch.fnmatchcase(ctype, p) for p in allow)
+
+
+def skip_reason(folder: FolderConfig, *, content_type: str, size: int, inline: bool) -> str | None:
+    """Why an attachment is not published (first rule that applies), or None if it is."""
+    if not folder.attachments:
+        return "disabled"
+    if inline and not folder.inline_attachments:
+        return "inline"
+    if not type_allowed(content_type, folder.attachment_types):
+        return "type"
+    if size > folder.max_attachment_bytes:
+        return "too_large"
+    return None
+
+
+@dataclass
+class _Found:
+    """An attachment as the MIME walk finds it, before the folder's rules are applied."""
+
+    filename: str | None
+    content_type: str
+    inline: bool
+    data: bytes
+    subject: str | None = None
+
+
+@dataclass
+class _Walker:
+    """Collects attachments (in MIME order), the first invitation and notes while walking."""
+
+    notes: list[str]
+    found: list[_Found] = field(default_factory=list)
+    calendar: dict[str, Any] | None = None
+
+    def guard(self, what: str, fn: Callable[[], _T], default: _T, note: str = "") -> _T:
+        try:
+            return fn()
+        except Exception as exc:  # record and go on: bad mail never stops the bridge
+            self.notes.append(f"{what}: {note or type(exc).__name__}")
+            return default
+
+    def walk(self, part: Message, depth: int = 0, *, related: bool = False) -> list[str]:
+        """Walk `part`; return its readable text pieces, record attachments on the way."""
+        if depth > MAX_DEPTH:
+            self.notes.append("mime: nesting too deep")
+            return []
+        ctype = self.guard("content-type", part.get_content_type, "application/octet-stream")
+        maintype, _, subtype = ctype.partition("/")
+        if maintype == "message":
+            self.guard(ctype, lambda: self._add_message(part, ctype), None)
+            return []
+        if not part.is_multipart():
+            return self.guard(ctype, lambda: self._leaf(part, ctype, related), [])
+        children = [c for c in part.get_payload() if isinstance(c, Message)]
+        if subtype == "alternative":
+            # Each child is walked once (its attachments count); text comes from the best
+            # child that has any: text/plain, else text/html, else a nested multipart.
+            texts = [self.walk(child, depth + 1) for child in children]
+            order = sorted(range(len(children)), key=lambda i: -_alternative_rank(children[i]))
+            return next((texts[i] for i in order if "".join(texts[i]).strip()), [])
+        if subtype == "related":
+            root = _related_root(part, children)
+            pieces: list[str] = []
+            for i, child in enumerate(children):
+                text = self.walk(child, depth + 1, related=i != root)
+                pieces += text if i == root else []
+            return pieces
+        # mixed, signed (content first, signature after), report, digest, unknown kinds
+        return [text for child in children for text in self.walk(child, depth + 1)]
+
+    def _leaf(self, part: Message, ctype: str, related: bool) -> list[str]:
+        headers = _headers(part)
+        disposition, dparams = _params(headers, "content-disposition", self.notes)
+        _, cparams = _params(headers, "content-type", self.notes)
+        raw_name = dparams.get("filename") or cparams.get("name")
+        data = part.get_payload(decode=True)
+        data = data if isinstance(data, bytes) else b""
+        in_body = disposition != "attachment" and not raw_name and not related
+        if ctype == "text/calendar" and self.calendar is None:
+            text = _text(data, cparams, self.notes, ctype)
+            self.calendar = self.guard("calendar", lambda: parse_calendar(text), None)
+        if in_body and ctype in ("text/plain", "text/html", "text/calendar"):
+            if ctype == "text/calendar":
+                return []
+            text = _text(data, cparams, self.notes, ctype)
+            return [html_to_text(text) if ctype == "text/html" else text]
+        inline = disposition == "inline" or (
+            related and ctype.startswith("image/") and bool(headers.get("content-id"))
+        )
+        self.found.append(_Found(mime.sanitize_filename(raw_name), ctype, inline, data))
+        return []
+
+    def _add_message(self, part: Message, ctype: str) -> None:
+        """A nested message (a forwarded mail): one attachment carrying its own subject."""
+        headers = _headers(part)
+        disposition, dparams = _params(headers, "content-disposition", self.notes)
+        _, cparams = _params(headers, "content-type", self.notes)
+        payload = part.get_payload()
+        inner = payload[0] if isinstance(payload, list) and payload else None
+        forwarded = ctype in ("message/rfc822", "message/global")
+        data: bytes
+        if forwarded and isinstance(inner, Message):
+            data = _flatten(inner)
+        else:  # delivery-status and friends, or a body the parser kept as text
+            decoded = None if isinstance(payload, list) else part.get_payload(decode=True)
+            data = decoded if isinstance(decoded, bytes) else _body_of(part)
+        subject = None
+        if forwarded:
+            inner_msg = inner if isinstance(inner, Message) else _parse(data)
+            subject = _first(_headers(inner_msg), "subject", self.notes, "subject") or ""
+        raw_name = dparams.get("filename") or cparams.get("name")
+        if not raw_name and subject is not None:
+            raw_name = f"{subject.replace('/', '_').replace(chr(92), '_')[:200] or 'message'}.eml"
+        self.found.append(_Found(
+            mime.sanitize_filename(raw_name), ctype, disposition == "inline", data,
+            mime.scrub(subject) if subject is not None else None,
+        ))
+
+
+def _alternative_rank(part: Message) -> int:
+    ctype = part.get_content_type()
+    return {"text/plain": 3, "text/html": 2}.get(ctype, 1 if part.is_multipart() else 0)
+
+
+def _related_root(part: Message, children: list[Message]) -> int:
+    """RFC 2387: the root is the child named by `start`, else the first."""
+    _, params = _params(_headers(part), "content-type", [])
+    start = params.get("start", "").strip("<> ")
+    for i, child in enumerate(children):
+        if start and _headers(child).get("content-id", [""])[0].strip().strip("<>") == start:
+            return i
+    return 0
+
+
+def _headers(part: Message) -> dict[str, list[str]]:
+    """Raw header values by lower-case name, in order (8-bit bytes as surrogates)."""
+    out: dict[str, list[str]] = {}
+    for name, value in part.raw_items():
+        out.setdefault(str(name).strip().lower(), []).append(str(value))
+    return out
+
+
+def _first(headers: dict[str, list[str]], name: str, notes: list[str], where: str) -> str | None:
+    values = headers.get(name)
+    return mime.header_text(values[0], notes, where) if values else None
+
+
+def _params(
+    headers: dict[str, list[str]], name: str, notes: list[str]
+) -> tuple[str, dict[str, str]]:
+    values = headers.get(name)
+    return mime.split_header(values[0], notes, name) if values else ("", {})
+
+
+def _text(data: bytes, params: dict[str, str], notes: list[str], where: str) -> str:
+    text = mime.decode_bytes(data, params.get("charset"), notes, where)
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def _flatten(msg: Message) -> bytes:
+    """A parsed message back as bytes; raw 8-bit bytes survive (surrogateescape)."""
+    try:
+        out = io.BytesIO()
+        BytesGenerator(out, mangle_from_=False, policy=_CRLF).flatten(msg)
+        return out.getvalue()
+    except UnicodeError:  # mangled 8-bit headers trip the binary generator; text is lenient
+        text = io.StringIO()
+        Generator(text, mangle_from_=False, policy=_CRLF).flatten(msg)
+        return text.getvalue().encode("utf-8", "surrogateescape")
+
+
+def _body_of(part: Message) -> bytes:
+    """A part serialized without its own header block."""
+    return _flatten(part).partition(b"\r\n\r\n")[2]
+
+
+def _parse(raw: bytes) -> Message:
+    return email.message_from_bytes(raw, policy=email.policy.compat32)
+
+
+def _preview(text: str, limit: int) -> str:
+    """White space collapsed, cut to at most `limit` characters (code points, never bytes)."""
+    collapsed = " ".join(mime.ZERO_WIDTH.sub("", text).split())
+    return collapsed[: max(limit, 0)].rstrip()
+
+
+def _flag_list(flags: Sequence[str | bytes] | None) -> list[str]:
+    return [f.decode("utf-8", "replace") if isinstance(f, bytes) else str(f) for f in flags or ()]
+
+
+def summarize(
+    raw: bytes,
+    *,
+    account: str,
+    folder: FolderConfig,
+    folder_name: str,
+    uid: int,
+    uidvalidity: int,
+    flags: Sequence[str | bytes],
+    internaldate: datetime | None,
+    size: int | None,
+    attachment_topic_prefix: str,
+    include_body: bool | None = None,
+) -> Summary:
+    """Summarize one message for MQTT; `include_body` (when given) overrides the folder's."""
+    try:
+        return _summarize(
+            raw, account=account, folder=folder, folder_name=folder_name, uid=uid,
+            uidvalidity=uidvalidity, flags=flags, internaldate=internaldate, size=size,
+            attachment_topic_prefix=attachment_topic_prefix, include_body=include_body,
+        )
+    except Exception as exc:  # a bug of ours; the caller still gets the envelope
+        payload: dict[str, Any] = {
+            "account": account, "folder": folder_name, "uid": uid, "uidvalidity": uidvalidity,
+            "errors": [f"summary: {type(exc).__name__}"],
+        }
+        return Summary(payload, ())
+
+
+def _summarize(
+    raw: bytes,
+    *,
+    account: str,
+    folder: FolderConfig,
+    folder_name: str,
+    uid: int,
+    uidvalidity: int,
+    flags: Sequence[str | bytes],
+    internaldate: datetime | None,
+    size: int | None,
+    attachment_topic_prefix: str,
+    include_body: bool | None,
+) -> Summary:
+    notes: list[str] = []
+    w = _Walker(notes)
+    msg = w.guard("parse", lambda: _parse(bytes(raw)), None)
+    headers: dict[str, list[str]] = {}
+    if msg is not None:
+        headers = w.guard("headers", lambda: _headers(msg), {})
+
+    def text_header(name: str) -> str | None:
+        return w.guard(name, lambda: _first(headers, name, notes, name), None)
+
+    def address_header(name: str) -> list[mime.Address]:
+        values = headers.get(name, [])
+        return w.guard(name, lambda: mime.addresses(values, notes, name), [])
+
+    date = None
+    raw_date = mime.unfold(headers.get("date", [""])[0]).strip()
+    if raw_date:
+        date = w.guard("date", lambda: mime.iso_date(raw_date), None, "unparseable")
+    received = None
+    if internaldate is not None:
+        received = w.guard("received", lambda: mime.iso_datetime(internaldate), None)
+    senders = address_header("from")
+    flag_list: list[str] = w.guard("flags", lambda: _flag_list(flags), [])
+    lowered = {f.lower() for f in flag_list}
+    pieces: list[str] = []
+    if msg is not None:
+        pieces = w.guard("mime", lambda: w.walk(msg), [])
+    text = "\n\n".join(p.strip() for p in pieces if p.strip())
+
+    attachments: list[Attachment] = []
+    for index, found in enumerate(w.found):
+        size_ = len(found.data)
+        reason = skip_reason(folder, content_type=found.content_type, size=size_,
+                             inline=found.inline)
+        attachments.append(Attachment(
+            index=index, filename=found.filename, content_type=found.content_type,
+            size=size_, inline=found.inline, data=found.data if reason is None else b"",
+            topic=f"{attachment_topic_prefix}/{uid}/{index}" if reason is None else None,
+            skipped=reason, subject=found.subject,
+        ))
+
+    payload: dict[str, Any] = {
+        "account": account,
+        "folder": folder_name,
+        "uid": uid,
+        "uidvalidity": uidvalidity,
+        "message_id": text_header("message-id") or None,
+        "date": date,
+        "received": received,
+        "from": senders[0] if senders else None,
+        "to": address_header("to"),
+        "cc": address_header("cc"),
+        "reply_to": address_header("reply-to"),
+        "subject": text_header("subject") or "",
+        "flags": flag_list,
+        "seen": "\\seen" in lowered,
+        "flagged": "\\flagged" in lowered,
+        "importance": w.guard("importance", lambda: mime.importance(headers), "normal"),
+        "size": size if size is not None else len(raw),
+        "preview": _preview(text, folder.preview_chars),
+        # Like Outlook's paperclip: inline images (signature logos) do not count.
+        "has_attachments": any(not a.inline for a in attachments),
+        "attachments": [_entry(a) for a in attachments],
+    }
+    if folder.include_body if include_body is None else include_body:
+        payload["body"] = text
+    if w.calendar is not None:
+        payload["calendar"] = w.calendar
+    if notes:
+        payload["errors"] = list(dict.fromkeys(notes))
+    return Summary(mime.scrub_tree(payload), tuple(attachments))
+
+
+def _entry(a: Attachment) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "index": a.index, "filename": a.filename, "content_type": a.content_type,
+        "size": a.size, "inline": a.inline, "topic": a.topic,
+    }
+    if a.skipped is not None:
+        entry["skipped"] = a.skipped
+    if a.subject is not None:
+        entry["subject"] = a.subject
+    return entry
