@@ -220,7 +220,7 @@ class CommandWorker(threading.Thread):
         self._status = status
         self._reply = reply
         self._on_changed = on_changed  # folder name ("*" = all) whose state changed
-        self._stop = stop
+        self._stopping = stop
         self._queue: queue.Queue[tuple[Incoming, str | None]] = queue.Queue(QUEUE_LIMIT)
         self._client: imapclient.IMAPClient | None = None
 
@@ -242,7 +242,7 @@ class CommandWorker(threading.Thread):
             self._reply(msg, reply(None, None, error="busy: too many queued commands"))
 
     def run(self) -> None:
-        while not self._stop.is_set():
+        while not self._stopping.is_set():
             try:
                 msg, folder = self._queue.get(timeout=0.5)
             except queue.Empty:

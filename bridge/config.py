@@ -241,7 +241,10 @@ def parse_config(
     homeassistant = _homeassistant(root.table("homeassistant"))
     bridge_table = root.table("bridge")
     bridge_table.check_keys(BRIDGE_KEYS, _elsewhere("[bridge]"))
-    bridge = BridgeConfig(state_dir=bridge_table.path("state_dir") or base / "state")
+    # systemd's StateDirectory= sets $STATE_DIRECTORY: the natural default under systemd.
+    default_state = Path(environ["STATE_DIRECTORY"].split(":")[0]) if environ.get(
+        "STATE_DIRECTORY") else base / "state"
+    bridge = BridgeConfig(state_dir=bridge_table.path("state_dir") or default_state)
     accounts = _accounts(root, bridge.state_dir, environ)
     if problems.items:
         raise ConfigError(problems.items)

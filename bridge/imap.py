@@ -6,6 +6,7 @@ its own. Library exceptions are translated into the domain errors here.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import logging
 import socket
@@ -19,6 +20,7 @@ from imapclient.exceptions import IMAPClientError, LoginError
 from .auth import Token
 from .config import AccountConfig
 from .errors import FolderNotFound, ImapAuthError, ImapError
+from .log import register_secret
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -63,6 +65,9 @@ def connect(account: AccountConfig, token: Token, *, timeout: float = 30) -> ima
         raise ImapError(f"cannot resolve {account.imap_host}: {exc.strerror}") from None
     except CONNECTION_ERRORS as exc:
         raise ImapError(f"cannot connect to {where}: {exc}") from None
+    # imaplib logs the base64 SASL response at debug level: redact that form too.
+    sasl = f"user={account.mailbox}\1auth=Bearer {token.access_token}\1\1"
+    register_secret(base64.b64encode(sasl.encode()).decode())
     try:
         client.oauth2_login(account.mailbox, token.access_token)
     except LoginError as exc:

@@ -19,6 +19,7 @@ from urllib.parse import unquote_to_bytes
 # language suffix (utf-8*en). The text is matched leniently (spaces seen in the wild).
 _ENCODED_WORD = re.compile(r"=\?([^?\s]+)\?([bBqQ])\?([^?]*)\?=")
 _BASE64_TEXT = re.compile(r"[A-Za-z0-9+/]*=*")
+_CHARSET_NAME = re.compile(r"[a-z0-9._:+-]{1,40}")
 _Q_ESCAPE = re.compile(rb"=([0-9A-Fa-f]{2})")
 _FOLD = re.compile(r"\r?\n(?=[ \t])")
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -64,7 +65,7 @@ def decode_bytes(data: bytes, charset: str | None, notes: list[str], where: str)
     if name in _GUESS_CHARSETS:
         return guess_decode(data)
     try:
-        if not name.isascii():
+        if not _CHARSET_NAME.fullmatch(name):
             raise LookupError(name)
         return data.decode(name, "replace")
     except LookupError:

@@ -98,7 +98,7 @@ class FolderWatcher(threading.Thread):
         self._topics = topics
         self._store = store
         self._status = status
-        self._stop = stop
+        self._stopping = stop
         self._wake = threading.Event()
         self.ready = threading.Event()  # starting position recorded (or first attempt failed)
         self.settled = threading.Event()
@@ -118,7 +118,7 @@ class FolderWatcher(threading.Thread):
 
     def run(self) -> None:
         backoff = Backoff()
-        while not self._stop.is_set():
+        while not self._stopping.is_set():
             client: imapclient.IMAPClient | None = None
             try:
                 token = self._provider.get_token()
@@ -160,10 +160,10 @@ class FolderWatcher(threading.Thread):
         )
         self._status.failed(self.worker_id, error, auth=auth)
         self.settled.set()
-        self._stop.wait(delay)
+        self._stopping.wait(delay)
 
     def _watch(self, client: imapclient.IMAPClient) -> None:
-        while not self._stop.is_set():
+        while not self._stopping.is_set():
             self.sync(client)
             self._wake.wait(self.account.poll_interval)
             self._wake.clear()
@@ -244,7 +244,7 @@ class FolderWatcher(threading.Thread):
         while not publication.wait(1.0):
             if publication.done:
                 raise BrokerUnavailable
-            if self._stop.is_set():
+            if self._stopping.is_set():
                 raise BrokerUnavailable
 
     def _publish_message(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import secrets
 import shutil
 import ssl
 import subprocess
@@ -35,8 +34,8 @@ SPECIAL_FOLDERS = {
 }
 
 _CONF = """\
-base_dir = {base_dir}
-state_dir = {workdir}/state
+base_dir = {runtime}/run
+state_dir = {runtime}/state
 log_path = {log}
 protocols = imap
 listen = {host}
@@ -56,11 +55,11 @@ protocol imap {{
 passdb {{
   driver = oauth2
   mechanisms = xoauth2 oauthbearer
-  args = {workdir}/oauth2.conf.ext
+  args = {runtime}/oauth2.conf.ext
 }}
 userdb {{
   driver = static
-  args = uid={uid} gid={uid} home={workdir}/mail/%u allow_all_users=yes
+  args = uid={uid} gid={uid} home={runtime}/mail/%u allow_all_users=yes
 }}
 namespace inbox {{
   inbox = yes
@@ -136,13 +135,13 @@ class Dovecot:
         self.conf_path = workdir / "dovecot.conf"
         self.log_file = workdir / "dovecot.log"
         self._proc: subprocess.Popen[bytes] | None = None
-        # Unix socket paths must stay under 108 bytes: fall back to a short directory.
-        run = workdir / "run"
-        self._short_base_dir = len(str(run)) > 60
-        self.base_dir = (
-            Path(tempfile.gettempdir()) / f"dovecot-{secrets.token_hex(4)}"
-            if self._short_base_dir else run
-        )
+        # What Dovecot's unprivileged processes use (sockets, mail, the oauth2 settings)
+        # lives in a short /tmp directory of its own: socket paths must stay under 108
+        # bytes, and any pytest session re-chmods /tmp/pytest-of-root to 0700, which
+        # would lock out uid 65534 and dovenull mid-run. close() removes it.
+        self.runtime_dir = Path(tempfile.mkdtemp(prefix="rig-dovecot-"))
+        self.runtime_dir.chmod(0o755)
+        self.mail_dir = self.runtime_dir / "mail"
 
     def start(self) -> None:
         """Write the config, start `dovecot -F` and wait for its greeting on both ports."""
@@ -165,8 +164,11 @@ class Dovecot:
         """Stop Dovecot (SIGTERM, then wait)."""
         terminate(self._proc)
         self._proc = None
-        if self._short_base_dir:
-            shutil.rmtree(self.base_dir, ignore_errors=True)
+
+    def close(self) -> None:
+        """Stop Dovecot and delete its sockets and mail."""
+        self.stop()
+        shutil.rmtree(self.runtime_dir, ignore_errors=True)
 
     def restart(self) -> None:
         """Stop and start again on the same ports with the same mail."""
@@ -188,25 +190,26 @@ class Dovecot:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.stop()
+        self.close()
 
     def _write_config(self) -> None:
-        mail = self.workdir / "mail"
-        mail.mkdir(parents=True, exist_ok=True)
-        (self.workdir / "state").mkdir(exist_ok=True)
-        _make_traversable(mail)
+        """Write dovecot.conf and the oauth2 passdb settings."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.mail_dir.mkdir(exist_ok=True)
+        os.chown(self.mail_dir, MAIL_UID, MAIL_UID)  # Dovecot refuses uid 0 for mail users
+        (self.runtime_dir / "state").mkdir(exist_ok=True)
         special = "\n".join(
             f'  mailbox "{name}" {{\n    special_use = {use}\n  }}'
             for name, use in self.special_folders.items()
         )
         capability = f"imap_capability = {self.capabilities}" if self.capabilities else ""
         self.conf_path.write_text(_CONF.format(
-            base_dir=self.base_dir, workdir=self.workdir, log=self.log_file, host=self.host,
+            runtime=self.runtime_dir, log=self.log_file, host=self.host,
             cert=self.pki.server_cert_file, key=self.pki.server_key_file, uid=MAIL_UID,
             port=self.port, starttls_port=self.starttls_port, special=special,
             capability=capability,
         ))
-        (self.workdir / "oauth2.conf.ext").write_text(
+        (self.runtime_dir / "oauth2.conf.ext").write_text(
             _OAUTH2_CONF.format(url=self.introspection_url)
         )
 
@@ -229,13 +232,16 @@ class Dovecot:
         self, user: str, raw: bytes, folder: str = "INBOX", flags: Sequence[str] = ()
     ) -> int:
         """Store a message in user's folder (created if missing) with flags; return its UID."""
-        if folder.upper() != "INBOX" and folder not in self.folders(user):
+        try:
+            self.doveadm("save", "-u", user, "-m", folder, stdin=raw)
+        except RuntimeError as exc:
+            if "Mailbox doesn't exist" not in str(exc):
+                raise
             self.create_folder(user, folder)
-        self.doveadm("save", "-u", user, "-m", folder, stdin=raw)
+            self.doveadm("save", "-u", user, "-m", folder, stdin=raw)
         uid = max(self.uids(user, folder))  # the newest: tests deliver one at a time
         if flags:
-            self.doveadm("flags", "add", "-u", user, " ".join(flags),
-                         "mailbox", folder, "uid", str(uid))
+            self.set_flags(user, uid, flags, folder)
         return uid
 
     def create_folder(self, user: str, name: str, special_use: str | None = None) -> None:
@@ -307,12 +313,3 @@ def _table(out: str) -> list[dict[str, str]]:
     header = lines[0].split("\t")
     return [dict(zip(header, line.split("\t"), strict=False)) for line in lines[1:]]
 
-
-def _make_traversable(mail: Path) -> None:
-    """Give the mail user its mail dir and the right to pass every parent (pytest's are 0700)."""
-    os.chown(mail, MAIL_UID, MAIL_UID)
-    mail.chmod(0o755)
-    for parent in mail.resolve().parents:
-        mode = parent.stat().st_mode
-        if not mode & 0o001:
-            parent.chmod(mode | 0o001)

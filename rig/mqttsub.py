@@ -41,7 +41,7 @@ class Collector:
         port: int,
         topics: Sequence[str] = ("#",),
         *,
-        protocol: int = paho.MQTTv5,
+        protocol: paho.MQTTProtocolVersion = paho.MQTTv5,
         client_id: str | None = None,
         clean: bool = True,
         on_message: Callable[[Received], None] | None = None,

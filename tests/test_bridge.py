@@ -100,7 +100,9 @@ def test_new_mail_is_published_and_mark_read_sets_seen(
                        and m.json()["unread"] == 0, timeout=5)
     assert bridge.stop() == 0
     log = bridge.log()
+    assert "AUTHENTICATE" in log  # debug logging really covered the login
     assert credential.get("secret", "no-secret-here") not in log
+    assert "eyJ" not in log  # no JWT (access token, client assertion) in any form
 
 
 def test_restart_republishes_nothing_acknowledged_and_misses_nothing(

@@ -298,6 +298,16 @@ def test_revoked_token_is_refused(
         imap.oauth2_login(mailbox, token)
 
 
+def test_expired_token_is_refused(
+    idp: IdentityPlatform, pki: TestPKI, app: App, mailbox: str, imap: IMAPClient
+) -> None:
+    idp.token_lifetime = 0  # exp == iat: expired as soon as it is issued
+
+    with pytest.raises(LoginError, match="AUTHENTICATIONFAILED"):
+        imap.oauth2_login(mailbox, token_for(idp, pki, app))
+    assert "expired" in idp.introspections[-1].reason
+
+
 def test_identity_platform_outage_gives_unavailable(
     idp: IdentityPlatform, pki: TestPKI, app: App, mailbox: str, imap: IMAPClient
 ) -> None:
