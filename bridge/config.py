@@ -161,7 +161,8 @@ BRIDGE_KEYS = ("state_dir",)
 ACCOUNT_KEYS = (
     "name", "mailbox", "tenant_id", "client_id", "auth", "client_secret", "client_secret_file",
     "certificate_file", "private_key_file", "private_key_passphrase",
-    "private_key_passphrase_file", "assertion_algorithm", "cloud", "authority", "scope", "imap_host", "imap_port",
+    "private_key_passphrase_file", "assertion_algorithm",
+    "cloud", "authority", "scope", "imap_host", "imap_port",
     "imap_security", "ca_file", "poll_interval", "idle", "idle_renew", "token_cache",
     "commands", "folders",
 )

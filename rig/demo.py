@@ -70,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
             path = write_config(work / "config.toml", config)
             print(f"Demo rig: identity stand-in {idp.authority}, IMAP 127.0.0.1:{dovecot.port}, "
                   f"MQTT 127.0.0.1:{broker.port}")
-            print(f"Watch it yourself: mosquitto_sub -h 127.0.0.1 -p {broker.port} -t '{BASE}/#' -v")
+            print(f"Watch it yourself: mosquitto_sub -h 127.0.0.1 -p {broker.port} "
+                  f"-t '{BASE}/#' -v")
             print(f"Bridge config: {path}\n", flush=True)
             bridge = subprocess.Popen(
                 [sys.executable, "-m", "bridge", "run", "-c", str(path)],
@@ -81,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
             finally:
                 bridge.send_signal(signal.SIGTERM)
                 bridge.wait(15)
-                print("\nBridge stopped (exit %d)." % bridge.returncode)
+                print(f"\nBridge stopped (exit {bridge.returncode}).")
 
 
 def _drive(port: int, dovecot: Dovecot, stop: threading.Event, *, once: bool, work: Path) -> int:
@@ -103,7 +104,7 @@ def _drive(port: int, dovecot: Dovecot, stop: threading.Event, *, once: bool, wo
         print(f"\n== reply {reply['status']}; \\Seen on the server: {seen} ==", flush=True)
         if once:
             return 0 if reply["status"] == "ok" and seen else 1
-        print("Press Ctrl-C to stop. (Bridge log: %s)" % (work / "bridge.log"), flush=True)
+        print(f"Press Ctrl-C to stop. (Bridge log: {work / 'bridge.log'})", flush=True)
         stop.wait()
     return 0
 

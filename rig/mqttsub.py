@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 import uuid
@@ -10,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
@@ -27,8 +28,6 @@ class Received:
     correlation_data: bytes | None = None
 
     def json(self) -> Any:
-        import json
-
         return json.loads(self.payload)
 
 
@@ -41,7 +40,7 @@ class Collector:
         port: int,
         topics: Sequence[str] = ("#",),
         *,
-        protocol: paho.MQTTProtocolVersion = paho.MQTTv5,
+        protocol: MQTTProtocolVersion = MQTTProtocolVersion.MQTTv5,
         client_id: str | None = None,
         clean: bool = True,
         on_message: Callable[[Received], None] | None = None,

@@ -74,8 +74,9 @@ def test_new_mail_is_published_and_mark_read_sets_seen(
 ) -> None:
     bridge = make_bridge(credential).start()
     wait_online(collector, base_topic)
-    raw = make_message(subject="=?utf-8?q?Paket_f=C3=BCr_dich?=", sender="Alice <alice@example.com>",
-                       to=mailbox, text="Your parcel arrives today.", message_id="<p1@example.com>")
+    raw = make_message(subject="=?utf-8?q?Paket_f=C3=BCr_dich?=",
+                       sender="Alice <alice@example.com>", to=mailbox,
+                       text="Your parcel arrives today.", message_id="<p1@example.com>")
     dovecot.deliver(mailbox, raw)
 
     msg = collector.wait_topic(f"{base_topic}/home/inbox/message")[0]
