@@ -12,7 +12,7 @@ import threading
 from collections.abc import Sequence
 from types import FrameType
 
-from . import __version__, certs, log
+from . import __version__, certs, log, wizard
 from .auth import TokenProvider
 from .check import run_check
 from .config import Config, config_search_path, load_config
@@ -121,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--account", help="only this account")
     p.set_defaults(func=cmd_token)
     certs.add_cert_parser(sub, parents=[common])
+    wizard.add_init_parser(sub, parents=[common])
     return parser
 
 

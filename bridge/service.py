@@ -11,6 +11,7 @@ from . import __version__, sdnotify
 from .auth import TokenProvider
 from .commands import CommandWorker
 from .config import AccountConfig, Config
+from .discovery import build_discovery
 from .mqtt import Incoming, MqttClient
 from .state import StateStore
 from .status import AccountStatus
@@ -48,6 +49,10 @@ class Bridge:
             on_connect=self._on_mqtt_connect,
             on_message=self._on_mqtt_message,
         )
+        self.discovery: dict[str, bytes] = (
+            build_discovery(config, self.topics) if config.homeassistant.discovery else {}
+        )
+        self.ha_status_topic = f"{config.homeassistant.prefix}/status"
         self.accounts: dict[str, AccountWorkers] = {}
         self._command_routes: dict[str, tuple[str, str | None]] = {}
         for account in config.accounts:
@@ -121,13 +126,24 @@ class Bridge:
             )
             for watcher in group.watchers:
                 watcher.republish_state()
+        self._publish_discovery()
         if self.online.is_set():
             self.mqtt.publish(self.topics.bridge_state, "online", retain=True)
+
+    def _publish_discovery(self) -> None:
+        for topic, payload in self.discovery.items():
+            self.mqtt.publish(topic, payload, retain=True)
 
     def _publish_retained(self, topic: str, payload: bytes) -> None:
         self.mqtt.publish(topic, payload, retain=True)
 
     def _on_mqtt_message(self, msg: Incoming) -> None:
+        if msg.topic == self.ha_status_topic:
+            # Home Assistant's birth message: it lost the retained configs only if its
+            # broker did, but re-sending is what HA asks integrations to do.
+            if msg.payload.strip() == b"online" and self.discovery:
+                self._publish_discovery()
+            return
         route = self._command_routes.get(msg.topic)
         if route is None:
             return
@@ -151,6 +167,8 @@ class Bridge:
     def start(self) -> None:
         """Start MQTT and every worker; publish `online` once all folders have settled."""
         self.mqtt.subscribe(self._command_routes)
+        if self.discovery:
+            self.mqtt.subscribe([self.ha_status_topic])
         self.mqtt.start()
         for group in self.accounts.values():
             for watcher in group.watchers:

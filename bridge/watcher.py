@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,16 +21,13 @@ from .auth import TokenProvider
 from .backoff import Backoff
 from .config import AccountConfig, FolderConfig
 from .errors import AuthError, FolderNotFound, ImapAuthError, ImapError
-from .message import Summary, summarize
+from .fetch import MessagePublisher
 from .mqtt import MqttClient, Publication
 from .state import Position, StateStore
 from .status import AccountStatus, iso_now
 from .topics import Topics
 
 _LOGGER = logging.getLogger(__name__)
-
-FETCH_BATCH = 50
-FETCH_ITEMS = [b"FLAGS", b"INTERNALDATE", b"RFC822.SIZE", b"BODY.PEEK[]"]
 
 
 class BrokerUnavailable(Exception):
@@ -70,11 +66,6 @@ def summary_lite(payload: dict[str, Any]) -> dict[str, Any]:
     return {k: payload.get(k) for k in keys}
 
 
-def chunks(items: Sequence[int], size: int) -> Iterator[Sequence[int]]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
-
-
 class FolderWatcher(threading.Thread):
     """Publishes every new message of one folder, in UID order."""
 
@@ -105,6 +96,7 @@ class FolderWatcher(threading.Thread):
         self.state = FolderState()
         self._published_state: tuple[int, int, int, int] | None = None
         self._server_name = folder.name
+        self._publisher = MessagePublisher(account=account, folder=folder, mqtt=mqtt, topics=topics)
 
     @property
     def worker_id(self) -> str:
@@ -221,76 +213,25 @@ class FolderWatcher(threading.Thread):
     def _publish_new(
         self, client: imapclient.IMAPClient, uids: list[int], position: Position
     ) -> Position:
-        for batch in chunks(uids, FETCH_BATCH):
-            response = client.fetch(batch, FETCH_ITEMS)
-            in_flight: list[tuple[int, list[Publication], dict[str, Any] | None]] = []
-            for uid in batch:
-                data = response.get(uid)
-                if data is None:
-                    in_flight.append((uid, [], None))  # expunged meanwhile: nothing to publish
-                    continue
-                in_flight.append((uid, *self._publish_message(uid, position.uidvalidity, data)))
-            for uid, publications, payload in in_flight:
-                for publication in publications:
+        batches = self._publisher.publish_batches(
+            client, uids, server_name=self._server_name, uidvalidity=position.uidvalidity
+        )
+        for batch in batches:
+            for published in batch:
+                for publication in published.publications:
                     self._await(publication)
-                position = Position(position.uidvalidity, uid)
-                if payload is not None:
-                    self.state.last_message = summary_lite(payload)
+                position = Position(position.uidvalidity, published.uid)
+                if published.payload is not None:
+                    self.state.last_message = summary_lite(published.payload)
+            # One atomic write per batch: a crash repeats at most a batch (at least once).
             self._store.save(self.account.name, self.folder.name, position)
         return position
 
     def _await(self, publication: Publication) -> None:
         # paho resends QoS 1 messages after a reconnect: wait as long as the broker is away.
         while not publication.wait(1.0):
-            if publication.done:
+            if publication.done or self._stopping.is_set():
                 raise BrokerUnavailable
-            if self._stopping.is_set():
-                raise BrokerUnavailable
-
-    def _publish_message(
-        self, uid: int, uidvalidity: int, data: dict[bytes, Any]
-    ) -> tuple[list[Publication], dict[str, Any] | None]:
-        account, folder = self.account.name, self.folder.topic
-        try:
-            summary = self._summarize(uid, uidvalidity, data)
-        except Exception as exc:  # the parser must never stop the bridge
-            _LOGGER.exception("%s/%s: cannot summarise UID %d", account, self.folder.name, uid)
-            error = json.dumps({"uid": uid, "error": f"{type(exc).__name__}: {exc}"})
-            topic = self._topics.folder_error(account, folder)
-            return [self._mqtt.publish(topic, error)], None
-        publications = [
-            self._mqtt.publish(
-                att.topic,
-                att.data,
-                user_properties=[
-                    ("filename", att.filename or ""),
-                    ("content_type", att.content_type),
-                    ("size", str(att.size)),
-                ],
-            )
-            for att in summary.attachments
-            if att.topic is not None
-        ]
-        topic = self._topics.folder_message(account, folder)
-        publications.append(self._mqtt.publish(topic, json.dumps(summary.payload)))
-        return publications, summary.payload
-
-    def _summarize(self, uid: int, uidvalidity: int, data: dict[bytes, Any]) -> Summary:
-        raw = data.get(b"BODY[]") or b""
-        return summarize(
-            raw,
-            account=self.account.name,
-            folder=self.folder,
-            folder_name=self._server_name,
-            uid=uid,
-            uidvalidity=uidvalidity,
-            flags=list(data.get(b"FLAGS", ())),
-            internaldate=data.get(b"INTERNALDATE"),
-            size=data.get(b"RFC822.SIZE"),
-            attachment_topic_prefix=self._topics.attachment_prefix(
-                self.account.name, self.folder.topic
-            ),
-        )
 
     def _publish_state(self, *, force: bool = False) -> None:
         key = self.state.key()
