@@ -105,7 +105,9 @@ class MessagePublisher:
             if att.topic is not None
         ]
         topic = self._topics.folder_message(account, folder)
-        publications.append(self._mqtt.publish(topic, json.dumps(summary.payload)))
+        # Home Assistant's MQTT event entity reads the event type from the payload.
+        payload = {**summary.payload, "event_type": "new_message"}
+        publications.append(self._mqtt.publish(topic, json.dumps(payload)))
         return Published(uid, tuple(publications), summary.payload)
 
     def _summarize(

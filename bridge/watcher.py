@@ -11,13 +11,14 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
 import imapclient
 
 from . import imap
-from .auth import TokenProvider
+from .auth import Token, TokenProvider
 from .backoff import Backoff
 from .config import AccountConfig, FolderConfig
 from .errors import AuthError, FolderNotFound, ImapAuthError, ImapError
@@ -60,6 +61,15 @@ class FolderState:
         return (self.unread, self.total, self.uidvalidity, self.last_uid)
 
 
+def _is_change(response: Any) -> bool:
+    """EXISTS, EXPUNGE or FETCH (flags) in an IDLE response: something to sync."""
+    return (
+        isinstance(response, tuple)
+        and len(response) >= 2
+        and response[1] in (b"EXISTS", b"EXPUNGE", b"FETCH", b"RECENT")
+    )
+
+
 def summary_lite(payload: dict[str, Any]) -> dict[str, Any]:
     """The part of a summary kept in the retained folder state."""
     keys = ("uid", "message_id", "date", "from", "subject", "seen", "has_attachments")
@@ -96,6 +106,7 @@ class FolderWatcher(threading.Thread):
         self.state = FolderState()
         self._published_state: tuple[int, int, int, int] | None = None
         self._server_name = folder.name
+        self._session_ok = False
         self._publisher = MessagePublisher(account=account, folder=folder, mqtt=mqtt, topics=topics)
 
     @property
@@ -110,43 +121,57 @@ class FolderWatcher(threading.Thread):
 
     def run(self) -> None:
         backoff = Backoff()
+        force_token = False
         while not self._stopping.is_set():
             client: imapclient.IMAPClient | None = None
+            self._session_ok = False
             try:
-                token = self._provider.get_token()
+                token = self._provider.get_token(force=force_token)
+                force_token = False
                 client = imap.connect(self.account, token)
                 client.normalise_times = False
                 self._server_name = imap.resolve_folder(client, self.folder.name)
                 self._status.connected(self.worker_id, token.expires_at)
-                backoff.reset()
-                self._watch(client)
+                self._watch(client, token)
+                backoff.reset()  # an orderly end: token renewal or shutdown
             except (AuthError, ImapAuthError) as exc:
-                self._failed(str(exc), auth=True, backoff=backoff)
+                transient = isinstance(exc, AuthError) and exc.transient
+                self._failed(str(exc), auth=not transient, backoff=backoff)
             except FolderNotFound as exc:
                 existing = ", ".join(exc.existing[:20])
                 self._failed(f"{exc}; folders: {existing}", auth=False, backoff=backoff)
             except ImapError as exc:
                 self._failed(str(exc), auth=False, backoff=backoff)
             except BrokerUnavailable:
-                pass
+                if not self._stopping.is_set():
+                    self._failed("the broker refused a publish", auth=False, backoff=backoff)
             except imap.CONNECTION_ERRORS as exc:
-                self._failed(
-                    f"IMAP connection lost: {type(exc).__name__}: {exc}",
-                    auth=False,
-                    backoff=backoff,
-                )
+                text = f"IMAP connection lost: {type(exc).__name__}: {exc}"
+                # Exchange ends sessions at token expiry: "BYE Session invalidated -
+                # AccessTokenExpired". After a healthy session, reconnect at once (with a
+                # fresh token if that was the reason); only repeated failures back off.
+                force_token = "expired" in str(exc).lower()
+                if self._session_ok:
+                    _LOGGER.info("%s/%s: %s; reconnecting now", self.account.name,
+                                 self.folder.name, text)
+                    backoff.reset()
+                else:
+                    self._failed(text, auth=False, backoff=backoff)
             finally:
                 imap.close(client)
         self.settled.set()
 
     def _failed(self, error: str, *, auth: bool, backoff: Backoff) -> None:
         delay = backoff.next_delay()
+        # The first failure of an outage is an error; its repetitions are warnings.
         level = logging.ERROR if backoff.attempts == 1 else logging.WARNING
         _LOGGER.log(
             level,
-            "%s/%s: %s; retrying in %.1f s",
+            "%s/%s (%s:%d): %s; retrying in %.1f s",
             self.account.name,
             self.folder.name,
+            self.account.imap_host,
+            self.account.imap_port,
             error,
             delay,
         )
@@ -154,11 +179,47 @@ class FolderWatcher(threading.Thread):
         self.settled.set()
         self._stopping.wait(delay)
 
-    def _watch(self, client: imapclient.IMAPClient) -> None:
+    def _renew_at(self, token: Token) -> float:
+        """When to reconnect with a new token: 5 minutes before expiry (MSAL renews
+        then), or at 80 % of the lifetime for short-lived tokens."""
+        lifetime = max(0.0, token.expires_at - time.time())
+        return time.monotonic() + lifetime - min(300.0, lifetime * 0.2)
+
+    def _watch(self, client: imapclient.IMAPClient, token: Token) -> None:
+        """Sync, then wait for news (IDLE or poll), until shutdown or token renewal."""
+        renew_at = self._renew_at(token)
+        use_idle = self.account.idle and b"IDLE" in client.capabilities()
+        if self.account.idle and not use_idle:
+            _LOGGER.info("%s/%s: server has no IDLE, polling every %g s", self.account.name,
+                         self.folder.name, self.account.poll_interval)
         while not self._stopping.is_set():
-            self.sync(client)
-            self._wake.wait(self.account.poll_interval)
             self._wake.clear()
+            self.sync(client)
+            self._session_ok = True
+            if time.monotonic() >= renew_at:
+                _LOGGER.info("%s/%s: token expires soon, reconnecting with a new one",
+                             self.account.name, self.folder.name)
+                return
+            if use_idle:
+                self._idle(client, until=min(renew_at, time.monotonic() + self.account.idle_renew))
+            else:
+                self._wake.wait(min(self.account.poll_interval,
+                                    max(0.0, renew_at - time.monotonic())))
+
+    def _idle(self, client: imapclient.IMAPClient, *, until: float) -> None:
+        """IDLE (RFC 2177) until the server reports a change, a sync is requested, or
+        `until` (IDLE must be renewed well within the server's 30-minute timeout)."""
+        client.idle()
+        try:
+            while not (self._stopping.is_set() or self._wake.is_set()):
+                remaining = until - time.monotonic()
+                if remaining <= 0:
+                    break
+                responses = client.idle_check(timeout=min(1.0, remaining))
+                if any(_is_change(r) for r in responses):
+                    break
+        finally:
+            client.idle_done()
 
     # -- one sync --------------------------------------------------------------------
 

@@ -29,6 +29,14 @@ def credential(request: pytest.FixtureRequest, idp: Any, tenant: str, mailbox: s
             "private_key_file": cert.key_file}
 
 
+@pytest.fixture(params=["idle", "poll"])
+def mode(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """IDLE with a poll interval too long to matter, or polling every second."""
+    if request.param == "idle":
+        return {"idle": True, "poll_interval": 300}
+    return {"idle": False, "poll_interval": 1}
+
+
 @pytest.fixture
 def base_topic() -> str:
     return f"o2m-{uuid.uuid4().hex[:8]}"
@@ -69,10 +77,10 @@ def wait_online(collector: Collector, base_topic: str) -> None:
 
 
 def test_new_mail_is_published_and_mark_read_sets_seen(
-    credential: dict[str, Any], make_bridge: Any, collector: Collector, dovecot: Any,
-    mailbox: str, base_topic: str,
+    credential: dict[str, Any], mode: dict[str, Any], make_bridge: Any, collector: Collector,
+    dovecot: Any, mailbox: str, base_topic: str,
 ) -> None:
-    bridge = make_bridge(credential).start()
+    bridge = make_bridge(credential, **mode).start()
     wait_online(collector, base_topic)
     raw = make_message(subject="=?utf-8?q?Paket_f=C3=BCr_dich?=",
                        sender="Alice <alice@example.com>", to=mailbox,
@@ -107,12 +115,12 @@ def test_new_mail_is_published_and_mark_read_sets_seen(
 
 
 def test_restart_republishes_nothing_acknowledged_and_misses_nothing(
-    make_bridge: Any, collector: Collector, dovecot: Any, mailbox: str, base_topic: str,
+    mode: dict[str, Any], make_bridge: Any, collector: Collector, dovecot: Any, mailbox: str, base_topic: str,
     idp: Any, tenant: str,
 ) -> None:
     app = idp.register_app(tenant, secret="first-secret-value", mailboxes=[mailbox])
     cred = {"client_id": app.client_id, "secret": "first-secret-value"}
-    bridge = make_bridge(cred).start()
+    bridge = make_bridge(cred, **mode).start()
     wait_online(collector, base_topic)
     for i in range(3):
         dovecot.deliver(mailbox, make_message(subject=f"before {i}", to=mailbox))
@@ -123,7 +131,7 @@ def test_restart_republishes_nothing_acknowledged_and_misses_nothing(
 
     for i in range(2):
         dovecot.deliver(mailbox, make_message(subject=f"while down {i}", to=mailbox))
-    make_bridge(cred).start()
+    make_bridge(cred, **mode).start()
     subjects = [m.json()["subject"] for m in
                 collector.wait_topic(f"{base_topic}/home/inbox/message", count=5, timeout=30)]
     assert subjects == ["before 0", "before 1", "before 2", "while down 0", "while down 1"]
