@@ -21,6 +21,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from .backoff import Backoff
 from .config import MqttConfig
 from .errors import MqttError
 
@@ -57,6 +58,22 @@ class Publication:
         return self._done.is_set()
 
 
+class _PahoClient(paho.Client):
+    """paho's client with jittered reconnect delays (paho's own doubling has no jitter, so
+    every bridge of a fleet would hit a restarted broker in the same second)."""
+
+    backoff: Backoff
+    target: str = ""
+
+    def _reconnect_wait(self) -> None:  # paho 2.x: called between reconnect attempts
+        delay = self.backoff.next_delay()
+        level = logging.INFO if self.backoff.attempts <= 1 else logging.DEBUG
+        _LOGGER.log(level, "MQTT %s: reconnecting in %.1f s", self.target, delay)
+        deadline = time.monotonic() + delay
+        while not self._thread_terminate and (remaining := deadline - time.monotonic()) > 0:
+            time.sleep(min(remaining, 0.5))
+
+
 def _user_properties(pairs: Iterable[tuple[str, str]]) -> Properties:
     props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
     props.UserProperty = list(pairs)
@@ -85,7 +102,7 @@ class MqttClient:
         self._early: dict[int, bool] = {}  # PUBACKs that beat publish() back to us
         self.connected = threading.Event()
         self.last_error: str | None = None
-        client = paho.Client(
+        client = _PahoClient(
             CallbackAPIVersion.VERSION2,
             client_id=client_id or config.client_id,
             protocol=paho.MQTTv5 if self.v5 else paho.MQTTv311,
@@ -102,7 +119,8 @@ class MqttClient:
             client.tls_insecure_set(config.tls_insecure)
         if will_topic:
             client.will_set(will_topic, "offline", qos=1, retain=True)
-        client.reconnect_delay_set(min_delay=1, max_delay=300)
+        client.backoff = Backoff(initial=1.0, cap=300.0)
+        client.target = f"{config.host}:{config.port}"
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
@@ -137,6 +155,7 @@ class MqttClient:
             )
             return
         self.last_error = None
+        self._client.backoff.reset()
         _LOGGER.info("MQTT connected to %s:%d", self._config.host, self._config.port)
         with self._lock:
             topics = list(self._subscriptions)

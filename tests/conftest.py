@@ -10,14 +10,18 @@ see each other's mail or tokens. Tests that change a shared server (`idp.down`,
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
+from rig.bridgecfg import rig_config
 from rig.dovecot import Dovecot
 from rig.idp import App, IdentityPlatform, random_secret
 from rig.mosquitto import Mosquitto
+from rig.mqttsub import Collector
 from rig.pki import TestPKI
+from tests.bridgeproc import BridgeProcess
 
 
 @pytest.fixture(scope="session")
@@ -77,3 +81,68 @@ def mailbox() -> str:
 def app(idp: IdentityPlatform, tenant: str, mailbox: str) -> App:
     """An app in tenant with a random client secret (app.secrets[0]), granted mailbox."""
     return idp.register_app(tenant, secret=random_secret(), mailboxes=[mailbox])
+
+
+# -- the bridge on the rig ------------------------------------------------------------
+
+
+@pytest.fixture(params=["idle", "poll"])
+def mode(request: pytest.FixtureRequest) -> dict[str, object]:
+    """IDLE with a poll interval too long to matter, or polling every second."""
+    if request.param == "idle":
+        return {"idle": True, "poll_interval": 300}
+    return {"idle": False, "poll_interval": 1}
+
+
+@pytest.fixture
+def base_topic() -> str:
+    """A base topic unique to this test, so tests never see each other's traffic."""
+    return f"o2m-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def secret_credential(app: App) -> dict[str, object]:
+    """rig_config keys for `app` with its client secret."""
+    return {"client_id": app.client_id, "secret": app.secrets[0]}
+
+
+@pytest.fixture
+def make_bridge(
+    idp: IdentityPlatform, pki: TestPKI, dovecot: Dovecot, mosquitto: Mosquitto, tenant: str,
+    mailbox: str, tmp_path: Path, base_topic: str,
+) -> Iterator[Callable[..., BridgeProcess]]:
+    """Factory for `outlook2mqtt run` processes on the rig; all are killed at the end.
+
+    Keyword arguments are rig_config's (credential keys, mode, folders, mqtt_port ...).
+    """
+    started: list[BridgeProcess] = []
+
+    def factory(cred: dict[str, object], **overrides: object) -> BridgeProcess:
+        settings: dict[str, object] = {
+            "authority": idp.authority, "ca_file": pki.ca_file, "imap_port": dovecot.port,
+            "mqtt_port": mosquitto.port, "tenant_id": tenant, "mailbox": mailbox,
+            "state_dir": tmp_path / "state", "base_topic": base_topic, **cred, **overrides,
+        }
+        proc = BridgeProcess(tmp_path, rig_config(**settings))  # type: ignore[arg-type]
+        started.append(proc)
+        return proc
+
+    yield factory
+    for proc in started:
+        if proc.proc is not None and proc.proc.poll() is None:
+            proc.kill()
+
+
+@pytest.fixture
+def collector(mosquitto: Mosquitto, base_topic: str) -> Iterator[Collector]:
+    """A subscriber to everything under this test's base topic."""
+    with Collector("127.0.0.1", mosquitto.port, [f"{base_topic}/#"]) as c:
+        yield c
+
+
+def wait_online(collector: Collector, base_topic: str, timeout: float = 30) -> None:
+    """Wait for the bridge's retained `online`."""
+    collector.wait_for(
+        lambda m: m.topic == f"{base_topic}/bridge/state" and m.payload == b"online",
+        timeout=timeout,
+    )

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from rig.bridgecfg import rig_config
 from rig.mqttsub import Collector
 from rig.pki import make_client_certificate
 from rig.samples import make_message
-from tests.bridgeproc import BridgeProcess
+from tests.conftest import wait_online
 
 
 @pytest.fixture(params=["secret", "certificate"])
@@ -27,53 +25,6 @@ def credential(request: pytest.FixtureRequest, idp: Any, tenant: str, mailbox: s
     app = idp.register_app(tenant, certificates=[cert.cert_pem], mailboxes=[mailbox])
     return {"client_id": app.client_id, "certificate_file": cert.cert_file,
             "private_key_file": cert.key_file}
-
-
-@pytest.fixture(params=["idle", "poll"])
-def mode(request: pytest.FixtureRequest) -> dict[str, Any]:
-    """IDLE with a poll interval too long to matter, or polling every second."""
-    if request.param == "idle":
-        return {"idle": True, "poll_interval": 300}
-    return {"idle": False, "poll_interval": 1}
-
-
-@pytest.fixture
-def base_topic() -> str:
-    return f"o2m-{uuid.uuid4().hex[:8]}"
-
-
-@pytest.fixture
-def make_bridge(idp: Any, pki: Any, dovecot: Any, mosquitto: Any, tenant: str, mailbox: str,
-                tmp_path: Path, base_topic: str) -> Iterator[Any]:
-    """Factory for bridge processes on the rig; all are stopped at the end."""
-    started: list[BridgeProcess] = []
-
-    def factory(cred: dict[str, Any], **overrides: Any) -> BridgeProcess:
-        cfg = rig_config(
-            authority=idp.authority, ca_file=pki.ca_file, imap_port=dovecot.port,
-            mqtt_port=mosquitto.port, tenant_id=tenant, mailbox=mailbox,
-            state_dir=tmp_path / "state", base_topic=base_topic, **cred, **overrides,
-        )
-        proc = BridgeProcess(tmp_path, cfg)
-        started.append(proc)
-        return proc
-
-    yield factory
-    for proc in started:
-        if proc.proc is not None and proc.proc.poll() is None:
-            proc.kill()
-
-
-@pytest.fixture
-def collector(mosquitto: Any, base_topic: str) -> Iterator[Collector]:
-    with Collector("127.0.0.1", mosquitto.port, [f"{base_topic}/#"]) as c:
-        yield c
-
-
-def wait_online(collector: Collector, base_topic: str) -> None:
-    collector.wait_for(
-        lambda m: m.topic == f"{base_topic}/bridge/state" and m.payload == b"online", timeout=30
-    )
 
 
 def test_new_mail_is_published_and_mark_read_sets_seen(
@@ -115,8 +66,8 @@ def test_new_mail_is_published_and_mark_read_sets_seen(
 
 
 def test_restart_republishes_nothing_acknowledged_and_misses_nothing(
-    mode: dict[str, Any], make_bridge: Any, collector: Collector, dovecot: Any, mailbox: str, base_topic: str,
-    idp: Any, tenant: str,
+    mode: dict[str, Any], make_bridge: Any, collector: Collector, dovecot: Any, mailbox: str,
+    base_topic: str, idp: Any, tenant: str,
 ) -> None:
     app = idp.register_app(tenant, secret="first-secret-value", mailboxes=[mailbox])
     cred = {"client_id": app.client_id, "secret": "first-secret-value"}
