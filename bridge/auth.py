@@ -170,7 +170,7 @@ class TokenProvider:
                 raise
             except msal.exceptions.MsalServiceError as exc:
                 self._app = None
-                raise AuthError(f"identity platform error: {exc.error}", transient=True) from None
+                raise AuthError(f"identity platform error: {exc}", transient=True) from None
             except requests.RequestException as exc:
                 self._app = None
                 raise AuthError(

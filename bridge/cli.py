@@ -10,19 +10,23 @@ import signal
 import sys
 import threading
 from collections.abc import Sequence
+from dataclasses import asdict
 from types import FrameType
 
 from . import __version__, certs, log, wizard
 from .auth import TokenProvider
-from .check import run_check
+from .check import Step, format_step, run_check, token_step
 from .config import Config, config_search_path, load_config
-from .errors import AuthError, ConfigError
+from .errors import ConfigError
 from .service import Bridge
 from .status import iso_ts
 
 _LOGGER = logging.getLogger(__name__)
 
 EXIT_OK, EXIT_FAIL, EXIT_CONFIG = 0, 1, 2
+# what `token` shows of a token: never the token itself, nor its signature
+TOKEN_CLAIMS = ("aud", "roles", "scp", "tid", "appid", "app_displayname", "oid", "idtyp",
+                "iss", "iat", "nbf", "exp")
 
 
 def _load(args: argparse.Namespace) -> Config:
@@ -30,6 +34,8 @@ def _load(args: argparse.Namespace) -> Config:
     config = load_config(path)
     for secret in config.secret_values():
         log.register_secret(secret)
+    for account in config.accounts:
+        log.register_private_key_file(account.private_key_file)
     return config
 
 
@@ -61,45 +67,46 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    """Test every step from token to MQTT."""
+    """Test every step from token to MQTT; exit 0 only if all passed."""
     try:
         config = _load(args)
     except ConfigError as exc:
+        steps = [Step(None, "config", False, p, None, "config") for p in exc.problems]
         if args.json:
-            json.dump({"ok": False, "steps": [{"name": "config", "ok": False,
-                                               "detail": p} for p in exc.problems]}, sys.stdout)
-            print()
-            return EXIT_CONFIG
-        print("FAIL  config:")
-        for problem in exc.problems:
-            print(f"      {problem}")
+            print(json.dumps({"ok": False, "steps": [asdict(s) for s in steps]}, indent=2))
+        else:
+            sys.stdout.write("".join(format_step(s) for s in steps))
         return EXIT_CONFIG
     return EXIT_OK if run_check(config, sys.stdout, as_json=args.json) else EXIT_FAIL
 
 
 def cmd_token(args: argparse.Namespace) -> int:
-    """Acquire a token and print its claims, never the token."""
+    """Acquire a token per account and print its claims as JSON, never the token."""
     try:
         config = _load(args)
     except ConfigError as exc:
         return _config_error(exc)
     accounts = [a for a in config.accounts if args.account in (None, a.name)]
     if not accounts:
-        print(f"no account named {args.account!r}", file=sys.stderr)
+        known = ", ".join(a.name for a in config.accounts)
+        print(f"outlook2mqtt: no account named {args.account!r} (configured: {known})",
+              file=sys.stderr)
         return EXIT_FAIL
     status = EXIT_OK
+    shown: dict[str, object] = {}
     for account in accounts:
-        try:
-            token = TokenProvider(account).get_token()
-        except AuthError as exc:
-            print(f"[{account.name}] token: FAIL {exc}", file=sys.stderr)
+        step, token = token_step(account, TokenProvider(account))
+        if not step.ok:
+            # acquired but unfit for IMAP (Graph audience, no role), or refused: say why
+            sys.stderr.write(format_step(step))
+        if token is None:
             status = EXIT_FAIL
             continue
-        claims = {k: token.claims.get(k) for k in
-                  ("aud", "roles", "scp", "tid", "appid", "oid", "iss", "idtyp")
-                  if k in token.claims}
-        print(json.dumps({"account": account.name, "expires": iso_ts(token.expires_at),
-                          "expires_in": int(token.expires_in), "claims": claims}, indent=2))
+        claims = {k: token.claims[k] for k in TOKEN_CLAIMS if k in token.claims}
+        shown[account.name] = {"expires": iso_ts(token.expires_at),
+                               "expires_in": int(token.expires_in), "claims": claims}
+    if shown:
+        print(log.redact(json.dumps(shown, indent=2)))
     return status
 
 
@@ -107,7 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("-c", "--config", help="config file (default: $OUTLOOK2MQTT_CONFIG, "
                         "./config.toml, /etc/outlook2mqtt/config.toml)")
-    common.add_argument("--log-level", choices=log.LEVELS, default="info")
+    common.add_argument("--log-level", choices=log.LEVELS,
+                        help="default: info for run, warning for the other commands")
     parser = argparse.ArgumentParser(
         prog="outlook2mqtt", description="Bridge Outlook / Exchange Online mailboxes to MQTT.")
     parser.add_argument("--version", action="version", version=f"outlook2mqtt {__version__}")
@@ -116,10 +124,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("check", parents=[common], help="test token, IMAP, folders and MQTT")
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(func=cmd_check)
+    p.set_defaults(func=cmd_check, default_log_level="warning")
     p = sub.add_parser("token", parents=[common], help="print the claims of a fresh token")
     p.add_argument("--account", help="only this account")
-    p.set_defaults(func=cmd_token)
+    p.set_defaults(func=cmd_token, default_log_level="warning")
     certs.add_cert_parser(sub, parents=[common])
     wizard.add_init_parser(sub, parents=[common])
     return parser
@@ -128,7 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    log.setup(getattr(args, "log_level", "info"))
+    # a person running check/token/init wants its report, not the info log around it
+    log.setup(str(getattr(args, "log_level", None)
+                  or getattr(args, "default_log_level", "info")))
     code: int = args.func(args)
     return code
 

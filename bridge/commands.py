@@ -1,72 +1,56 @@
-"""Commands from MQTT (CONTRACT §5): parse and validate (pure), then execute on IMAP.
+"""Commands from MQTT (CONTRACT §5): parse and validate a payload, build the reply.
 
-Each account has one `CommandWorker` thread with its own IMAP connection, fed by a
-bounded queue from paho's `on_message`; every command gets exactly one reply.
+Pure functions, no I/O: `actions` carries a validated `Command` out on IMAP and
+`command_worker` runs it on the account's own connection.
 """
 
 from __future__ import annotations
 
+import difflib
 import json
-import logging
-import queue
-import threading
-from collections.abc import Callable
+import re
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import imapclient
-
-from . import imap
-from .auth import TokenProvider
 from .config import AccountConfig
-from .errors import AuthError, CommandError, ImapError
-from .mqtt import Incoming
-from .status import AccountStatus
-
-_LOGGER = logging.getLogger(__name__)
+from .errors import CommandError
 
 MAX_PAYLOAD = 64 * 1024
 MAX_UIDS = 1000
-QUEUE_LIMIT = 100
-FIELDS = {
-    "action",
-    "folder",
-    "uid",
-    "uids",
-    "uidvalidity",
-    "message_id",
-    "id",
-    "to",
-    "include_body",
-    "expunge",
+MAX_NAME = 998  # RFC 5322 §2.1.1 line limit: no Message-ID or folder name is longer
+# What Home Assistant buttons send: a plain string, not JSON.
+PLAIN_ACTIONS = ("mark_all_read", "refresh")
+
+_COMMON = frozenset({"action", "id", "folder"})
+_SELECTING = _COMMON | {"uid", "uids", "message_id", "uidvalidity"}
+# The fields each action accepts: a field that does not apply is an error, because a
+# sender who adds one expects an effect it would not have.
+ACTION_FIELDS: dict[str, frozenset[str]] = {
+    "mark_read": _SELECTING,
+    "mark_unread": _SELECTING,
+    "flag": _SELECTING,
+    "unflag": _SELECTING,
+    "move": _SELECTING | {"to"},
+    "copy": _SELECTING | {"to"},
+    "archive": _SELECTING,
+    "delete": _SELECTING | {"expunge"},
+    "fetch": _SELECTING | {"include_body"},
+    "mark_all_read": _COMMON,
+    "refresh": _COMMON,
 }
-SELECTING = {
-    "mark_read",
-    "mark_unread",
-    "flag",
-    "unflag",
-    "move",
-    "copy",
-    "archive",
-    "delete",
-    "fetch",
-}
-# Actions whose IMAP side is built so far; the rest answer with a clear error.
-IMPLEMENTED = {"mark_read", "mark_unread", "flag", "unflag", "mark_all_read", "refresh"}
-FLAG_CHANGES: dict[str, tuple[bool, bytes]] = {
-    "mark_read": (True, imapclient.SEEN),
-    "mark_unread": (False, imapclient.SEEN),
-    "flag": (True, imapclient.FLAGGED),
-    "unflag": (False, imapclient.FLAGGED),
-}
+ACTIONS = tuple(ACTION_FIELDS)
+FIELDS = frozenset().union(*ACTION_FIELDS.values())
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_EXAMPLE = '{"action": "mark_read", "folder": "INBOX", "uids": [4123]}'
 
 
 @dataclass(frozen=True)
 class Command:
-    """A validated command."""
+    """A validated command; `folder` is a configured folder's name (None: every folder)."""
 
     action: str
-    folder: str
+    folder: str | None
     id: Any = None
     uids: tuple[int, ...] = ()
     message_id: str | None = None
@@ -76,114 +60,293 @@ class Command:
     expunge: bool = False
 
 
-def _is_uid(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and 0 < value < 2**32
+class InvalidCommand(CommandError):
+    """A command refused before anything ran; carries the `id` and `action` to echo."""
+
+    def __init__(self, message: str, *, command_id: Any = None, action: str | None = None):
+        super().__init__(message)
+        self.command_id = command_id
+        self.action = action
+
+
+class _Duplicate(ValueError):
+    pass
+
+
+def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    data: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in data:
+            raise _Duplicate(key)
+        data[key] = value
+    return data
+
+
+def _constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def decode(payload: bytes) -> dict[str, Any]:
+    """The payload as a JSON object (or a plain action string); raises InvalidCommand."""
+    if len(payload) > MAX_PAYLOAD:
+        raise InvalidCommand(
+            f"payload too large ({len(payload)} bytes, limit {MAX_PAYLOAD}): "
+            "send one command with only the fields it needs"
+        )
+    try:
+        text = payload.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise InvalidCommand(
+            f"payload is not UTF-8 text: send a JSON object like {_EXAMPLE}"
+        ) from None
+    if not text:
+        raise InvalidCommand(f"empty payload: send a JSON object like {_EXAMPLE}")
+    if text in PLAIN_ACTIONS:
+        return {"action": text}
+    try:
+        data = json.loads(text, object_pairs_hook=_pairs, parse_constant=_constant)
+    except _Duplicate as exc:
+        raise InvalidCommand(
+            f"field {exc.args[0]!r} is given twice: give each field once"
+        ) from None
+    except json.JSONDecodeError as exc:
+        raise InvalidCommand(
+            f"payload is not JSON ({exc.msg} at line {exc.lineno} column {exc.colno}): "
+            f"send a JSON object like {_EXAMPLE}"
+        ) from None
+    except ValueError as exc:  # NaN / Infinity
+        raise InvalidCommand(f"payload is not JSON ({exc}): send plain numbers") from None
+    except RecursionError:
+        raise InvalidCommand("payload is not JSON we accept (nested too deeply)") from None
+    if not isinstance(data, dict):
+        raise InvalidCommand(
+            f"payload must be a JSON object like {_EXAMPLE}, not {_json_type(data)}"
+        )
+    return data
 
 
 def parse_command(payload: bytes, *, account: AccountConfig, folder: str | None = None) -> Command:
-    """Validate a command payload; `folder` is implied by a folder command topic.
+    """Validate a command payload; `folder` is implied by a folder's command topic.
 
-    Raises CommandError with the reply text; `CommandError.args[1]` carries the id
-    when one could be read, so the reply can echo it.
+    Raises InvalidCommand with the reply text, and the `id`/`action` when readable.
     """
-    if len(payload) > MAX_PAYLOAD:
-        raise CommandError(f"payload too large ({len(payload)} bytes, limit {MAX_PAYLOAD})")
-    text = payload.decode("utf-8", errors="replace").strip()
-    if not text:
-        raise CommandError('empty payload: send JSON like {"action": "mark_read", ...}')
-    data: Any
-    if folder is not None and text in ("mark_all_read", "refresh"):
-        data = {"action": text}  # Home Assistant buttons send a plain string
-    else:
-        try:
-            data = json.loads(text)
-        except ValueError:
-            raise CommandError("payload is not JSON") from None
-    if not isinstance(data, dict):
-        raise CommandError("payload must be a JSON object")
-    cmd_id = data.get("id")
+    data = decode(payload)
+    command_id = data.get("id")
+    action = data.get("action")
     try:
         return _validate(data, account, folder)
-    except CommandError as exc:
-        raise CommandError(str(exc), cmd_id) from None
+    except InvalidCommand as exc:
+        raise InvalidCommand(
+            str(exc), command_id=command_id, action=action if isinstance(action, str) else None
+        ) from None
+
+
+def peek(payload: bytes) -> tuple[Any, str | None]:
+    """The `id` and `action` of a payload for replies that do not parse it fully; never raises."""
+    try:
+        data = decode(payload)
+    except InvalidCommand:
+        return None, None
+    action = data.get("action")
+    return data.get("id"), action if isinstance(action, str) else None
 
 
 def _validate(data: dict[str, Any], account: AccountConfig, implied: str | None) -> Command:
     unknown = sorted(set(data) - FIELDS)
     if unknown:
-        raise CommandError(f"unknown field(s): {', '.join(unknown)}")
-    action = data.get("action")
-    if not isinstance(action, str) or not action:
-        raise CommandError("'action' is required and must be a string")
-    if action not in {*FLAG_CHANGES, *SELECTING, "mark_all_read", "refresh"}:
-        raise CommandError(f"unknown action {action!r}")
-    if action not in account.commands:
-        raise CommandError(f"action {action!r} is not enabled for account {account.name!r}")
-    folder_name = data.get("folder", implied)
-    if implied is not None and folder_name != implied:
-        raise CommandError(f"'folder' {folder_name!r} conflicts with the command topic's folder")
-    if folder_name is None:
-        if action == "refresh":
-            folder_name = "*"
-        else:
-            raise CommandError("'folder' is required")
-    if not isinstance(folder_name, str):
-        raise CommandError("'folder' must be a string")
-    if folder_name != "*":
-        configured = account.folder(folder_name)
-        if configured is None:
-            raise CommandError(f"unknown folder {folder_name!r}: not configured for this account")
-        folder_name = configured.name
+        names = ", ".join(repr(u[:40]) + _hint(u, FIELDS) for u in unknown[:5])
+        raise InvalidCommand(
+            f"unknown field(s) {names}: known fields are {', '.join(sorted(FIELDS))}"
+        )
+    action = _action(data.get("action"), account)
+    misplaced = sorted(set(data) - ACTION_FIELDS[action])
+    if misplaced:
+        field = misplaced[0]
+        users = [a for a, fields in ACTION_FIELDS.items() if field in fields]
+        raise InvalidCommand(
+            f"{field!r} does not apply to {action} (only to {', '.join(users)}): leave it out"
+        )
+    folder = _folder(data, account, implied, action)
     uids = _uids(data)
-    message_id = data.get("message_id")
-    if message_id is not None and (not isinstance(message_id, str) or not message_id.strip()):
-        raise CommandError("'message_id' must be a non-empty string")
-    if action in SELECTING and not uids and message_id is None:
-        raise CommandError(f"{action} needs 'uid', 'uids' or 'message_id'")
+    message_id = _message_id(data.get("message_id"))
+    if uids and message_id is not None:
+        raise InvalidCommand("give either 'uid'/'uids' or 'message_id', not both")
+    if "uid" in ACTION_FIELDS[action] and not uids and message_id is None:
+        raise InvalidCommand(f"{action} needs 'uid', 'uids' or 'message_id' to choose messages")
     uidvalidity = data.get("uidvalidity")
     if uidvalidity is not None and not _is_uid(uidvalidity):
-        raise CommandError("'uidvalidity' must be a positive integer")
-    to = data.get("to")
-    if action in ("move", "copy") and not isinstance(to, str):
-        raise CommandError(f"{action} needs 'to' (a folder name)")
-    include_body = data.get("include_body")
-    if include_body is not None and not isinstance(include_body, bool):
-        raise CommandError("'include_body' must be true or false")
-    expunge = data.get("expunge", False)
-    if not isinstance(expunge, bool):
-        raise CommandError("'expunge' must be true or false")
+        raise InvalidCommand(
+            "'uidvalidity' must be a positive integer: the folder's UIDVALIDITY as the "
+            "message summary shows it"
+        )
+    to = _target(data.get("to"), action)
+    include_body = _boolean(data, "include_body", None)
+    expunge = _boolean(data, "expunge", False)
     return Command(
-        action,
-        folder_name,
-        data.get("id"),
-        uids,
-        message_id,
-        uidvalidity,
-        to,
-        include_body,
-        expunge,
+        action=action,
+        folder=folder,
+        id=data.get("id"),
+        uids=uids,
+        message_id=message_id,
+        uidvalidity=uidvalidity,
+        to=to,
+        include_body=include_body,
+        expunge=bool(expunge),
     )
+
+
+def _action(action: Any, account: AccountConfig) -> str:
+    known = ", ".join(ACTIONS)
+    if action is None:
+        raise InvalidCommand(f"'action' is required: one of {known}")
+    if not isinstance(action, str):
+        raise InvalidCommand(f"'action' must be a string, one of {known}")
+    if action not in ACTION_FIELDS:
+        raise InvalidCommand(
+            f"unknown action {action[:40]!r}{_hint(action, ACTIONS)}: known are {known}"
+        )
+    if action not in account.commands:
+        raise InvalidCommand(
+            f"action {action!r} is not enabled for account {account.name!r}: "
+            f"add it to the account's 'commands' to allow it"
+        )
+    return action
+
+
+def _folder(
+    data: dict[str, Any], account: AccountConfig, implied: str | None, action: str
+) -> str | None:
+    configured = ", ".join(f.name for f in account.folders)
+    name = data.get("folder")
+    if name is None:
+        if implied is not None or action == "refresh":
+            return implied  # refresh without a folder: every folder
+        raise InvalidCommand(
+            f"'folder' is required for {action}: one of {configured}, or publish to the "
+            "folder's own command topic"
+        )
+    if not isinstance(name, str):
+        raise InvalidCommand(f"'folder' must be a string: one of {configured}")
+    folder = account.folder(name)
+    if folder is None:
+        hint = _hint(name, [f.name for f in account.folders])
+        raise InvalidCommand(
+            f"unknown folder {name[:100]!r}{hint}: account {account.name!r} watches only "
+            f"{configured}"
+        )
+    if implied is not None and folder.name != implied:
+        raise InvalidCommand(
+            f"'folder' {name[:100]!r} conflicts with the command topic's folder {implied!r}: "
+            "leave 'folder' out"
+        )
+    return folder.name
+
+
+def _is_uid(value: Any) -> bool:
+    # UIDs and UIDVALIDITY are non-zero 32-bit unsigned numbers (RFC 3501 §2.3.1.1).
+    return isinstance(value, int) and not isinstance(value, bool) and 0 < value < 2**32
 
 
 def _uids(data: dict[str, Any]) -> tuple[int, ...]:
     uids: list[Any] = []
     if "uid" in data:
+        if not _is_uid(data["uid"]):
+            raise InvalidCommand(f"'uid' must be a positive integer, not {_show(data['uid'])}")
         uids.append(data["uid"])
     if "uids" in data:
-        if not isinstance(data["uids"], list):
-            raise CommandError("'uids' must be a list of integers")
-        uids.extend(data["uids"])
-    if len(uids) > MAX_UIDS:
-        raise CommandError(f"too many uids ({len(uids)}, limit {MAX_UIDS})")
-    if not all(_is_uid(u) for u in uids):
-        raise CommandError("uids must be positive integers")
+        listed = data["uids"]
+        if not isinstance(listed, list):
+            raise InvalidCommand(
+                f"'uids' must be a list of positive integers like [4123], not {_show(listed)}"
+            )
+        if not listed:
+            raise InvalidCommand("'uids' is empty: list at least one UID")
+        if len(listed) > MAX_UIDS:
+            raise InvalidCommand(
+                f"too many uids ({len(listed)}, limit {MAX_UIDS}): split the command"
+            )
+        for uid in listed:
+            if not _is_uid(uid):
+                raise InvalidCommand(f"'uids' must hold positive integers only, not {_show(uid)}")
+        uids.extend(listed)
     return tuple(sorted(set(uids)))
 
 
+def _message_id(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip("<> \t"):
+        raise InvalidCommand(
+            "'message_id' must be a non-empty string like \"<abc@example.com>\" "
+            "(the summary's message_id)"
+        )
+    text: str = value.strip()
+    if len(text) > MAX_NAME or _CONTROL.search(text) or " " in text or not text.isascii():
+        raise InvalidCommand(
+            "'message_id' must be one Message-ID like \"<abc@example.com>\": printable "
+            "ASCII without spaces or control characters"
+        )
+    return text
+
+
+def _target(value: Any, action: str) -> str | None:
+    if action not in ("move", "copy"):
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidCommand(
+            f"{action} needs 'to': the full name of an existing folder, e.g. \"INBOX/Receipts\""
+        )
+    if len(value) > MAX_NAME or _CONTROL.search(value):
+        raise InvalidCommand("'to' must be a folder name without control characters")
+    if "*" in value or "%" in value:
+        # LIST wildcards (RFC 3501 §6.3.8): a target must name exactly one folder.
+        raise InvalidCommand("'to' must name one folder: '*' and '%' are IMAP wildcards")
+    return value
+
+
+def _boolean(data: dict[str, Any], key: str, default: bool | None) -> bool | None:
+    value = data.get(key, default)
+    if value is None or isinstance(value, bool):
+        return value
+    raise InvalidCommand(f"{key!r} must be true or false, not {_show(value)}")
+
+
+def close_matches(name: str, names: Collection[str]) -> list[str]:
+    """The names a mistyped `name` probably meant, best first (case is ignored)."""
+    by_lower = {n.lower(): n for n in names}
+    found = difflib.get_close_matches(name.lower(), list(by_lower), n=3, cutoff=0.6)
+    return [by_lower[n] for n in found]
+
+
+def _hint(name: str, names: Collection[str]) -> str:
+    close = close_matches(name, names)
+    return f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""
+
+
+def _show(value: Any) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _json_type(value: Any) -> str:
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, str):
+        return "a string"
+    if value is None:
+        return "null"
+    return "a boolean" if isinstance(value, bool) else "a number"
+
+
 def reply(
-    command_id: Any, action: str | None, *, uids: list[int] | None = None, error: str | None = None
+    command_id: Any,
+    action: str | None,
+    *,
+    uids: Sequence[int] = (),
+    error: str | None = None,
+    to: str | None = None,
 ) -> bytes:
-    """The reply payload of CONTRACT §5."""
+    """The reply payload of CONTRACT §5; `to` names the folder a move/copy went to."""
     body: dict[str, Any] = {}
     if command_id is not None:
         body["id"] = command_id
@@ -191,153 +354,26 @@ def reply(
         body["action"] = action
     if error is None:
         body["status"] = "ok"
-        body["uids"] = uids or []
+        body["uids"] = list(uids)
+        if to is not None:
+            body["to"] = to
     else:
         body["status"] = "error"
         body["error"] = error
     return json.dumps(body).encode()
 
 
-Replier = Callable[[Incoming, bytes], None]
+def response_topic_allowed(topic: str, subscribed: Sequence[str]) -> bool:
+    """Whether a request's MQTT 5 Response Topic may be published to.
 
-
-class CommandWorker(threading.Thread):
-    """Runs an account's commands in order on its own IMAP connection."""
-
-    def __init__(
-        self,
-        *,
-        account: AccountConfig,
-        provider: TokenProvider,
-        status: AccountStatus,
-        reply: Replier,
-        on_changed: Callable[[str], None],
-        stop: threading.Event,
-    ) -> None:
-        super().__init__(name=f"commands-{account.name}", daemon=True)
-        self.account = account
-        self._provider = provider
-        self._status = status
-        self._reply = reply
-        self._on_changed = on_changed  # folder name ("*" = all) whose state changed
-        self._stopping = stop
-        self._queue: queue.Queue[tuple[Incoming, str | None]] = queue.Queue(QUEUE_LIMIT)
-        self._client: imapclient.IMAPClient | None = None
-
-    def submit(self, msg: Incoming, folder: str | None) -> None:
-        """Called on paho's thread: validate cheaply, queue, never block."""
-        if msg.retain:
-            self._reply(
-                msg,
-                reply(
-                    None,
-                    None,
-                    error="retained command ignored: publish commands without the retain flag",
-                ),
-            )
-            return
-        try:
-            self._queue.put_nowait((msg, folder))
-        except queue.Full:
-            self._reply(msg, reply(None, None, error="busy: too many queued commands"))
-
-    def run(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                msg, folder = self._queue.get(timeout=0.5)
-            except queue.Empty:
-                continue
-            self._reply(msg, self.handle(msg.payload, folder))
-        imap.close(self._client)
-
-    def handle(self, payload: bytes, folder: str | None) -> bytes:
-        """Parse and execute one command; return its reply."""
-        try:
-            command = parse_command(payload, account=self.account, folder=folder)
-        except CommandError as exc:
-            cmd_id = exc.args[1] if len(exc.args) > 1 else None
-            return reply(cmd_id, _action_of(payload), error=str(exc.args[0]))
-        try:
-            uids = self._execute_with_retry(command)
-        except CommandError as exc:
-            return reply(command.id, command.action, error=str(exc))
-        except (AuthError, ImapError) as exc:
-            return reply(command.id, command.action, error=f"mailbox unavailable: {exc}")
-        return reply(command.id, command.action, uids=uids)
-
-    def _execute_with_retry(self, command: Command) -> list[int]:
-        if command.action == "refresh":
-            self._on_changed(command.folder)
-            return []
-        if command.action not in IMPLEMENTED:
-            raise CommandError(f"action {command.action!r} is not supported yet")
-        for attempt in (1, 2):
-            try:
-                return self._execute(self._connection(), command)
-            except imap.CONNECTION_ERRORS as exc:
-                # A dropped idle connection is normal: reconnect once and retry.
-                _LOGGER.info("command connection lost (%s), reconnecting", type(exc).__name__)
-                imap.close(self._client)
-                self._client = None
-                if attempt == 2:
-                    raise ImapError(f"IMAP connection failed: {exc}") from None
-        raise AssertionError("unreachable")
-
-    def _connection(self) -> imapclient.IMAPClient:
-        if self._client is None:
-            try:
-                token = self._provider.get_token()
-                self._client = imap.connect(self.account, token)
-            except AuthError as exc:
-                self._status.failed("commands", str(exc), auth=True)
-                raise
-        return self._client
-
-    def _execute(self, client: imapclient.IMAPClient, command: Command) -> list[int]:
-        name = imap.resolve_folder(client, command.folder)
-        selected = client.select_folder(name)
-        if command.uidvalidity is not None and command.uidvalidity != selected[b"UIDVALIDITY"]:
-            raise CommandError(
-                f"stale uidvalidity {command.uidvalidity} for {command.folder} "
-                f"(now {selected[b'UIDVALIDITY']}): look the message up again"
-            )
-        if command.action == "mark_all_read":
-            uids = sorted(client.search(["UNSEEN"]))
-            if uids:
-                client.add_flags(uids, [imapclient.SEEN])
-        else:
-            uids = self._select(client, command)
-            add, flag = FLAG_CHANGES[command.action]
-            if add:
-                client.add_flags(uids, [flag])
-            else:
-                client.remove_flags(uids, [flag])
-        self._on_changed(command.folder)
-        return uids
-
-    @staticmethod
-    def _select(client: imapclient.IMAPClient, command: Command) -> list[int]:
-        if command.message_id is not None:
-            found = sorted(client.search(["HEADER", "Message-ID", command.message_id]))
-            if not found:
-                raise CommandError(
-                    f"no message with Message-ID {command.message_id} in {command.folder}"
-                )
-            if command.uids:
-                found = sorted(set(found) & set(command.uids))
-            return found
-        existing = set(client.search(["UID", ",".join(map(str, command.uids))]))
-        missing = [u for u in command.uids if u not in existing]
-        if missing:
-            listed = ", ".join(map(str, missing[:10]))
-            raise CommandError(f"unknown uid {listed} in {command.folder}")
-        return list(command.uids)
-
-
-def _action_of(payload: bytes) -> str | None:
-    try:
-        data = json.loads(payload)
-    except ValueError:
-        return None
-    action = data.get("action") if isinstance(data, dict) else None
-    return action if isinstance(action, str) else None
+    Wildcards are not allowed in a topic name (MQTT 5 §3.3.2.3.5); a reply sent to a
+    command topic the bridge listens on would be read back as a command.
+    """
+    return (
+        bool(topic)
+        and "+" not in topic
+        and "#" not in topic
+        and "\x00" not in topic
+        and len(topic.encode()) <= 65535
+        and topic not in subscribed
+    )

@@ -1,12 +1,244 @@
-"""Home Assistant MQTT discovery payloads (CONTRACT §6): pure functions, no I/O."""
+"""Home Assistant MQTT discovery payloads (CONTRACT §6): pure functions, no network.
+
+One device-based discovery config per account, `<prefix>/device/<node>/config`, with
+the device, origin, availability and QoS given once and every entity in `components`
+(Home Assistant's `mqtt` docs, "Device discovery payload"). Entities that disappear
+from a device's `components` are removed by Home Assistant; a device whose account is
+gone from the config gets an empty retained payload, found through a small index of
+the topics published last time (`load_index` / `save_index` / `stale_topics`).
+"""
 
 from __future__ import annotations
 
-from .config import Config
+import json
+import logging
+import re
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .config import AccountConfig, Config, FolderConfig
+from .state import write_atomic
 from .topics import Topics
+
+_LOGGER = logging.getLogger(__name__)
+
+INDEX_FILE = "discovery-topics.json"
+EVENT_TYPE = "new_message"
+ORIGIN = {"name": "outlook2mqtt", "sw_version": __version__}
+
+# Jinja templates, rendered by Home Assistant with the payload as `value_json`.
+# A state the bridge does not know yet renders as "None", which HA shows as unknown.
+UNREAD_TEMPLATE = "{{ value_json.unread }}"
+TOTAL_TEMPLATE = "{{ value_json.total }}"
+# HA drops a sensor state longer than 255 characters, so the subject is cut there.
+SUBJECT_TEMPLATE = (
+    "{{ value_json.last_message.subject[:255] if value_json.last_message else 'None' }}"
+)
+LAST_MESSAGE_ATTRIBUTES = "{{ (value_json.last_message or {}) | to_json }}"
+CONNECTED_TEMPLATE = (
+    "{{ 'ON' if value_json.connected and value_json.auth == 'ok' else 'OFF' }}"
+)
+EXPIRY_TEMPLATE = "{{ value_json.token_expires }}"
+# The event entity needs a JSON object with `event_type`; everything else becomes the
+# event's attributes. A slim, flat set keeps them small (a summary may carry the whole
+# body) and easy to use in automations (`from_address` rather than a nested `from`).
+EVENT_TEMPLATE = (
+    "{% set f = value_json['from'] or {} %}"
+    "{{ dict(event_type='" + EVENT_TYPE + "', account=value_json.get('account'), "
+    "folder=value_json.get('folder'), uid=value_json.get('uid'), "
+    "message_id=value_json.get('message_id'), date=value_json.get('date'), "
+    "from_name=f.get('name'), from_address=f.get('address'), "
+    "subject=value_json.get('subject'), preview=value_json.get('preview'), "
+    "has_attachments=value_json.get('has_attachments'), seen=value_json.get('seen')) "
+    "| to_json }}"
+)
+ACCOUNT_REFRESH_PAYLOAD = '{"action": "refresh"}'
+
+
+def node_id(base_topic: str, account: str) -> str:
+    """The device's id in topics and unique ids: base topic and account, e.g.
+    `outlook2mqtt_home`. HA allows only `[a-zA-Z0-9_-]` in a discovery topic level."""
+    base = re.sub(r"[^A-Za-z0-9_-]+", "_", base_topic).strip("_") or "outlook2mqtt"
+    return f"{base}_{account}"
+
+
+def device_topic(prefix: str, node: str) -> str:
+    """`<prefix>/device/<node>/config`: one retained config per account."""
+    return f"{prefix}/device/{node}/config"
+
+
+def _entity_slug(text: str) -> str:
+    # entity ids allow only a-z, 0-9 and '_'
+    return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
+
+
+def _entity(platform: str, unique_id: str, entity_id: str, name: str) -> dict[str, Any]:
+    return {
+        "platform": platform,
+        "unique_id": unique_id,
+        # `default_entity_id` replaced `object_id` in HA 2025.10 (object_id stops working
+        # in 2026.4); older versions ignore it and derive the same id from device + name.
+        "default_entity_id": f"{platform}.{entity_id}",
+        "name": name,
+    }
+
+
+def account_components(account: AccountConfig, topics: Topics, node: str) -> dict[str, Any]:
+    """The account's own entities: connectivity, token expiry, refresh of every folder."""
+    ent = f"outlook_{_entity_slug(account.name)}"
+    status = topics.account_status(account.name)
+    components: dict[str, Any] = {
+        "connectivity": {
+            **_entity("binary_sensor", f"{node}_connectivity", f"{ent}_connection",
+                      "Connection"),
+            "device_class": "connectivity",
+            "state_topic": status,
+            "value_template": CONNECTED_TEMPLATE,
+            "json_attributes_topic": status,
+        },
+        "token_expires": {
+            **_entity("sensor", f"{node}_token_expires", f"{ent}_token_expires",
+                      "Token expires"),
+            "device_class": "timestamp",
+            "entity_category": "diagnostic",
+            "state_topic": status,
+            "value_template": EXPIRY_TEMPLATE,
+        },
+    }
+    if "refresh" in account.commands:
+        components["refresh_all"] = {
+            **_entity("button", f"{node}_refresh_all", f"{ent}_refresh_all",
+                      "Refresh all folders"),
+            "command_topic": topics.account_command(account.name),
+            "payload_press": ACCOUNT_REFRESH_PAYLOAD,
+            "retain": False,  # a retained command is never executed (CONTRACT §5)
+            "icon": "mdi:refresh",
+        }
+    return components
+
+
+def folder_components(
+    account: AccountConfig, folder: FolderConfig, topics: Topics, node: str
+) -> dict[str, Any]:
+    """One folder's entities, keyed `<folder topic>_<kind>`."""
+    ent = f"outlook_{_entity_slug(account.name)}_{_entity_slug(folder.topic)}"
+    key = folder.topic
+    state = topics.folder_state(account.name, folder.topic)
+    command = topics.folder_command(account.name, folder.topic)
+    components: dict[str, Any] = {
+        f"{key}_unread": {
+            **_entity("sensor", f"{node}_{key}_unread", f"{ent}_unread",
+                      f"{folder.name} unread"),
+            "state_topic": state,
+            "value_template": UNREAD_TEMPLATE,
+            "state_class": "measurement",
+            "suggested_display_precision": 0,
+            "icon": "mdi:email-alert-outline",
+        },
+        f"{key}_total": {
+            **_entity("sensor", f"{node}_{key}_total", f"{ent}_total",
+                      f"{folder.name} total"),
+            "state_topic": state,
+            "value_template": TOTAL_TEMPLATE,
+            "state_class": "measurement",
+            "suggested_display_precision": 0,
+            "icon": "mdi:email-multiple-outline",
+        },
+        f"{key}_last_subject": {
+            **_entity("sensor", f"{node}_{key}_last_subject", f"{ent}_last_subject",
+                      f"{folder.name} last subject"),
+            "state_topic": state,
+            "value_template": SUBJECT_TEMPLATE,
+            "json_attributes_topic": state,
+            "json_attributes_template": LAST_MESSAGE_ATTRIBUTES,
+            "icon": "mdi:email-outline",
+        },
+        f"{key}_new_mail": {
+            **_entity("event", f"{node}_{key}_new_mail", f"{ent}_new_mail",
+                      f"{folder.name} new mail"),
+            "state_topic": topics.folder_message(account.name, folder.topic),
+            "event_types": [EVENT_TYPE],
+            "value_template": EVENT_TEMPLATE,
+            "icon": "mdi:email-receive-outline",
+        },
+    }
+    for action, label, icon in (
+        ("mark_all_read", "mark all read", "mdi:email-open-multiple-outline"),
+        ("refresh", "refresh", "mdi:refresh"),
+    ):
+        if action in account.commands:
+            components[f"{key}_{action}"] = {
+                **_entity("button", f"{node}_{key}_{action}", f"{ent}_{action}",
+                          f"{folder.name} {label}"),
+                "command_topic": command,
+                "payload_press": action,  # the folder command topic takes the plain word
+                "retain": False,
+                "icon": icon,
+            }
+    return components
+
+
+def device_config(config: Config, account: AccountConfig, topics: Topics) -> dict[str, Any]:
+    """The device-based discovery payload of one account."""
+    node = node_id(config.mqtt.base_topic, account.name)
+    components = account_components(account, topics, node)
+    for folder in account.folders:
+        components.update(folder_components(account, folder, topics, node))
+    return {
+        "device": {
+            "identifiers": [node],
+            "name": f"Outlook {account.name}",
+            "manufacturer": "outlook2mqtt",
+            "model": "Outlook mailbox",
+            "serial_number": account.mailbox,
+            "sw_version": __version__,
+        },
+        "origin": dict(ORIGIN),
+        # shared by every component (HA merges these into each one)
+        "availability": [{"topic": topics.bridge_state}],
+        "qos": config.mqtt.qos,
+        "components": components,
+    }
 
 
 def build_discovery(config: Config, topics: Topics) -> dict[str, bytes]:
     """Every retained discovery config: topic -> JSON payload."""
-    del config, topics
-    return {}
+    prefix = config.homeassistant.prefix
+    return {
+        device_topic(prefix, node_id(config.mqtt.base_topic, account.name)): json.dumps(
+            device_config(config, account, topics), sort_keys=True
+        ).encode()
+        for account in config.accounts
+    }
+
+
+# -- clearing configs of accounts removed from the config ---------------------------------
+
+
+def stale_topics(previous: Iterable[str], current: Iterable[str]) -> list[str]:
+    """Topics published last time and not now: each gets an empty retained payload."""
+    return sorted(set(previous) - set(current))
+
+
+def load_index(state_dir: Path) -> set[str]:
+    """The discovery topics recorded by `save_index`; empty when there is none."""
+    path = state_dir / INDEX_FILE
+    try:
+        data = json.loads(path.read_text("utf-8"))
+        topics = data["topics"]
+        if not isinstance(topics, list) or not all(isinstance(t, str) for t in topics):
+            raise TypeError("'topics' is not a list of strings")
+    except FileNotFoundError:
+        return set()
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        _LOGGER.warning("ignoring unreadable %s (%s): stale discovery configs stay", path, exc)
+        return set()
+    return set(topics)
+
+
+def save_index(state_dir: Path, topics: Iterable[str]) -> None:
+    """Record the discovery topics now published (atomically; no secrets in them)."""
+    data = json.dumps({"topics": sorted(set(topics))}, indent=1)
+    write_atomic(state_dir / INDEX_FILE, data.encode())

@@ -102,6 +102,7 @@ class MqttClient:
         self._early: dict[int, bool] = {}  # PUBACKs that beat publish() back to us
         self.connected = threading.Event()
         self.last_error: str | None = None
+        self._stopping = False
         client = _PahoClient(
             CallbackAPIVersion.VERSION2,
             client_id=client_id or config.client_id,
@@ -139,6 +140,7 @@ class MqttClient:
 
     def stop(self) -> None:
         """Disconnect cleanly (no Last Will) and stop the network thread."""
+        self._stopping = True
         self._client.disconnect()
         self._client.loop_stop()
         self.connected.clear()
@@ -170,7 +172,7 @@ class MqttClient:
     ) -> None:
         was = self.connected.is_set()
         self.connected.clear()
-        if was:
+        if was and not self._stopping:
             _LOGGER.warning(
                 "MQTT connection to %s:%d lost (%s), reconnecting",
                 self._config.host,

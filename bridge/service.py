@@ -9,9 +9,11 @@ from dataclasses import dataclass, field
 
 from . import __version__, sdnotify
 from .auth import TokenProvider
-from .commands import CommandWorker
+from .command_worker import CommandWorker
+from .commands import response_topic_allowed
 from .config import AccountConfig, Config
-from .discovery import build_discovery
+from .discovery import build_discovery, load_index, save_index, stale_topics
+from .fetch import MessagePublisher
 from .mqtt import Incoming, MqttClient
 from .state import StateStore
 from .status import AccountStatus
@@ -89,7 +91,10 @@ class Bridge:
         group.commands = CommandWorker(
             account=account,
             provider=provider,
-            status=status,
+            publishers={
+                f.name: MessagePublisher(account=account, folder=f, mqtt=self.mqtt, topics=topics)
+                for f in account.folders
+            },
             reply=lambda msg, payload: self._reply(account.name, msg, payload),
             on_changed=lambda folder: self._folder_changed(account.name, folder),
             stop=self.stop_event,
@@ -154,8 +159,13 @@ class Bridge:
 
     def _reply(self, account: str, msg: Incoming, payload: bytes) -> None:
         self.mqtt.publish(self.topics.command_result(account), payload)
-        if msg.response_topic and self.mqtt.v5:
+        if not (msg.response_topic and self.mqtt.v5):
+            return
+        if response_topic_allowed(msg.response_topic, list(self._command_routes)):
             self.mqtt.publish(msg.response_topic, payload, correlation_data=msg.correlation_data)
+        else:
+            _LOGGER.warning("not replying on response topic %r: not a topic the bridge may "
+                            "publish a reply to", msg.response_topic[:200])
 
     def _folder_changed(self, account: str, folder: str) -> None:
         for watcher in self.accounts[account].watchers:
@@ -170,12 +180,37 @@ class Bridge:
         if self.discovery:
             self.mqtt.subscribe([self.ha_status_topic])
         self.mqtt.start()
+        pass  # MUTANT
         for group in self.accounts.values():
             for watcher in group.watchers:
                 watcher.start()
             if group.commands is not None:
                 group.commands.start()
         threading.Thread(target=self._announce_online, name="announce-online", daemon=True).start()
+
+    def _clear_stale_discovery(self) -> None:
+        """Once connected, empty the retained discovery configs published last time and
+        not now (an account removed from the config); record what is published now."""
+        if not self.config.homeassistant.discovery:
+            return  # nothing under the prefix; the index waits until discovery is back on
+        state_dir = self.config.bridge.state_dir
+        stale = stale_topics(load_index(state_dir), self.discovery)
+
+        def clear() -> None:
+            while not self.mqtt.connected.wait(0.5):
+                if self.stop_event.is_set():
+                    return
+            if stale:
+                _LOGGER.info("clearing %d stale Home Assistant discovery config(s)", len(stale))
+            sent = {t: self.mqtt.publish(t, b"", retain=True, qos=1) for t in stale}
+            # A clearing the broker did not acknowledge stays in the index for next time.
+            left = {t for t, publication in sent.items() if not publication.wait(10)}
+            try:
+                save_index(state_dir, set(self.discovery) | left)
+            except OSError as exc:
+                _LOGGER.warning("cannot record the discovery topics in %s: %s", state_dir, exc)
+
+        threading.Thread(target=clear, name="discovery-cleanup", daemon=True).start()
 
     def _announce_online(self) -> None:
         watchers = [w for g in self.accounts.values() for w in g.watchers]

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import imapclient
+from imapclient.exceptions import IMAPClientAbortError
 
 from . import imap
 from .auth import Token, TokenProvider
@@ -157,6 +158,10 @@ class FolderWatcher(threading.Thread):
                     backoff.reset()
                 else:
                     self._failed(text, auth=False, backoff=backoff)
+            except Exception as exc:  # a bug must not silently end the watcher
+                _LOGGER.exception("%s/%s: unexpected error", self.account.name, self.folder.name)
+                self._failed(f"internal error: {type(exc).__name__}: {exc}", auth=False,
+                             backoff=backoff)
             finally:
                 imap.close(client)
         self.settled.set()
@@ -210,16 +215,28 @@ class FolderWatcher(threading.Thread):
         """IDLE (RFC 2177) until the server reports a change, a sync is requested, or
         `until` (IDLE must be renewed well within the server's 30-minute timeout)."""
         client.idle()
-        try:
-            while not (self._stopping.is_set() or self._wake.is_set()):
-                remaining = until - time.monotonic()
-                if remaining <= 0:
-                    break
-                responses = client.idle_check(timeout=min(1.0, remaining))
-                if any(_is_change(r) for r in responses):
-                    break
-        finally:
-            client.idle_done()
+        quick_empty = 0
+        while not (self._stopping.is_set() or self._wake.is_set()):
+            remaining = until - time.monotonic()
+            if remaining <= 0:
+                break
+            wait = min(1.0, remaining)
+            started = time.monotonic()
+            responses = client.idle_check(timeout=wait)
+            for response in responses:
+                if isinstance(response, tuple) and response and response[0] == b"BYE":
+                    # e.g. Exchange's "BYE Session invalidated - AccessTokenExpired"
+                    text = b" ".join(r for r in response[1:] if isinstance(r, bytes))
+                    raise IMAPClientAbortError(f"BYE {text.decode(errors='replace')}")
+            if any(_is_change(r) for r in responses):
+                break
+            # imapclient returns [] at once on EOF: a readable socket with nothing to
+            # read, again and again, is a closed connection, not a quiet one.
+            quick_empty = quick_empty + 1 if not responses and (
+                time.monotonic() - started < wait / 2) else 0
+            if quick_empty >= 3:
+                raise IMAPClientAbortError("connection closed by the server during IDLE")
+        client.idle_done()
 
     # -- one sync --------------------------------------------------------------------
 

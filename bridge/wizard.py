@@ -1,12 +1,534 @@
-"""`outlook2mqtt init`: the set-up wizard that writes a valid config."""
+"""`outlook2mqtt init`: the set-up wizard that writes a valid config.
+
+Interactive by default: each answer is checked as it is given and asked again when wrong.
+With `--non-interactive` every answer is a flag named after its config key. In both modes a
+flag that is given is taken as the answer (the wizard does not ask it), so a script can
+preset the overrides and leave the rest to a person. The file is validated with the same
+`parse_config` that `run` uses before it is written (0600, atomically, never over an
+existing file without confirmation or `--force`).
+"""
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
-from typing import Any
+import datetime as dt
+import getpass
+import os
+import re
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TextIO, TypeVar
+
+import tomli_w
+from cryptography import x509
+
+from . import __version__, certs
+from . import _validate as v
+from .check import run_check
+from .config import AUTHS, CLOUDS, CONFIG_ENV, MULTI_TENANTS, parse_config
+from .errors import ConfigError
+
+EXIT_OK, EXIT_FAIL, EXIT_INVALID = 0, 1, 2
+T = TypeVar("T")
+_GUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+_AUTH_LABELS = {
+    "client_secret": "client secret (app-only, work or school mailbox)",
+    "client_certificate": "client certificate (app-only, recommended: no expiring secret)",
+    "device_code": "device code (delegated sign-in, personal Outlook.com mailbox)",
+}
+
+
+class Invalid(ValueError):
+    """An answer that cannot be used; the text says why and what would work."""
+
+
+# -- answer checks: text in, value out (or Invalid) ------------------------------------------
+
+def tenant_id(text: str, *, delegated: bool = False) -> str:
+    text = text.strip()
+    if delegated and text.lower() in MULTI_TENANTS:
+        return text.lower()
+    if text.lower() in MULTI_TENANTS:
+        raise Invalid(f"{text!r} works only for delegated sign-in; give the Directory (tenant)"
+                      " ID from the app's Overview page")
+    if not (_GUID.fullmatch(text) or re.fullmatch(r"[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+", text)):
+        raise Invalid("give the Directory (tenant) ID (a GUID such as "
+                      "'72f988bf-86f1-41af-91ab-2d7cd011db47') or a domain such as "
+                      "'contoso.onmicrosoft.com'")
+    return text
+
+
+def client_id(text: str) -> str:
+    text = text.strip()
+    if not _GUID.fullmatch(text):
+        raise Invalid("give the Application (client) ID from the app's Overview page: a GUID "
+                      "such as '00001111-aaaa-2222-bbbb-3333cccc4444'")
+    return text
+
+
+def mailbox(text: str) -> str:
+    text = text.strip()
+    if not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", text):
+        raise Invalid("give the mailbox's e-mail address, e.g. 'me@contoso.com' (a shared "
+                      "mailbox's own address works too)")
+    return text
+
+
+def account_name(text: str) -> str:
+    text = text.strip()
+    if not v.SEGMENT.fullmatch(text) or text == "bridge":
+        raise Invalid("a topic segment: lower-case a-z, 0-9, '_' and '-' (not 'bridge'), "
+                      f"e.g. {v.slug(text) or 'home'!r}")
+    return text
+
+
+def client_secret(text: str) -> str:
+    text = text.strip()
+    if not text:
+        raise Invalid("the secret must not be empty")
+    if _GUID.fullmatch(text):
+        raise Invalid("that is the Secret ID; copy the secret's Value instead (shown once, "
+                      "right after 'New client secret')")
+    return text
+
+
+def auth(text: str) -> str:
+    choices = list(_AUTH_LABELS)
+    text = text.strip()
+    if text.isdigit() and 1 <= int(text) <= len(choices):
+        return choices[int(text) - 1]
+    if text not in AUTHS:
+        raise Invalid("choose " + ", ".join(f"{i} ({a})" for i, a in enumerate(choices, 1)))
+    return text
+
+
+def cloud(text: str) -> str:
+    text = text.strip()
+    if text not in CLOUDS:
+        raise Invalid("one of " + ", ".join(CLOUDS))
+    return text
+
+
+def host(text: str) -> str:
+    text = text.strip()
+    if not text or "://" in text or re.search(r"[/\s]", text) or re.fullmatch(r"[^:]+:\d+",
+                                                                                 text):
+        raise Invalid("a host name or address only, without scheme or port, e.g. "
+                      "'mqtt.example.com' or '192.168.1.10'")
+    return text
+
+
+def port(text: str) -> int:
+    try:
+        value = int(str(text).strip())
+    except ValueError:
+        raise Invalid("a port number, 1 to 65535") from None
+    if not 1 <= value <= 65535:
+        raise Invalid("a port number, 1 to 65535")
+    return value
+
+
+def authority(text: str) -> str:
+    text = text.strip().rstrip("/")
+    if not re.fullmatch(r"https://[^/\s?#]+", text):
+        raise Invalid("the https:// URL of the identity platform's host only, e.g. "
+                      "'https://login.microsoftonline.com' (the tenant goes in tenant_id)")
+    return text
+
+
+def folders(text: str) -> list[str]:
+    names = list(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
+    if not names:
+        raise Invalid("name at least one folder, e.g. 'INBOX' or 'INBOX, Inbox/Receipts'")
+    return names
+
+
+def existing_file(text: str) -> Path:
+    path = Path(text.strip()).expanduser()
+    if not path.is_file():
+        raise Invalid(f"{path}: no such file")
+    return path.absolute()
+
+
+def certificate_file(text: str) -> Path:
+    path = existing_file(text)
+    try:
+        x509.load_pem_x509_certificate(path.read_bytes())
+    except ValueError:
+        raise Invalid(f"{path} is not a PEM certificate (give the .crt; the .cer is the DER "
+                      "copy for the Azure upload)") from None
+    return path
+
+
+def ca_file(text: str) -> Path:
+    path = existing_file(text)
+    try:
+        x509.load_pem_x509_certificates(path.read_bytes())
+    except ValueError:
+        raise Invalid(f"{path} holds no PEM certificate") from None
+    return path
+
+
+def key_matches(cert: Path) -> Callable[[str], Path]:
+    """A check that the private key file belongs to `cert`."""
+
+    def check(text: str) -> Path:
+        path = existing_file(text)
+        problems = v.Problems()
+        v.check_key_pair(problems, ("certificate_file", cert), ("private_key_file", path),
+                         rsa_only=True)
+        if problems.items:
+            raise Invalid("; ".join(p.split(": ", 1)[-1] for p in problems.items))
+        return path
+
+    return check
+
+
+# -- prompting --------------------------------------------------------------------------------
+
+class Prompter:
+    """Asks on a terminal; every answer is checked and asked again until it is usable."""
+
+    def __init__(self, inp: TextIO | None = None, out: TextIO | None = None) -> None:
+        self.inp = inp or sys.stdin
+        self.out = out or sys.stdout
+
+    def say(self, text: str = "") -> None:
+        self.out.write(text + "\n")
+        self.out.flush()
+
+    def _line(self, prompt: str, *, secret: bool = False) -> str:
+        if secret and self.inp.isatty():
+            return getpass.getpass(prompt, stream=self.out)
+        self.out.write(prompt)
+        self.out.flush()
+        line = self.inp.readline()
+        if not line:
+            raise EOFError
+        return line.rstrip("\r\n")
+
+    def ask(self, question: str, check: Callable[[str], T], default: str | None = None,
+            *, secret: bool = False, optional: bool = False) -> T | None:
+        suffix = f" [{default}]" if default else (" (empty for none)" if optional else "")
+        while True:
+            text = self._line(f"{question}{suffix}: ", secret=secret).strip()
+            if not text and default is not None:
+                text = default
+            if not text and optional:
+                return None
+            try:
+                return check(text)
+            except Invalid as exc:
+                self.say(f"  ! {exc}")
+
+    def confirm(self, question: str, default: bool) -> bool:
+        while True:
+            text = self._line(f"{question} [{'Y/n' if default else 'y/N'}]: ").strip().lower()
+            if not text:
+                return default
+            if text in ("y", "yes", "n", "no"):
+                return text.startswith("y")
+            self.say("  ! answer y or n")
+
+
+# -- the config ---------------------------------------------------------------------------------
+
+def build_config(a: dict[str, Any]) -> dict[str, Any]:
+    """The TOML document for the answers (only keys that differ from the defaults)."""
+    mqtt: dict[str, Any] = {"host": a["mqtt_host"], "port": a["mqtt_port"]}
+    if a.get("mqtt_username"):
+        mqtt["username"] = a["mqtt_username"]
+        if a.get("mqtt_password"):
+            mqtt["password"] = a["mqtt_password"]
+    account: dict[str, Any] = {"name": a["account_name"], "mailbox": a["mailbox"],
+                               "tenant_id": a["tenant_id"], "client_id": a["client_id"],
+                               "auth": a["auth"]}
+    if a["auth"] == "client_secret":
+        if a.get("client_secret_file"):
+            account["client_secret_file"] = str(a["client_secret_file"])
+        else:
+            account["client_secret"] = a["client_secret"]
+    elif a["auth"] == "client_certificate":
+        account["certificate_file"] = str(a["certificate_file"])
+        account["private_key_file"] = str(a["private_key_file"])
+    if a.get("cloud", "global") != "global":
+        account["cloud"] = a["cloud"]
+    for key in ("authority", "imap_host", "imap_port", "ca_file"):
+        if a.get(key) is not None:
+            account[key] = str(a[key]) if isinstance(a[key], Path) else a[key]
+    account["folders"] = [{"name": name} for name in a["folders"]]
+    data: dict[str, Any] = {"mqtt": mqtt}
+    if a.get("state_dir") is not None:
+        data["bridge"] = {"state_dir": str(a["state_dir"])}
+    data["accounts"] = [account]
+    return data
+
+
+def render(data: dict[str, Any]) -> str:
+    """The config as TOML, with a header saying where it came from."""
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return (f"# outlook2mqtt {__version__} config, written by `outlook2mqtt init` on {stamp}.\n"
+            "# Test it with `outlook2mqtt check -c <this file>`; every key is described in\n"
+            "# the README (Configuration). Keep this file private: it may hold a secret.\n\n"
+            + tomli_w.dumps(data))
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write `text` to `path`, mode 0600 from the start, atomically replacing the file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)  # created 0600
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def default_output(args: argparse.Namespace) -> Path:
+    if args.output:
+        return Path(args.output)
+    if args.config:
+        return Path(args.config)
+    return Path(os.environ.get(CONFIG_ENV) or "config.toml")
+
+
+# -- the two modes ------------------------------------------------------------------------------
+
+_FLAG_CHECKS: dict[str, Callable[[str], Any]] = {
+    "tenant_id": tenant_id, "client_id": client_id, "mailbox": mailbox,
+    "account_name": account_name, "auth": auth, "cloud": cloud, "mqtt_host": host,
+    "mqtt_port": port, "authority": authority, "imap_host": host, "imap_port": port,
+    "ca_file": ca_file, "certificate_file": certificate_file,
+    "client_secret_file": existing_file,
+}
+
+
+def _from_flags(args: argparse.Namespace, problems: list[str]) -> dict[str, Any]:
+    """Every answer given as a flag, checked; a problem per bad flag."""
+    answers: dict[str, Any] = {}
+    delegated = args.auth == "device_code"
+    for key, check in _FLAG_CHECKS.items():
+        text = getattr(args, key)
+        if text is None:
+            continue
+        try:
+            answers[key] = (tenant_id(str(text), delegated=True) if key == "tenant_id"
+                            and delegated else check(str(text)))
+        except Invalid as exc:
+            problems.append(f"--{key.replace('_', '-')}: {exc}")
+    if args.client_secret is not None:
+        # "-" reads it from stdin, which keeps the secret out of the process list
+        from_stdin = args.client_secret == "-"  # noqa: S105 - "-" is not a password
+        secret = sys.stdin.readline().strip() if from_stdin else args.client_secret
+        try:
+            answers["client_secret"] = client_secret(secret)
+        except Invalid as exc:
+            problems.append(f"--client-secret: {exc}")
+    if args.private_key_file is not None and "certificate_file" in answers:
+        try:
+            answers["private_key_file"] = key_matches(answers["certificate_file"])(
+                args.private_key_file)
+        except Invalid as exc:
+            problems.append(f"--private-key-file: {exc}")
+    elif args.private_key_file is not None:
+        answers["private_key_file"] = Path(args.private_key_file).absolute()
+    if args.folder:
+        answers["folders"] = folders(",".join(args.folder))
+    if args.state_dir is not None:
+        answers["state_dir"] = Path(args.state_dir).expanduser().absolute()
+    answers["mqtt_username"] = args.mqtt_username
+    answers["mqtt_password"] = args.mqtt_password
+    return answers
+
+
+def non_interactive(args: argparse.Namespace) -> dict[str, Any] | list[str]:
+    """The answers from the flags alone, or every problem with them."""
+    problems: list[str] = []
+    a = _from_flags(args, problems)
+    a.setdefault("auth", "client_secret")
+    a.setdefault("account_name", "home")
+    a.setdefault("cloud", "global")
+    a.setdefault("mqtt_host", "localhost")
+    a.setdefault("mqtt_port", 1883)
+    a.setdefault("folders", ["INBOX"])
+    required = ["client_id", "mailbox"]
+    if a["auth"] != "device_code":
+        required.append("tenant_id")
+    else:
+        a.setdefault("tenant_id", "consumers")
+    if a["auth"] == "client_secret" and "client_secret_file" not in a:
+        required.append("client_secret")
+    if a["auth"] == "client_certificate":
+        required += ["certificate_file", "private_key_file"]
+    for key in required:
+        if key not in a and not any(p.startswith(f"--{key.replace('_', '-')}:")
+                                    for p in problems):
+            problems.append(f"--{key.replace('_', '-')} is required"
+                            + (f" with --auth {a['auth']}" if "_file" in key
+                               or key == "client_secret" else ""))
+    if args.mqtt_password and not args.mqtt_username:
+        problems.append("--mqtt-password needs --mqtt-username")
+    return problems or a
+
+
+def _new_certificate(p: Prompter, directory: Path) -> tuple[Path, Path] | None:
+    """Run `cert new` into `directory` (or reuse its files); (certificate, key)."""
+    crt = directory / f"{certs.DEFAULT_NAME}.crt"
+    key = directory / f"{certs.DEFAULT_NAME}.key"
+    if crt.exists() and key.exists() and p.confirm(
+            f"Use the existing {crt} and {key.name}?", True):
+        p.say(certs.format_info(certs.describe_certificate(crt)))
+        return crt.absolute(), key.absolute()
+    try:
+        made = certs.new_certificate(directory, force=False)
+    except certs.CertificateError as exc:
+        p.say(f"  ! {exc}")
+        return None
+    p.say(f"Wrote {made.key_file} (private, 0600), {made.cert_file}, {made.der_file} and "
+          f"{made.public_key_file}.")
+    p.say(certs.format_info(made.info))
+    p.say(f"\nUpload {made.der_file} now: App registrations -> your app -> Certificates & "
+          "secrets -> Certificates -> Upload certificate.")
+    p.say(f"The portal must then show the thumbprint {made.info.sha1_thumbprint}.\n")
+    return made.cert_file.absolute(), made.key_file.absolute()
+
+
+def interactive(args: argparse.Namespace, p: Prompter) -> dict[str, Any] | list[str]:
+    """Ask for every answer not given as a flag."""
+    problems: list[str] = []
+    a = _from_flags(args, problems)
+    if problems:
+        return problems
+    p.say("outlook2mqtt init: writes the config for one mailbox (Ctrl-C to stop).")
+    p.say("The IDs are on the app's Overview page: Entra ID -> App registrations -> your app.\n")
+
+    def need(key: str, question: str, check: Callable[[str], Any],
+             default: str | None = None, **kw: Any) -> Any:
+        if key not in a:
+            a[key] = p.ask(question, check, default, **kw)
+        return a[key]
+
+    p.say("Credential: " + "; ".join(f"{i}) {label}" for i, label in
+                                     enumerate(_AUTH_LABELS.values(), 1)))
+    method = need("auth", "Credential", auth, "1")
+    if method != "device_code":
+        need("tenant_id", "Directory (tenant) ID", tenant_id)
+    else:
+        a.setdefault("tenant_id", "consumers")
+    need("client_id", "Application (client) ID", client_id)
+    need("mailbox", "Mailbox address", mailbox)
+    need("account_name", "Account name (used in MQTT topics)", account_name, "home")
+    if "cloud" not in a and "authority" not in a:
+        need("cloud", "Cloud (global, usgov, usgov-dod, china)", cloud, "global")
+    output = default_output(args)
+    if method == "client_secret" and "client_secret" not in a and "client_secret_file" not in a:
+        need("client_secret", "Client secret Value (input hidden)", client_secret, secret=True)
+    elif method == "client_certificate" and "certificate_file" not in a:
+        made = None
+        if p.confirm("Make a new key and certificate now (outlook2mqtt cert new)?", True):
+            made = _new_certificate(p, output.absolute().parent)
+        if made is not None:
+            a["certificate_file"], a["private_key_file"] = made
+        else:
+            need("certificate_file", "Certificate file (PEM .crt)", certificate_file)
+    if method == "client_certificate" and "private_key_file" not in a:
+        need("private_key_file", "Private key file (PEM)", key_matches(a["certificate_file"]))
+    need("mqtt_host", "MQTT broker host", host, "localhost")
+    need("mqtt_port", "MQTT broker port", port, "1883")
+    if a.get("mqtt_username") is None:
+        a["mqtt_username"] = p.ask("MQTT username", str, optional=True)
+    if a["mqtt_username"] and a.get("mqtt_password") is None:
+        a["mqtt_password"] = p.ask("MQTT password (input hidden)", str, secret=True,
+                                   optional=True)
+    need("folders", "Folders to watch, comma-separated", folders, "INBOX")
+    return a
+
+
+def run_init(args: argparse.Namespace, p: Prompter | None = None) -> int:
+    """`outlook2mqtt init`: ask (or read the flags), validate, write, optionally check."""
+    p = p or Prompter()
+    output = default_output(args)
+    try:
+        if output.exists() and not args.force and (args.non_interactive or not p.confirm(
+                f"{output} exists. Replace it?", False)):
+            print(f"outlook2mqtt: {output} exists; not replaced (use --force to replace it)",
+                  file=sys.stderr)
+            return EXIT_FAIL
+        answers = non_interactive(args) if args.non_interactive else interactive(args, p)
+    except (EOFError, KeyboardInterrupt):
+        print("\noutlook2mqtt: init aborted; nothing written", file=sys.stderr)
+        return EXIT_FAIL
+    if isinstance(answers, list):
+        print("outlook2mqtt: cannot write the config:", file=sys.stderr)
+        for problem in answers:
+            print(f"  - {problem}", file=sys.stderr)
+        return EXIT_INVALID
+    data = build_config(answers)
+    try:
+        config = parse_config(data, source=output.absolute())
+    except ConfigError as exc:  # the checks above should have caught it: say what is wrong
+        print("outlook2mqtt: the answers do not make a valid config:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  - {problem}", file=sys.stderr)
+        return EXIT_INVALID
+    try:
+        write_private(output, render(data))
+    except OSError as exc:
+        print(f"outlook2mqtt: cannot write {output}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_FAIL
+    p.say(f"Wrote {output} (mode 0600).")
+    run = args.check if args.non_interactive else (
+        args.check or p.confirm("Test the connection now (outlook2mqtt check)?", True))
+    if not run:
+        p.say(f"Next: outlook2mqtt check -c {output}")
+        return EXIT_OK
+    p.say("")
+    if run_check(config, p.out):
+        p.say(f"\nAll good. Start the bridge with: outlook2mqtt run -c {output}")
+        return EXIT_OK
+    p.say(f"\nFix what FAILed (the config is saved), then: outlook2mqtt check -c {output}")
+    return EXIT_FAIL
 
 
 def add_init_parser(subparsers: Any, *, parents: Sequence[argparse.ArgumentParser] = ()) -> None:
-    """Add the `init` subcommand (not built yet)."""
-    del subparsers, parents
+    """Add the `init` subcommand."""
+    p = subparsers.add_parser(
+        "init", parents=list(parents), help="write a config: interactive wizard or flags",
+        description="Write a config for one mailbox (mode 0600). Interactive unless "
+        "--non-interactive; any answer given as a flag is not asked. Exit 0 written (and "
+        "checked, when asked to), 1 refused/aborted or check failed, 2 invalid answers.")
+    p.add_argument("--output", help="where to write (default: -c, $OUTLOOK2MQTT_CONFIG or "
+                   "./config.toml)")
+    p.add_argument("--non-interactive", action="store_true",
+                   help="ask nothing: every answer from the flags")
+    p.add_argument("--force", action="store_true", help="replace an existing file")
+    p.add_argument("--check", action="store_true", help="run `check` after writing")
+    g = p.add_argument_group("answers (config keys)")
+    g.add_argument("--tenant-id", help="Directory (tenant) ID or domain")
+    g.add_argument("--client-id", help="Application (client) ID")
+    g.add_argument("--mailbox", help="mailbox address (IMAP user)")
+    g.add_argument("--account-name", help="account name, a topic segment (default: home)")
+    g.add_argument("--auth", help="client_secret (default), client_certificate or device_code")
+    g.add_argument("--client-secret", help="the secret's Value; '-' reads it from stdin")
+    g.add_argument("--client-secret-file", help="file holding the secret (referenced)")
+    g.add_argument("--certificate-file", help="PEM certificate (outlook2mqtt cert new)")
+    g.add_argument("--private-key-file", help="its PEM private key")
+    g.add_argument("--cloud", help="global (default), usgov, usgov-dod or china")
+    g.add_argument("--mqtt-host", help="broker host (default: localhost)")
+    g.add_argument("--mqtt-port", help="broker port (default: 1883)")
+    g.add_argument("--mqtt-username", help="broker user name")
+    g.add_argument("--mqtt-password", help="broker password")
+    g.add_argument("--folder", action="append", help="folder to watch, repeatable "
+                   "(default: INBOX)")
+    g.add_argument("--authority", help="identity platform host URL (override)")
+    g.add_argument("--imap-host", help="IMAP host (override)")
+    g.add_argument("--imap-port", help="IMAP port (override)")
+    g.add_argument("--ca-file", help="extra CA for IMAP and the identity platform")
+    g.add_argument("--state-dir", help="[bridge] state_dir")
+    p.set_defaults(func=run_init, default_log_level="warning")

@@ -49,10 +49,12 @@ class Collector:
         self._lock = threading.Lock()
         self._subscribed = threading.Event()
         self._callback = on_message
+        v5 = protocol == paho.MQTTv5
         self.client = paho.Client(
             CallbackAPIVersion.VERSION2,
             client_id=client_id or f"collector-{uuid.uuid4().hex[:8]}",
             protocol=protocol,
+            clean_session=None if v5 else clean,
         )
         self._v5 = protocol == paho.MQTTv5
         self._topics = list(topics)
@@ -85,7 +87,13 @@ class Collector:
 
     def start(self, timeout: float = 10) -> Collector:
         if self._v5:
-            self.client.connect(self._host, self._port, clean_start=self._clean)
+            props = None
+            if not self._clean:
+                # A persistent session must outlive the connection (MQTT 5 §3.1.2.11.2).
+                props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+                props.SessionExpiryInterval = 3600
+            self.client.connect(self._host, self._port, clean_start=self._clean,
+                                properties=props)
         else:
             self.client.connect(self._host, self._port)
         self.client.loop_start()

@@ -1,0 +1,183 @@
+"""One account's command worker: a thread with its own IMAP connection, fed by a bounded
+queue from paho's `on_message`, answering every command exactly once, in order.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable, Mapping
+
+import imapclient
+
+from . import actions, imap
+from .auth import TokenProvider
+from .commands import Command, InvalidCommand, parse_command, peek, reply
+from .config import AccountConfig
+from .errors import AuthError, CommandError, ImapError
+from .fetch import MessagePublisher
+from .mqtt import Incoming
+
+_LOGGER = logging.getLogger(__name__)
+
+QUEUE_LIMIT = 100
+
+Replier = Callable[[Incoming, bytes], None]
+# A dropped IMAP connection (socket error, BYE, EOF); a NO or BAD answer is IMAP4.error.
+_LOST = (OSError, imapclient.imaplib.IMAP4.abort)
+
+
+class CommandWorker(threading.Thread):
+    """Runs an account's commands in order on its own IMAP connection."""
+
+    def __init__(
+        self,
+        *,
+        account: AccountConfig,
+        provider: TokenProvider,
+        publishers: Mapping[str, MessagePublisher],
+        reply: Replier,
+        on_changed: Callable[[str], None],
+        stop: threading.Event,
+        queue_limit: int = QUEUE_LIMIT,
+    ) -> None:
+        super().__init__(name=f"commands-{account.name}", daemon=True)
+        self.account = account
+        self._provider = provider
+        self._publishers = publishers  # configured folder name -> its publisher (fetch)
+        self._reply = reply
+        self._on_changed = on_changed  # configured folder name ("*" = every folder)
+        self._stopping = stop
+        self._queue: queue.Queue[tuple[Incoming, str | None]] = queue.Queue(queue_limit)
+        self._client: imapclient.IMAPClient | None = None
+
+    # -- paho's thread: cheap checks only, never block -------------------------------------
+
+    def submit(self, msg: Incoming, folder: str | None) -> None:
+        """Queue a command that arrived on a command topic (`folder` implied by the topic)."""
+        if msg.retain:
+            if not msg.payload:
+                return  # an empty retained message only deletes a retained command
+            command_id, action = peek(msg.payload)
+            # A broker replays retained messages on every subscribe: running them would
+            # repeat the action at each restart of the bridge.
+            self._send(msg, reply(command_id, action, error=(
+                "retained command ignored: publish commands without the retain flag, and "
+                f"clear this one by publishing an empty retained message to {msg.topic}"
+            )))
+            return
+        try:
+            self._queue.put_nowait((msg, folder))
+        except queue.Full:
+            command_id, action = peek(msg.payload)
+            self._send(msg, reply(command_id, action, error=(
+                f"busy: {self._queue.maxsize} commands are waiting; send this one again later"
+            )))
+
+    # -- the worker thread -----------------------------------------------------------------
+
+    def run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                msg, folder = self._queue.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            try:
+                answer = self.handle(msg.payload, folder)
+            except Exception:  # a bug must cost one command, not the account's commands
+                _LOGGER.exception("%s: command failed unexpectedly", self.account.name)
+                command_id, action = peek(msg.payload)
+                answer = reply(command_id, action, error="internal error: see the bridge's log")
+            self._send(msg, answer)
+        imap.close(self._client)
+
+    def handle(self, payload: bytes, folder: str | None) -> bytes:
+        """Parse and execute one command; return its reply."""
+        try:
+            command = parse_command(payload, account=self.account, folder=folder)
+        except InvalidCommand as exc:
+            return reply(exc.command_id, exc.action, error=str(exc))
+        try:
+            outcome = self._execute(command)
+        except CommandError as exc:
+            return reply(command.id, command.action, error=str(exc))
+        except (AuthError, ImapError) as exc:
+            return reply(command.id, command.action, error=f"cannot reach the mailbox: {exc}")
+        _LOGGER.info(
+            "%s: %s in %s: %d message(s)",
+            self.account.name,
+            command.action,
+            command.folder or "every folder",
+            len(outcome.uids),
+        )
+        return reply(command.id, command.action, uids=outcome.uids, to=outcome.to)
+
+    def _execute(self, command: Command) -> actions.Outcome:
+        if command.action == "refresh":
+            self._on_changed(command.folder or "*")
+            return actions.Outcome(())
+        client = self._connection()
+        try:
+            outcome = actions.execute(client, command, self._publishers)
+        except _LOST as exc:
+            # Not retried: the server may have carried out part of it (a COPY without
+            # the EXPUNGE), and a second run could duplicate messages.
+            self._drop(exc)
+            self._changed(command.folder)
+            raise CommandError(
+                f"the IMAP connection dropped during {command.action}; it was not retried: "
+                "check the folder, then send the command again if needed"
+            ) from None
+        except imapclient.imaplib.IMAP4.error as exc:
+            raise CommandError(
+                f"the server refused {command.action}: {_text(exc)}"
+            ) from None
+        for name in outcome.changed:
+            self._changed(name)
+        return outcome
+
+    def _connection(self) -> imapclient.IMAPClient:
+        """A logged-in connection; one that went stale while idle is replaced first."""
+        if self._client is not None:
+            try:
+                self._client.noop()
+            except (*_LOST, imapclient.imaplib.IMAP4.error) as exc:
+                self._drop(exc)
+        if self._client is None:
+            token = self._provider.get_token()
+            self._client = imap.connect(self.account, token)
+        return self._client
+
+    def _drop(self, exc: BaseException) -> None:
+        _LOGGER.info(
+            "%s: command connection lost (%s: %s); reconnecting",
+            self.account.name,
+            type(exc).__name__,
+            exc,
+        )
+        imap.close(self._client)
+        self._client = None
+
+    def _changed(self, server_name: str | None) -> None:
+        """Tell the watcher of the folder called `server_name` on the server, if any."""
+        if server_name is None:
+            return
+        upper = server_name.upper()
+        for folder in self.account.folders:
+            # The rules of imap.resolve_folder: INBOX and its children ignore case.
+            if folder.name == server_name or (
+                folder.name.upper() == upper and upper.split("/")[0] == "INBOX"
+            ):
+                self._on_changed(folder.name)
+
+    def _send(self, msg: Incoming, payload: bytes) -> None:
+        try:
+            self._reply(msg, payload)
+        except Exception:  # publishing must not kill the worker or paho's thread
+            _LOGGER.exception("%s: cannot publish a command reply", self.account.name)
+
+
+def _text(exc: BaseException) -> str:
+    """The server's words from an imaplib error (which wraps them in bytes reprs)."""
+    return str(exc).strip("b'\"") or type(exc).__name__

@@ -1,0 +1,201 @@
+"""Home Assistant discovery end to end on the rig: the bridge as a process, a real broker.
+
+Each test uses its own base topic and discovery prefix, so retained configs of other
+tests never show up.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from rig.bridgecfg import rig_config
+from rig.mqttsub import Collector, Received
+from rig.samples import make_message
+from tests.bridgeproc import BridgeProcess
+
+
+@pytest.fixture
+def names() -> dict[str, str]:
+    tag = uuid.uuid4().hex[:8]
+    return {"base": f"o2m-{tag}", "prefix": f"ha-{tag}"}
+
+
+@pytest.fixture
+def second_mailbox() -> str:
+    return f"w{uuid.uuid4().hex[:10]}@contoso.test"
+
+
+@pytest.fixture
+def two_accounts(idp: Any, pki: Any, dovecot: Any, mosquitto: Any, tenant: str, mailbox: str,
+                 second_mailbox: str, tmp_path: Path, names: dict[str, str]) -> dict[str, Any]:
+    """`home` watching INBOX and Receipts, `work` watching INBOX: three folders."""
+    app = idp.register_app(tenant, secret=f"s-{uuid.uuid4().hex}",
+                           mailboxes=[mailbox, second_mailbox])
+    dovecot.create_folder(mailbox, "Receipts")
+    cfg = rig_config(
+        authority=idp.authority, ca_file=pki.ca_file, imap_port=dovecot.port,
+        mqtt_port=mosquitto.port, tenant_id=tenant, client_id=app.client_id, mailbox=mailbox,
+        secret=app.secrets[0], state_dir=tmp_path / "state", base_topic=names["base"],
+        folders=[{"name": "INBOX"}, {"name": "Receipts"}], discovery=True,
+    )
+    cfg["homeassistant"]["prefix"] = names["prefix"]
+    work = copy.deepcopy(cfg["accounts"][0])
+    work.update(name="work", mailbox=second_mailbox, folders=[{"name": "INBOX"}])
+    cfg["accounts"].append(work)
+    return cfg
+
+
+@pytest.fixture
+def bridges() -> Iterator[list[BridgeProcess]]:
+    started: list[BridgeProcess] = []
+    yield started
+    for proc in started:
+        if proc.proc is not None and proc.proc.poll() is None:
+            proc.kill()
+
+
+@pytest.fixture
+def collector(mosquitto: Any, names: dict[str, str]) -> Iterator[Collector]:
+    with Collector("127.0.0.1", mosquitto.port,
+                   [f"{names['prefix']}/#", f"{names['base']}/#"]) as c:
+        yield c
+
+
+def run(bridges: list[BridgeProcess], workdir: Path, cfg: dict[str, Any]) -> BridgeProcess:
+    proc = BridgeProcess(workdir, cfg).start()
+    bridges.append(proc)
+    return proc
+
+
+def wait_online(collector: Collector, base: str, after: int = 0) -> None:
+    collector.wait_for(lambda m: m.topic == f"{base}/bridge/state" and m.payload == b"online",
+                       count=after + 1, timeout=30)
+
+
+def device_topic(names: dict[str, str], account: str) -> str:
+    return f"{names['prefix']}/device/{names['base']}_{account}/config"
+
+
+def quiet(collector: Collector, seconds: float) -> None:
+    """Let `seconds` pass while the collector records (for "nothing arrives" checks)."""
+    with contextlib.suppress(TimeoutError):
+        collector.wait_for(lambda m: False, timeout=seconds)
+
+
+def retained_under(port: int, prefix: str) -> dict[str, bytes]:
+    """What a client subscribing now gets: the retained messages under `prefix`."""
+    with Collector("127.0.0.1", port, [f"{prefix}/#"]) as fresh:
+        quiet(fresh, 1)
+        return {m.topic: m.payload for m in fresh.messages if m.retain}
+
+
+def test_discovery_configs_birth_republish_and_a_pressed_button(
+    two_accounts: dict[str, Any], bridges: list[BridgeProcess], collector: Collector,
+    dovecot: Any, mosquitto: Any, mailbox: str, names: dict[str, str], tmp_path: Path,
+) -> None:
+    for i in range(2):
+        dovecot.deliver(mailbox, make_message(subject=f"unread {i}", to=mailbox))
+    bridge = run(bridges, tmp_path, two_accounts)
+    wait_online(collector, names["base"])
+    home, work = device_topic(names, "home"), device_topic(names, "work")
+    configs = {t: collector.wait_topic(t)[0] for t in (home, work)}
+    assert all(m.retain for m in configs.values())
+    assert set(retained_under(mosquitto.port, names["prefix"])) == {home, work}
+
+    home_cfg, work_cfg = (configs[t].json() for t in (home, work))
+    folder_kinds = {"unread": "sensor", "total": "sensor", "last_subject": "sensor",
+                    "new_mail": "event", "mark_all_read": "button", "refresh": "button"}
+    account_kinds = {"connectivity": "binary_sensor", "token_expires": "sensor",
+                     "refresh_all": "button"}
+
+    def entity_set(*folders: str) -> dict[str, str]:
+        found = dict(account_kinds)
+        for folder in folders:
+            found.update({f"{folder}_{kind}": p for kind, p in folder_kinds.items()})
+        return found
+
+    assert {k: c["platform"] for k, c in home_cfg["components"].items()} == entity_set(
+        "inbox", "receipts")
+    assert {k: c["platform"] for k, c in work_cfg["components"].items()} == entity_set("inbox")
+    assert home_cfg["availability"] == [{"topic": f"{names['base']}/bridge/state"}]
+
+    # the state topics the entities read are the ones the bridge fills
+    unread = home_cfg["components"]["inbox_unread"]
+    collector.wait_for(lambda m: m.topic == unread["state_topic"] and m.json()["unread"] == 2)
+    connectivity = work_cfg["components"]["connectivity"]
+    collector.wait_for(lambda m: m.topic == connectivity["state_topic"]
+                       and m.json()["connected"] is True and m.json()["auth"] == "ok")
+
+    # Home Assistant's birth message: every config again
+    collector.publish(f"{names['prefix']}/status", "online")
+    for topic in (home, work):
+        again = collector.wait_topic(topic, count=2, timeout=10)[-1]
+        assert again.json() == configs[topic].json()
+
+    # press "INBOX mark all read" the way Home Assistant does
+    button = home_cfg["components"]["inbox_mark_all_read"]
+    collector.publish(button["command_topic"], button["payload_press"])
+    reply = collector.wait_topic(f"{names['base']}/home/command/result")[0].json()
+    assert reply["status"] == "ok" and reply["action"] == "mark_all_read"
+    assert all("\\Seen" in flags for flags in dovecot.flags(mailbox).values())
+    collector.wait_for(lambda m: m.topic == unread["state_topic"] and m.json()["unread"] == 0,
+                       timeout=10)
+    assert bridge.stop() == 0
+
+
+def test_shrunk_config_clears_stale_configs(
+    two_accounts: dict[str, Any], bridges: list[BridgeProcess], collector: Collector,
+    mosquitto: Any, names: dict[str, str], tmp_path: Path,
+) -> None:
+    home, work = device_topic(names, "home"), device_topic(names, "work")
+    run(bridges, tmp_path, two_accounts)
+    wait_online(collector, names["base"])
+    collector.wait_topic(work)
+    assert bridges[0].stop() == 0
+
+    # `work` removed, `home` down to INBOX
+    shrunk = copy.deepcopy(two_accounts)
+    shrunk["accounts"] = shrunk["accounts"][:1]
+    shrunk["accounts"][0]["folders"] = [{"name": "INBOX"}]
+    run(bridges, tmp_path, shrunk)
+    cleared = collector.wait_for(lambda m: m.topic == work and m.payload == b"", timeout=30)
+    assert cleared[0].retain
+    latest: list[Received] = []
+
+    def home_without_receipts(m: Received) -> bool:
+        if m.topic != home or not m.payload or "receipts_unread" in m.json()["components"]:
+            return False
+        latest.append(m)
+        return True
+
+    collector.wait_for(home_without_receipts, timeout=30)
+    assert "inbox_unread" in latest[-1].json()["components"]
+    assert set(retained_under(mosquitto.port, names["prefix"])) == {home}
+    index = json.loads((tmp_path / "state" / "discovery-topics.json").read_text())
+    assert index == {"topics": [home]}
+    assert bridges[1].stop() == 0
+
+
+def test_discovery_off_publishes_nothing_under_the_prefix(
+    two_accounts: dict[str, Any], bridges: list[BridgeProcess], collector: Collector,
+    names: dict[str, str], tmp_path: Path,
+) -> None:
+    cfg = copy.deepcopy(two_accounts)
+    cfg["homeassistant"]["discovery"] = False
+    run(bridges, tmp_path, cfg)
+    wait_online(collector, names["base"])
+    collector.publish(f"{names['prefix']}/status", "online")
+    quiet(collector, 1.5)  # time to (wrongly) answer the birth message
+    prefix = f"{names['prefix']}/"
+    ours = [m for m in collector.messages if m.topic.startswith(prefix)]
+    assert [m.topic for m in ours] == [f"{names['prefix']}/status"]  # only our own birth
+    assert not (tmp_path / "state" / "discovery-topics.json").exists()
+    assert bridges[0].stop() == 0
