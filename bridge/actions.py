@@ -107,10 +107,10 @@ def execute(
         if unseen:
             client.add_flags(uid_set(unseen), [imapclient.SEEN], silent=True)
         return Outcome(unseen, (source,))
-    target = Selection(command, source, _choose(client, command))
+    selection = Selection(command, source, _choose(client, command))
     if command.action == "fetch":
-        return _fetch(client, target, publishers[command.folder], uidvalidity)
-    return _HANDLERS[command.action](client, target)
+        return _fetch(client, selection, publishers[command.folder], uidvalidity)
+    return _HANDLERS[command.action](client, selection)
 
 
 def _resolve(client: imapclient.IMAPClient, name: str, what: str) -> str:
@@ -147,7 +147,7 @@ def _by_message_id(client: imapclient.IMAPClient, command: Command) -> tuple[int
     found: list[int] = []
     if hits:
         parser = email.parser.BytesHeaderParser(policy=email.policy.compat32)
-        for uid, data in client.fetch(uid_set(hits), [_MESSAGE_ID_FETCH]).items():
+        for uid, data in client.fetch(sorted(hits), [_MESSAGE_ID_FETCH]).items():
             header = parser.parsebytes(data.get(_MESSAGE_ID_HEADER, b"")).get("Message-ID", "")
             if _bare(str(header)) == wanted:
                 found.append(uid)
@@ -190,7 +190,8 @@ def _archive(client: imapclient.IMAPClient, sel: Selection) -> Outcome:
 
 def _delete(client: imapclient.IMAPClient, sel: Selection) -> Outcome:
     if sel.command.expunge:
-        _require_uidplus(client, "delete them permanently")
+        _require_uidplus(client, "the server lacks UIDPLUS, so the bridge cannot delete them",
+                         "delete without expunge moves them to Deleted Items")
         _expunge(client, sel.uids)
         return Outcome(sel.uids, (sel.folder,))
     target = special_folder(imap.list_folders(client), b"\\Trash", TRASH_NAME)
@@ -214,19 +215,20 @@ def _move(client: imapclient.IMAPClient, sel: Selection, target: str) -> Outcome
     if client.has_capability("MOVE"):
         client.move(uids, target)  # RFC 6851: atomic
     else:
-        _require_uidplus(client, "move them")
+        _require_uidplus(client, "the server supports neither MOVE nor UIDPLUS, so the bridge "
+                         "cannot move them", "copy still works")
         client.copy(uids, target)
         _expunge(client, sel.uids)
     return Outcome(sel.uids, (sel.folder, target), target)
 
 
-def _require_uidplus(client: imapclient.IMAPClient, purpose: str) -> None:
+def _require_uidplus(client: imapclient.IMAPClient, reason: str, advice: str) -> None:
     if not client.has_capability("UIDPLUS"):
         # Without UID EXPUNGE (RFC 4315 §2.1) only a bare EXPUNGE is left, which also
         # removes every other message some client marked \Deleted.
         raise CommandError(
-            f"the server supports neither MOVE nor UIDPLUS, so the bridge cannot {purpose} "
-            "without also expunging other messages marked deleted; nothing was changed"
+            f"{reason} without also expunging other messages marked deleted; nothing was "
+            f"changed ({advice})"
         )
 
 

@@ -110,7 +110,7 @@ def account_components(account: AccountConfig, topics: Topics, node: str) -> dic
     if "refresh" in account.commands:
         components["refresh_all"] = {
             **_entity("button", f"{node}_refresh_all", f"{ent}_refresh_all",
-                      "Refresh all folders"),
+                      "Refresh all"),
             "command_topic": topics.account_command(account.name),
             "payload_press": ACCOUNT_REFRESH_PAYLOAD,
             "retain": False,  # a retained command is never executed (CONTRACT §5)
@@ -186,6 +186,10 @@ def device_config(config: Config, account: AccountConfig, topics: Topics) -> dic
     components = account_components(account, topics, node)
     for folder in account.folders:
         components.update(folder_components(account, folder, topics, node))
+    for component in components.values():
+        # Per component: HA accepts `qos` in the device payload but copies only the
+        # availability and topic options into the components (mqtt/schemas.py).
+        component["qos"] = config.mqtt.qos
     return {
         "device": {
             "identifiers": [node],
@@ -198,7 +202,6 @@ def device_config(config: Config, account: AccountConfig, topics: Topics) -> dic
         "origin": dict(ORIGIN),
         # shared by every component (HA merges these into each one)
         "availability": [{"topic": topics.bridge_state}],
-        "qos": config.mqtt.qos,
         "components": components,
     }
 

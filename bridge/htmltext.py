@@ -19,6 +19,9 @@ _BLOCK = frozenset({
 _CELL = frozenset({"td", "th"})
 _SPACES = re.compile(r"[ \t\f\v\r\n\u00a0]+")
 _BLANK_LINES = re.compile(r"\n{3,}")
+# A "<" that opens a tag, end tag, declaration or processing instruction closed before the
+# next "<"; the scan from each "<" stops at the next one, so all of them take linear time.
+_STRAY_LT = re.compile(r"<(?![a-zA-Z/!?][^<>]*>)")
 
 
 class _TextExtractor(HTMLParser):
@@ -82,11 +85,32 @@ def _tidy(text: str) -> str:
     return _BLANK_LINES.sub("\n\n", "\n".join(lines)).strip()
 
 
+def _defuse(markup: str) -> str:
+    """Drop comments and escape every `<` that does not open a complete tag, in linear time.
+
+    The stdlib parser rescans the rest of the document at each unterminated comment, tag
+    or declaration, which makes hostile input (e.g. ``"<!--" * 10**5``) quadratic; after
+    this, every construct it meets is complete.
+    """
+    out: list[str] = []
+    pos = 0
+    while (start := markup.find("<!--", pos)) >= 0:
+        out.append(markup[pos:start])
+        end = markup.find("-->", start + 4)
+        if end < 0:  # an unclosed comment hides the rest, as in browsers
+            pos = len(markup)
+            break
+        out.append(" ")
+        pos = end + 3
+    out.append(markup[pos:])
+    return _STRAY_LT.sub("&lt;", "".join(out))
+
+
 def html_to_text(markup: str) -> str:
     """Readable text of an HTML document: no tags or hidden content, entities decoded."""
     parser = _TextExtractor()
     try:
-        parser.feed(markup)
+        parser.feed(_defuse(markup))
         parser.close()
     except Exception:  # the parser asserts on some malformed declarations: strip tags instead
         stripped = re.sub(r"(?is)<(style|script|head)\b.*?</\1\s*>|<[^>]*>", " ", markup)

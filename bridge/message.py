@@ -31,6 +31,7 @@ from bridge.htmltext import html_to_text
 from bridge.ical import parse_calendar
 
 MAX_DEPTH = 30  # MIME nesting deeper than this is not followed (no real mail comes close)
+MAX_ERRORS = 20  # hostile mail can make thousands of distinct notes; the first ones tell
 _T = TypeVar("_T")
 _CRLF = email.policy.compat32.clone(linesep="\r\n")
 
@@ -123,6 +124,8 @@ class _Walker:
             self.guard(ctype, lambda: self._add_message(part, ctype), None)
             return []
         if not part.is_multipart():
+            if maintype == "multipart":  # no usable boundary: show what is there as text
+                ctype = "text/plain"
             return self.guard(ctype, lambda: self._leaf(part, ctype, related), [])
         children = [c for c in part.get_payload() if isinstance(c, Message)]
         if subtype == "alternative":
@@ -282,9 +285,14 @@ def summarize(
             uidvalidity=uidvalidity, flags=flags, internaldate=internaldate, size=size,
             attachment_topic_prefix=attachment_topic_prefix, include_body=include_body,
         )
-    except Exception as exc:  # a bug of ours; the caller still gets the envelope
+    except Exception as exc:  # a bug of ours; the caller still gets a well-formed summary
         payload: dict[str, Any] = {
             "account": account, "folder": folder_name, "uid": uid, "uidvalidity": uidvalidity,
+            "message_id": None, "date": None, "received": None, "from": None, "to": [],
+            "cc": [], "reply_to": [], "subject": "", "flags": [], "seen": False,
+            "flagged": False, "importance": "normal",
+            "size": size if size is not None else len(raw), "preview": "",
+            "has_attachments": False, "attachments": [],
             "errors": [f"summary: {type(exc).__name__}"],
         }
         return Summary(payload, ())
@@ -373,7 +381,10 @@ def _summarize(
     if w.calendar is not None:
         payload["calendar"] = w.calendar
     if notes:
-        payload["errors"] = list(dict.fromkeys(notes))
+        unique = list(dict.fromkeys(notes))
+        payload["errors"] = unique[:MAX_ERRORS] + (
+            [f"... and {len(unique) - MAX_ERRORS} more"] if len(unique) > MAX_ERRORS else []
+        )
     return Summary(mime.scrub_tree(payload), tuple(attachments))
 
 

@@ -237,16 +237,16 @@ def split_header(value: str, notes: list[str], where: str) -> tuple[str, dict[st
     params = {k: header_text(v, notes, where) for k, v in plain.items()}
     for name, parts in sections.items():
         charset = ""
-        data = b""
+        chunks: list[bytes] = []
         for number in sorted(parts):
             extended, text = parts[number]
             if extended:
-                if number == sorted(parts)[0] and text.count("'") >= 2:
+                if not chunks and text.count("'") >= 2:  # the first section names the charset
                     charset, _lang, text = text.split("'", 2)
-                data += unquote_to_bytes(text.encode("utf-8", "surrogateescape"))
+                chunks.append(unquote_to_bytes(text.encode("utf-8", "surrogateescape")))
             else:
-                data += text.encode("utf-8", "surrogateescape")
-        params[name] = decode_bytes(data, charset, notes, where).strip()
+                chunks.append(text.encode("utf-8", "surrogateescape"))
+        params[name] = decode_bytes(b"".join(chunks), charset, notes, where).strip()
     return first.strip().lower(), params
 
 

@@ -180,7 +180,7 @@ class Bridge:
         if self.discovery:
             self.mqtt.subscribe([self.ha_status_topic])
         self.mqtt.start()
-        pass  # MUTANT
+        self._clear_stale_discovery()
         for group in self.accounts.values():
             for watcher in group.watchers:
                 watcher.start()

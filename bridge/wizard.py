@@ -269,10 +269,17 @@ def build_config(a: dict[str, Any]) -> dict[str, Any]:
 def render(data: dict[str, Any]) -> str:
     """The config as TOML, with a header saying where it came from."""
     stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    # tomli-w would inline the small folder tables; [[accounts.folders]] sections are what
+    # the README shows and what a person adds more of by hand.
+    (account,) = data["accounts"]
+    head = dict(data, accounts=[{k: v for k, v in account.items() if k != "folders"}])
+    text = tomli_w.dumps(head)
+    for folder in account["folders"]:
+        text += "\n[[accounts.folders]]\n" + tomli_w.dumps(folder)
     return (f"# outlook2mqtt {__version__} config, written by `outlook2mqtt init` on {stamp}.\n"
             "# Test it with `outlook2mqtt check -c <this file>`; every key is described in\n"
             "# the README (Configuration). Keep this file private: it may hold a secret.\n\n"
-            + tomli_w.dumps(data))
+            + text)
 
 
 def write_private(path: Path, text: str) -> None:

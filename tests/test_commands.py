@@ -227,7 +227,7 @@ def test_error_reply_carries_the_error_and_no_uids() -> None:
 
 @pytest.mark.parametrize("payload", [b"", b"\xff", b"[1]", b'{"id": 1, "action": 5}', b"[" * 9999])
 def test_peek_never_raises(payload: bytes) -> None:
-    command_id, action = peek(payload)
+    _command_id, action = peek(payload)
     assert action is None
 
 

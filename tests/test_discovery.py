@@ -39,10 +39,11 @@ CLIENT = "66666666-7777-8888-9999-000000000000"
 HA_TOPIC_MATCHER = re.compile(
     r"(?P<component>\w+)/(?:(?P<node_id>[a-zA-Z0-9_-]+)/)?(?P<object_id>[a-zA-Z0-9_-]+)/config"
 )
-# the options HA copies from the device payload into every component
+# the options HA copies from the device payload into every component (mqtt/schemas.py;
+# `qos` and `encoding` are accepted there too, but not copied)
 SHARED_OPTIONS = ("availability", "availability_mode", "availability_template",
                   "availability_topic", "command_topic", "payload_available",
-                  "payload_not_available", "state_topic", "qos", "encoding")
+                  "payload_not_available", "state_topic")
 REQUIRED = {
     "sensor": ("state_topic",),
     "binary_sensor": ("state_topic",),
@@ -164,6 +165,14 @@ def test_the_entities_of_two_accounts_and_three_folders(config: Config) -> None:
     }
 
 
+def test_entity_ids_match_what_older_home_assistant_derives_from_names(config: Config) -> None:
+    # Before default_entity_id (HA 2025.10) the id is slugify("<device name> <entity name>").
+    for _, component, device in components(config):
+        derived = re.sub(r"[^a-z0-9]+", "_",
+                         f"{device['device']['name']} {component['name']}".lower()).strip("_")
+        assert component["default_entity_id"] == f"{component['platform']}.{derived}"
+
+
 def test_platform_specific_settings(config: Config) -> None:
     by_key = {c["unique_id"]: c for _, c, _ in components(config)}
     unread = by_key["outlook2mqtt_home_inbox_unread"]
@@ -273,7 +282,8 @@ def test_qos_is_the_configured_one() -> None:
     config = parse_config({"mqtt": {"host": "h", "qos": 2}, "accounts": [account("home")]},
                           environ={})
     [device] = payloads(config).values()
-    assert device["qos"] == 2
+    assert {c["qos"] for c in device["components"].values()} == {2}
+    assert "qos" not in device  # HA would not pass it on to the components
 
 
 # -- the templates, rendered as Home Assistant would ---------------------------------------
