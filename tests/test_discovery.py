@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import jinja2.sandbox
 import pytest
 import yaml
 
@@ -291,8 +292,7 @@ def test_qos_is_the_configured_one() -> None:
 
 def render(template: str, payload: Any) -> str:
     """Render like HA's MQTT value templates: `value`, `value_json`, `to_json`, `dict`."""
-    jinja2 = pytest.importorskip("jinja2.sandbox")
-    env = jinja2.ImmutableSandboxedEnvironment()
+    env = jinja2.sandbox.ImmutableSandboxedEnvironment()
     env.filters["to_json"] = lambda obj: json.dumps(obj, ensure_ascii=False)  # as orjson
     text = json.dumps(payload)
     return str(env.from_string(template).render(value=text, value_json=payload))

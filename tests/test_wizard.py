@@ -239,7 +239,7 @@ def test_dialog_asks_again_until_each_answer_is_usable(tmp_path: Path) -> None:
 
 
 def test_flags_given_are_not_asked(tmp_path: Path) -> None:
-    code, out = run_dialog(tmp_path, ["", "", "n"], "--tenant-id", TENANT, "--client-id",
+    code, out = run_dialog(tmp_path, ["n"], "--auth", "1", "--tenant-id", TENANT, "--client-id",
                            CLIENT, "--mailbox", "me@contoso.com", "--account-name", "home",
                            "--cloud", "global", "--client-secret", SECRET, "--mqtt-host",
                            "localhost", "--mqtt-port", "1883", "--mqtt-username", "",
@@ -247,6 +247,7 @@ def test_flags_given_are_not_asked(tmp_path: Path) -> None:
 
     assert code == 0, out
     assert "Directory (tenant) ID" not in out and "Client secret" not in out
+    assert "Credential [1]" not in out and "MQTT username" not in out
 
 
 def test_end_of_input_aborts_and_writes_nothing(tmp_path: Path) -> None:
