@@ -47,23 +47,43 @@ def _config_error(exc: ConfigError) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """Run the bridge until SIGTERM/SIGINT."""
+    """Run the bridge until SIGTERM/SIGINT; SIGHUP reloads the config."""
     try:
         config = _load(args)
     except ConfigError as exc:
         return _config_error(exc)
-    stop = threading.Event()
+    reload = threading.Event()
+    # Each Bridge gets its own stop event: a worker of the old one that is still winding
+    # down must never see a cleared event.
+    current = [threading.Event()]
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         _LOGGER.info("received %s, stopping", signal.Signals(signum).name)
-        stop.set()
+        reload.clear()
+        current[0].set()
+
+    def on_hup(_signum: int, _frame: FrameType | None) -> None:
+        _LOGGER.info("received SIGHUP, reloading the configuration")
+        reload.set()
+        current[0].set()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    bridge = Bridge(config, stop=stop)
-    _LOGGER.info("outlook2mqtt %s starting: %d account(s)", __version__, len(config.accounts))
-    bridge.run()
-    return EXIT_OK
+    signal.signal(signal.SIGHUP, on_hup)
+    while True:
+        _LOGGER.info("outlook2mqtt %s starting: %d account(s)", __version__,
+                     len(config.accounts))
+        Bridge(config, stop=current[0]).run(reload=reload)
+        if not reload.is_set():
+            return EXIT_OK
+        reload.clear()
+        current[0] = threading.Event()
+        try:
+            config = _load(args)
+        except ConfigError as exc:
+            # Keep serving with the configuration that worked.
+            _LOGGER.error("new configuration rejected, keeping the old one: %s",
+                          "; ".join(exc.problems))
 
 
 def cmd_check(args: argparse.Namespace) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 
 from . import __version__, sdnotify
@@ -24,6 +25,9 @@ _LOGGER = logging.getLogger(__name__)
 
 STARTUP_TIMEOUT = 60.0
 SHUTDOWN_PUBLISH_TIMEOUT = 3.0
+SHUTDOWN_JOIN_TIMEOUT = 5.0
+# Exchange Online allows about 20 concurrent IMAP connections per mailbox.
+CONNECTIONS_WARN = 15
 
 
 @dataclass
@@ -61,6 +65,13 @@ class Bridge:
             self._build_account(account)
 
     def _build_account(self, account: AccountConfig) -> None:
+        connections = len(account.folders) + 1  # one per watched folder, one for commands
+        if connections > CONNECTIONS_WARN:
+            _LOGGER.warning(
+                "account %s uses %d IMAP connections; Exchange Online allows about 20 per "
+                "mailbox (shared with Outlook clients): watch fewer folders",
+                account.name, connections,
+            )
         topics = self.topics
         status_topic = topics.account_status(account.name)
         workers = [f"folder:{f.topic}" for f in account.folders]
@@ -246,27 +257,33 @@ class Bridge:
             else:
                 _LOGGER.error("a worker thread died: no longer pinging the watchdog")
 
-    def shutdown(self) -> None:
-        """Stop workers, publish `offline` and disconnect."""
-        sdnotify.notify("STOPPING=1")
+    def shutdown(self, *, offline: bool = True) -> None:
+        """Stop workers (in-flight publishes get a bounded wait), publish `offline`,
+        disconnect. `offline=False` for a reload: a new Bridge takes over at once."""
+        if offline:
+            sdnotify.notify("STOPPING=1")
         self.stop_event.set()
         for group in self.accounts.values():
             for watcher in group.watchers:
                 watcher.request_sync()
         threads: list[threading.Thread] = [w for g in self.accounts.values() for w in g.watchers]
         threads += [g.commands for g in self.accounts.values() if g.commands is not None]
+        # One deadline for all: systemd's TimeoutStopSec must never be reached.
+        deadline = time.monotonic() + SHUTDOWN_JOIN_TIMEOUT
         for thread in threads:
-            if thread.is_alive():
-                thread.join(timeout=5)
-        offline = self.mqtt.publish(self.topics.bridge_state, "offline", retain=True)
-        offline.wait(SHUTDOWN_PUBLISH_TIMEOUT)
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
+        if offline:
+            self.mqtt.publish(self.topics.bridge_state, "offline", retain=True).wait(
+                SHUTDOWN_PUBLISH_TIMEOUT
+            )
         self.mqtt.stop()
         _LOGGER.info("bridge stopped")
 
-    def run(self) -> None:
-        """Run until the stop event is set."""
+    def run(self, reload: threading.Event | None = None) -> None:
+        """Run until the stop event is set; when `reload` is set too, stop without
+        announcing `offline` (the caller starts a new Bridge)."""
         self.start()
         try:
             self.stop_event.wait()
         finally:
-            self.shutdown()
+            self.shutdown(offline=not (reload and reload.is_set()))

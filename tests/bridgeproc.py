@@ -24,8 +24,8 @@ class BridgeProcess:
         self.command = command
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, *extra: str) -> BridgeProcess:
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    def start(self, *extra: str, env: dict[str, str] | None = None) -> BridgeProcess:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         env.pop("OUTLOOK2MQTT_CONFIG", None)
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
@@ -41,6 +41,13 @@ class BridgeProcess:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
         return self.proc.wait(timeout)
+
+    def signal(self, signum: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signum)
+
+    def rewrite_config(self, config: dict[str, Any]) -> None:
+        write_config(self.config_path, config)
 
     def kill(self) -> None:
         assert self.proc is not None

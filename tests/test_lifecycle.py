@@ -1,0 +1,155 @@
+"""Start, stop, reload and supervision: what systemd and an operator see."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import socket
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bridge.config import parse_config
+from bridge.service import Bridge
+from rig.bridgecfg import rig_config
+from rig.dovecot import Dovecot
+from rig.mosquitto import Mosquitto
+from rig.mqttsub import Collector
+from rig.samples import make_message
+from tests.bridgeproc import BridgeProcess
+from tests.conftest import wait_online
+
+
+def test_sigterm_stops_within_10_seconds_with_offline_retained(
+    mode: dict[str, Any], make_bridge: Callable[..., BridgeProcess],
+    secret_credential: dict[str, Any], collector: Collector, base_topic: str,
+) -> None:
+    bridge = make_bridge(secret_credential, **mode).start()
+    wait_online(collector, base_topic)
+    started = time.monotonic()
+    assert bridge.stop(timeout=10) == 0
+    elapsed = time.monotonic() - started
+    assert elapsed < 10
+    offline = collector.wait_for(lambda m: m.topic == f"{base_topic}/bridge/state"
+                                 and m.payload == b"offline")[0]
+    assert offline.retain
+    assert "LOGOUT" in bridge.log()  # sessions are closed, not dropped
+
+
+def test_sighup_reloads_the_config_and_watches_a_new_folder(
+    make_bridge: Callable[..., BridgeProcess], secret_credential: dict[str, Any],
+    collector: Collector, dovecot: Dovecot, mailbox: str, base_topic: str,
+    idp: Any, pki: Any, mosquitto: Mosquitto, tenant: str, tmp_path: Path,
+) -> None:
+    dovecot.create_folder(mailbox, "INBOX/Receipts")
+    bridge = make_bridge(secret_credential, idle=True).start()
+    wait_online(collector, base_topic)
+    bridge.rewrite_config(rig_config(
+        authority=idp.authority, ca_file=pki.ca_file, imap_port=dovecot.port,
+        mqtt_port=mosquitto.port, tenant_id=tenant, mailbox=mailbox,
+        state_dir=tmp_path / "state", base_topic=base_topic, idle=True,
+        folders=[{"name": "INBOX"}, {"name": "INBOX/Receipts", "topic": "receipts"}],
+        **secret_credential,
+    ))
+    bridge.signal(signal.SIGHUP)
+    collector.wait_topic(f"{base_topic}/home/receipts/state", timeout=20)
+    dovecot.deliver(mailbox, make_message(subject="receipt", to=mailbox), folder="INBOX/Receipts")
+    msg = collector.wait_topic(f"{base_topic}/home/receipts/message", timeout=20)[0]
+    assert msg.json()["folder"] == "INBOX/Receipts"
+    assert bridge.proc is not None and bridge.proc.poll() is None
+    assert bridge.stop() == 0
+
+
+def test_a_bad_config_on_sighup_keeps_the_running_one(
+    make_bridge: Callable[..., BridgeProcess], secret_credential: dict[str, Any],
+    collector: Collector, dovecot: Dovecot, mailbox: str, base_topic: str,
+) -> None:
+    bridge = make_bridge(secret_credential, idle=True).start()
+    wait_online(collector, base_topic)
+    bridge.config_path.write_text("[mqtt]\nhots = 1\n")
+    bridge.signal(signal.SIGHUP)
+    time.sleep(2)
+    dovecot.deliver(mailbox, make_message(subject="still here", to=mailbox))
+    msg = collector.wait_topic(f"{base_topic}/home/inbox/message", timeout=20)[0]
+    assert msg.json()["subject"] == "still here"
+    assert "new configuration rejected" in bridge.log()
+    assert bridge.stop() == 0
+
+
+@pytest.fixture
+def notify_socket(tmp_path: Path) -> Iterator[socket.socket]:
+    """A datagram socket standing in for systemd's NOTIFY_SOCKET."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(tmp_path / "notify.sock"))
+    sock.settimeout(0.5)
+    yield sock
+    sock.close()
+
+
+def receive_until(sock: socket.socket, wanted: str, timeout: float = 20) -> list[str]:
+    seen: list[str] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            seen.append(sock.recv(4096).decode())
+        except TimeoutError:
+            continue
+        if any(wanted in s for s in seen):
+            return seen
+    raise AssertionError(f"no {wanted} from the bridge; got {seen}")
+
+
+def test_sd_notify_ready_watchdog_and_stopping_under_systemd(
+    make_bridge: Callable[..., BridgeProcess], secret_credential: dict[str, Any],
+    notify_socket: socket.socket, tmp_path: Path,
+) -> None:
+    bridge = make_bridge(secret_credential, idle=True).start(
+        env={"NOTIFY_SOCKET": str(tmp_path / "notify.sock"), "WATCHDOG_USEC": "1000000"}
+    )
+    receive_until(notify_socket, "READY=1")
+    receive_until(notify_socket, "WATCHDOG=1", timeout=5)
+    bridge.signal(signal.SIGTERM)
+    receive_until(notify_socket, "STOPPING=1", timeout=10)
+    assert bridge.stop() == 0
+
+
+def test_broker_outage_pauses_publishing_and_mail_that_arrived_meanwhile_follows(
+    mode: dict[str, Any], make_bridge: Callable[..., BridgeProcess],
+    secret_credential: dict[str, Any], dovecot: Dovecot, mailbox: str, base_topic: str,
+    tmp_path: Path,
+) -> None:
+    with Mosquitto(tmp_path / "broker") as broker:
+        bridge = make_bridge(secret_credential, mqtt_port=broker.port, **mode).start()
+        with Collector("127.0.0.1", broker.port, [f"{base_topic}/#"]) as sub:
+            wait_online(sub, base_topic)
+        broker.stop()
+        for i in range(3):
+            dovecot.deliver(mailbox, make_message(subject=f"during outage {i}", to=mailbox))
+        time.sleep(3)
+        broker.start()  # no persistence: retained topics are gone and must come back
+        with Collector("127.0.0.1", broker.port, [f"{base_topic}/#"]) as sub:
+            msgs = sub.wait_topic(f"{base_topic}/home/inbox/message", count=3, timeout=30)
+            assert [m.json()["subject"] for m in msgs] == [f"during outage {i}" for i in range(3)]
+            wait_online(sub, base_topic)
+            sub.wait_topic(f"{base_topic}/bridge/info")
+            state = sub.wait_for(lambda m: m.topic == f"{base_topic}/home/inbox/state"
+                                 and m.json()["total"] == 3)[0]
+            assert state.retain
+        assert bridge.stop() == 0
+
+
+def test_many_folders_warn_about_exchange_connection_limit(
+    caplog: pytest.LogCaptureFixture, tmp_path: Path, pki: Any,
+) -> None:
+    folders = [{"name": f"INBOX/F{i}", "topic": f"f{i}"} for i in range(15)]
+    config = parse_config(rig_config(
+        authority="https://127.0.0.1:1", ca_file=pki.ca_file, imap_port=1, mqtt_port=1,
+        tenant_id="t", client_id="c", mailbox="a@b.test", secret="s3cret-value",
+        state_dir=tmp_path, folders=folders,
+    ))
+    with caplog.at_level(logging.WARNING):
+        Bridge(config)
+    assert "16 IMAP connections" in caplog.text
