@@ -308,8 +308,8 @@ def default_output(args: argparse.Namespace) -> Path:
 # -- the two modes ------------------------------------------------------------------------------
 
 _FLAG_CHECKS: dict[str, Callable[[str], Any]] = {
-    "tenant_id": tenant_id, "client_id": client_id, "mailbox": mailbox,
-    "account_name": account_name, "auth": auth, "cloud": cloud, "mqtt_host": host,
+    "auth": auth, "tenant_id": tenant_id, "client_id": client_id, "mailbox": mailbox,
+    "account_name": account_name, "cloud": cloud, "mqtt_host": host,
     "mqtt_port": port, "authority": authority, "imap_host": host, "imap_port": port,
     "ca_file": ca_file, "certificate_file": certificate_file,
     "client_secret_file": existing_file,
@@ -319,14 +319,13 @@ _FLAG_CHECKS: dict[str, Callable[[str], Any]] = {
 def _from_flags(args: argparse.Namespace, problems: list[str]) -> dict[str, Any]:
     """Every answer given as a flag, checked; a problem per bad flag."""
     answers: dict[str, Any] = {}
-    delegated = args.auth == "device_code"
-    for key, check in _FLAG_CHECKS.items():
+    for key, check in _FLAG_CHECKS.items():  # auth first: the tenant check depends on it
         text = getattr(args, key)
         if text is None:
             continue
         try:
             answers[key] = (tenant_id(str(text), delegated=True) if key == "tenant_id"
-                            and delegated else check(str(text)))
+                            and answers.get("auth") == "device_code" else check(str(text)))
         except Invalid as exc:
             problems.append(f"--{key.replace('_', '-')}: {exc}")
     if args.client_secret is not None:
@@ -421,8 +420,10 @@ def interactive(args: argparse.Namespace, p: Prompter) -> dict[str, Any] | list[
             a[key] = p.ask(question, check, default, **kw)
         return a[key]
 
-    p.say("Credential: " + "; ".join(f"{i}) {label}" for i, label in
-                                     enumerate(_AUTH_LABELS.values(), 1)))
+    if "auth" not in a:
+        p.say("How does the bridge sign in?")
+        for i, label in enumerate(_AUTH_LABELS.values(), 1):
+            p.say(f"  {i}) {label}")
     method = need("auth", "Credential", auth, "1")
     if method != "device_code":
         need("tenant_id", "Directory (tenant) ID", tenant_id)

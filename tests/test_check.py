@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import json
@@ -336,11 +337,8 @@ def untrusted_tls_port() -> Iterator[int]:
                 conn, _ = listener.accept()
             except TimeoutError:
                 continue
-            with conn:
-                try:
-                    context.wrap_socket(conn, server_side=True).close()
-                except (ssl.SSLError, OSError):
-                    pass
+            with conn, contextlib.suppress(ssl.SSLError, OSError):  # the client hangs up
+                context.wrap_socket(conn, server_side=True).close()
 
     thread = threading.Thread(target=serve, name="untrusted-tls", daemon=True)
     thread.start()

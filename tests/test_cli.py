@@ -45,7 +45,8 @@ def test_token_prints_the_claims_and_never_the_token(
     assert claims["roles"] == ["IMAP.AccessAsApp"]
     assert claims["tid"] == tenant and claims["appid"] == app.client_id
     assert claims["oid"] == app.service_principal_id and claims["idtyp"] == "app"
-    assert shown["home"]["expires"].endswith("+00:00") and 3000 < shown["home"]["expires_in"] <= 3599
+    assert shown["home"]["expires"].endswith("+00:00")
+    assert 3000 < shown["home"]["expires_in"] <= 3599
     assert len(issued) == 1
     assert issued[0] not in out + err
     assert not any(part in out + err for part in issued[0].split("."))  # nor any part of it

@@ -77,7 +77,7 @@ class Rig:
         return replies[seen].json()
 
     def mark(self) -> int:
-        """A position in the record: `states_after` looks only at what came later."""
+        """A position in the record: `state_after` looks only at what came later."""
         return len(self.collector.messages)
 
     def state_after(self, mark: int, folder_topic: str, check: Callable[[dict[str, Any]], bool],

@@ -301,7 +301,8 @@ class Terminal:
         if pid == 0:  # the child: becomes the program, with the pty as its terminal
             try:
                 os.chdir(ROOT)
-                os.execve(sys.executable, [sys.executable, "-m", "bridge", *args], env)
+                os.execve(sys.executable, [sys.executable, "-m", "bridge", *args],  # noqa: S606
+                          env)
             finally:
                 os._exit(127)
         self.pid, self.fd = pid, fd
