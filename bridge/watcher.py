@@ -206,6 +206,11 @@ class FolderWatcher(threading.Thread):
                              self.account.name, self.folder.name)
                 return
             if use_idle:
+                # A change that landed after the sync's SEARCH but before IDLE starts is
+                # reported to NOOP, not to IDLE (imaplib would stash it): check first.
+                _text, pending = client.noop()
+                if any(_is_change(r) for r in pending):
+                    continue
                 self._idle(client, until=min(renew_at, time.monotonic() + self.account.idle_renew))
             else:
                 self._wake.wait(min(self.account.poll_interval,

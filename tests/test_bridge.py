@@ -106,3 +106,37 @@ def test_first_start_publishes_old_mail_only_with_backfill(
     assert [m.json()["subject"] for m in msgs] == ["old 2", "old 3"]
     state = collector.wait_topic(f"{base_topic}/home/inbox/state")[-1].json()
     assert state["total"] == 4 and state["unread"] == 4
+
+
+def test_mail_read_elsewhere_updates_the_retained_unread_count(
+    mode: dict[str, Any], make_bridge: Any, secret_credential: dict[str, Any],
+    collector: Collector, dovecot: Any, mailbox: str, base_topic: str,
+) -> None:
+    make_bridge(secret_credential, **mode).start()
+    wait_online(collector, base_topic)
+    uid = dovecot.deliver(mailbox, make_message(subject="read me in Outlook", to=mailbox))
+    state_topic = f"{base_topic}/home/inbox/state"
+    collector.wait_for(lambda m: m.topic == state_topic and m.json()["unread"] == 1)
+    dovecot.set_flags(mailbox, uid, ["\\Seen"])  # another client (Outlook) reads it
+    state = collector.wait_for(lambda m: m.topic == state_topic and m.json()["unread"] == 0
+                               and m.json()["total"] == 1, timeout=5)[0]
+    assert state.retain
+
+
+def test_changed_uidvalidity_resyncs_without_replaying_the_folder(
+    make_bridge: Any, secret_credential: dict[str, Any], collector: Collector, dovecot: Any,
+    mailbox: str, base_topic: str,
+) -> None:
+    for i in range(3):
+        dovecot.deliver(mailbox, make_message(subject=f"old {i}", to=mailbox))
+    bridge = make_bridge(secret_credential).start()
+    wait_online(collector, base_topic)
+    assert bridge.stop() == 0
+    dovecot.set_uidvalidity(mailbox, "INBOX", 4242)  # Exchange rebuilt the folder
+    make_bridge(secret_credential).start()
+    collector.wait_for(lambda m: m.topic == f"{base_topic}/home/inbox/state"
+                       and m.json()["uidvalidity"] == 4242)
+    dovecot.deliver(mailbox, make_message(subject="new after rebuild", to=mailbox))
+    msgs = collector.wait_topic(f"{base_topic}/home/inbox/message")
+    assert [m.json()["subject"] for m in msgs] == ["new after rebuild"]
+    assert msgs[0].json()["uidvalidity"] == 4242
