@@ -126,11 +126,14 @@ def _auth_hint(account: AccountConfig, exc: AuthError, code: int | None, text: s
 def _auth_failure(account: AccountConfig, exc: AuthError) -> Step:
     text = _chain_text(exc)
     code = exc.code
-    if code is None and (found := re.search(r"AADSTS(\d+)", text)):
-        code = int(found[1])
+    detail = str(exc)
+    # MSAL raises ValueError for a tenant its discovery request could not find: Entra's own
+    # words (AADSTS90002) are only in the exception it was raised while handling
+    if code is None and (found := re.search(r"(AADSTS(\d+): [^\"\\]*?\.)(?=\s|\\|\"|$)",
+                                            text)):
+        code, detail = int(found[2]), found[1]
     if code is None and "double check your tenant" in text:
         code = 90002
-    detail = str(exc)
     generic = hint_for(code)
     if generic and detail.endswith(f" ({generic})"):
         detail = detail.removesuffix(f" ({generic})")  # the hint gets its own line
@@ -377,8 +380,9 @@ def run_check(config: Config, out: TextIO, *, as_json: bool = False) -> bool:
             out.flush()
 
     folders = sum(len(a.folders) for a in config.accounts)
-    emit(Step(None, "config", True, f"{config.source or 'config'}: "
-              f"{len(config.accounts)} account(s), {folders} folder(s)"))
+    where = f"{config.source}: " if config.source else ""
+    emit(Step(None, "config", True,
+              f"{where}{len(config.accounts)} account(s), {folders} folder(s)"))
     ok = True
     for account in config.accounts:
         ok = check_account(account, emit) and ok

@@ -88,14 +88,33 @@ def skip_reason(folder: FolderConfig, *, content_type: str, size: int, inline: b
 
 
 @dataclass
-class _Found:
-    """An attachment as the MIME walk finds it, before the folder's rules are applied."""
+class Found:
+    """An attachment as a MIME walk finds it, before the folder's rules are applied."""
 
     filename: str | None
     content_type: str
     inline: bool
     data: bytes
     subject: str | None = None
+    size: int | None = None  # decoded size when `data` is not held (the part-wise fetch)
+
+
+@dataclass(frozen=True)
+class Walked:
+    """What a MIME walk yields: text pieces in order, attachments, the first invitation."""
+
+    pieces: list[str]
+    found: list[Found]
+    calendar: dict[str, Any] | None
+
+
+def guard(notes: list[str], what: str, fn: Callable[[], _T], default: _T, note: str = "") -> _T:
+    """`fn()`, or `default` with a note: bad mail never stops the bridge."""
+    try:
+        return fn()
+    except Exception as exc:  # record and go on
+        notes.append(f"{what}: {note or type(exc).__name__}")
+        return default
 
 
 @dataclass
@@ -103,15 +122,11 @@ class _Walker:
     """Collects attachments (in MIME order), the first invitation and notes while walking."""
 
     notes: list[str]
-    found: list[_Found] = field(default_factory=list)
+    found: list[Found] = field(default_factory=list)
     calendar: dict[str, Any] | None = None
 
     def guard(self, what: str, fn: Callable[[], _T], default: _T, note: str = "") -> _T:
-        try:
-            return fn()
-        except Exception as exc:  # record and go on: bad mail never stops the bridge
-            self.notes.append(f"{what}: {note or type(exc).__name__}")
-            return default
+        return guard(self.notes, what, fn, default, note)
 
     def walk(self, part: Message, depth: int = 0, *, related: bool = False) -> list[str]:
         """Walk `part`; return its readable text pieces, record attachments on the way."""
@@ -163,7 +178,7 @@ class _Walker:
         inline = disposition == "inline" or (
             related and ctype.startswith("image/") and bool(headers.get("content-id"))
         )
-        self.found.append(_Found(mime.sanitize_filename(raw_name), ctype, inline, data))
+        self.found.append(Found(mime.sanitize_filename(raw_name), ctype, inline, data))
         return []
 
     def _add_message(self, part: Message, ctype: str) -> None:
@@ -187,7 +202,7 @@ class _Walker:
         raw_name = dparams.get("filename") or cparams.get("name")
         if not raw_name and subject is not None:
             raw_name = f"{subject.replace('/', '_').replace(chr(92), '_')[:200] or 'message'}.eml"
-        self.found.append(_Found(
+        self.found.append(Found(
             mime.sanitize_filename(raw_name), ctype, disposition == "inline", data,
             mime.scrub(subject) if subject is not None else None,
         ))
@@ -254,10 +269,19 @@ def _parse(raw: bytes) -> Message:
     return email.message_from_bytes(raw, policy=email.policy.compat32)
 
 
+def parse_headers(raw: bytes) -> dict[str, list[str]]:
+    """Raw header values of a header block (e.g. a fetched HEADER.FIELDS) by name."""
+    return _headers(_parse(raw))
+
+
+def collapse(text: str) -> str:
+    """The text a preview is cut from: invisible padding dropped, white space collapsed."""
+    return " ".join(mime.ZERO_WIDTH.sub("", text).split())
+
+
 def _preview(text: str, limit: int) -> str:
     """White space collapsed, cut to at most `limit` characters (code points, never bytes)."""
-    collapsed = " ".join(mime.ZERO_WIDTH.sub("", text).split())
-    return collapsed[: max(limit, 0)].rstrip()
+    return collapse(text)[: max(limit, 0)].rstrip()
 
 
 def _flag_list(flags: Sequence[str | bytes] | None) -> list[str]:
@@ -301,16 +325,8 @@ def summarize(
 def _summarize(
     raw: bytes,
     *,
-    account: str,
-    folder: FolderConfig,
-    folder_name: str,
-    uid: int,
-    uidvalidity: int,
-    flags: Sequence[str | bytes],
-    internaldate: datetime | None,
     size: int | None,
-    attachment_topic_prefix: str,
-    include_body: bool | None,
+    **context: Any,
 ) -> Summary:
     notes: list[str] = []
     w = _Walker(notes)
@@ -319,31 +335,58 @@ def _summarize(
     if msg is not None:
         headers = w.guard("headers", lambda: _headers(msg), {})
 
+    def walk() -> Walked:
+        pieces: list[str] = []
+        if msg is not None:
+            pieces = w.guard("mime", lambda: w.walk(msg), [])
+        return Walked(pieces, w.found, w.calendar)
+
+    return assemble(headers, notes, walk, size=size if size is not None else len(raw), **context)
+
+
+def assemble(
+    headers: dict[str, list[str]],
+    notes: list[str],
+    walk: Callable[[], Walked],
+    *,
+    account: str,
+    folder: FolderConfig,
+    folder_name: str,
+    uid: int,
+    uidvalidity: int,
+    flags: Sequence[str | bytes],
+    internaldate: datetime | None,
+    size: int,
+    attachment_topic_prefix: str,
+    include_body: bool | None,
+) -> Summary:
+    """The summary from a message's top-level headers and its MIME walk (called once, after
+    the headers are read, so that notes keep their order); shared by `summarize` and the
+    part-wise fetch, which walks BODYSTRUCTURE instead of a parsed message."""
+
     def text_header(name: str) -> str | None:
-        return w.guard(name, lambda: _first(headers, name, notes, name), None)
+        return guard(notes, name, lambda: _first(headers, name, notes, name), None)
 
     def address_header(name: str) -> list[mime.Address]:
         values = headers.get(name, [])
-        return w.guard(name, lambda: mime.addresses(values, notes, name), [])
+        return guard(notes, name, lambda: mime.addresses(values, notes, name), [])
 
     date = None
     raw_date = mime.unfold(headers.get("date", [""])[0]).strip()
     if raw_date:
-        date = w.guard("date", lambda: mime.iso_date(raw_date), None, "unparseable")
+        date = guard(notes, "date", lambda: mime.iso_date(raw_date), None, "unparseable")
     received = None
     if internaldate is not None:
-        received = w.guard("received", lambda: mime.iso_datetime(internaldate), None)
+        received = guard(notes, "received", lambda: mime.iso_datetime(internaldate), None)
     senders = address_header("from")
-    flag_list: list[str] = w.guard("flags", lambda: _flag_list(flags), [])
+    flag_list: list[str] = guard(notes, "flags", lambda: _flag_list(flags), [])
     lowered = {f.lower() for f in flag_list}
-    pieces: list[str] = []
-    if msg is not None:
-        pieces = w.guard("mime", lambda: w.walk(msg), [])
-    text = "\n\n".join(p.strip() for p in pieces if p.strip())
+    walked = walk()
+    text = "\n\n".join(p.strip() for p in walked.pieces if p.strip())
 
     attachments: list[Attachment] = []
-    for index, found in enumerate(w.found):
-        size_ = len(found.data)
+    for index, found in enumerate(walked.found):
+        size_ = len(found.data) if found.size is None else found.size
         reason = skip_reason(folder, content_type=found.content_type, size=size_,
                              inline=found.inline)
         attachments.append(Attachment(
@@ -369,8 +412,9 @@ def _summarize(
         "flags": flag_list,
         "seen": "\\seen" in lowered,
         "flagged": "\\flagged" in lowered,
-        "importance": w.guard("importance", lambda: mime.importance(headers), "normal"),
-        "size": size if size is not None else len(raw),
+        "importance": guard(notes, "importance", lambda: mime.importance(headers),
+                            "normal"),
+        "size": size,
         "preview": _preview(text, folder.preview_chars),
         # Like Outlook's paperclip: inline images (signature logos) do not count.
         "has_attachments": any(not a.inline for a in attachments),
@@ -378,8 +422,8 @@ def _summarize(
     }
     if folder.include_body if include_body is None else include_body:
         payload["body"] = text
-    if w.calendar is not None:
-        payload["calendar"] = w.calendar
+    if walked.calendar is not None:
+        payload["calendar"] = walked.calendar
     if notes:
         unique = list(dict.fromkeys(notes))
         payload["errors"] = unique[:MAX_ERRORS] + (

@@ -8,6 +8,7 @@ Failures are appended to a caller's `notes` list instead of being raised.
 from __future__ import annotations
 
 import binascii
+import codecs
 import email.utils
 import re
 import unicodedata
@@ -73,6 +74,17 @@ def decode_bytes(data: bytes, charset: str | None, notes: list[str], where: str)
     except Exception as exc:  # some codecs (idna, utf-7) raise despite errors="replace"
         notes.append(f"{where}: cannot decode as {name[:40]!r} ({type(exc).__name__})")
     return guess_decode(data)
+
+
+def declared_codec(charset: str | None) -> str | None:
+    """The codec `decode_bytes` decodes `charset` with, or None where it guesses instead."""
+    name = (charset or "").strip().strip("\"'").lower()
+    if name in _GUESS_CHARSETS or not _CHARSET_NAME.fullmatch(name):
+        return None
+    try:
+        return codecs.lookup(name).name
+    except LookupError:
+        return None
 
 
 def _decode_b(text: str) -> bytes:

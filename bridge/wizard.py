@@ -344,8 +344,12 @@ def _from_flags(args: argparse.Namespace, problems: list[str]) -> dict[str, Any]
             problems.append(f"--private-key-file: {exc}")
     elif args.private_key_file is not None:
         answers["private_key_file"] = Path(args.private_key_file).absolute()
-    if args.folder:
-        answers["folders"] = folders(",".join(args.folder))
+    if args.folder is not None:  # one name per flag: a name may contain a comma
+        names = list(dict.fromkeys(f.strip() for f in args.folder if f.strip()))
+        if names:
+            answers["folders"] = names
+        else:
+            problems.append("--folder: name a folder, e.g. --folder INBOX")
     if args.state_dir is not None:
         answers["state_dir"] = Path(args.state_dir).expanduser().absolute()
     answers["mqtt_username"] = args.mqtt_username

@@ -56,6 +56,8 @@ class App:
     secrets: list[str] = field(default_factory=list)
     certificates: list[bytes] = field(default_factory=list)
     expired_secrets: list[str] = field(default_factory=list)
+    # the JOSE headers of every client assertion presented (alg, x5t / x5t#S256), for tests
+    assertion_headers: list[dict[str, object]] = field(default_factory=list)
 
     def may_open(self, mailbox: str) -> bool:
         """Tell whether the app has FullAccess to mailbox (addresses compare case-insensitively)."""
@@ -530,6 +532,7 @@ def _check_assertion(app: App, assertion: str, audiences: list[str]) -> None:
     except jwt.InvalidTokenError as exc:
         raise EntraError(400, "invalid_request", 50027,
                          f"JWT token is invalid or malformed: {exc}") from exc
+    app.assertion_headers.append({k: v for k, v in header.items() if k != "x5c"})
     alg = header.get("alg", "")
     if "x5t#S256" in header:
         wanted, index = str(header["x5t#S256"]).rstrip("="), 2

@@ -33,7 +33,6 @@ from bridge.certs import (
 NOW = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
 OPENSSL = shutil.which("openssl")
 # scripts/setup.sh installs openssl: a missing one is a broken set-up, not a skip.
-needs_openssl = pytest.mark.usefixtures()
 SUFFIXES = (".key", ".crt", ".cer", ".pub.pem")
 
 
@@ -115,14 +114,12 @@ def test_thumbprints_have_the_shape_azure_and_jwt_headers_use(made: NewCertifica
         assert not set(value) & set("+/")
 
 
-@needs_openssl
 def test_thumbprints_match_openssl_fingerprints(made: NewCertificate) -> None:
     assert openssl_fingerprint(made.cert_file, "sha1") == made.info.sha1_thumbprint
     assert openssl_fingerprint(made.der_file, "sha1", der=True) == made.info.sha1_thumbprint
     assert openssl_fingerprint(made.cert_file, "sha256") == made.info.sha256_thumbprint
 
 
-@needs_openssl
 def test_describe_reads_a_certificate_openssl_made(tmp_path: Path) -> None:
     cert = tmp_path / "other.crt"
     openssl(
@@ -190,7 +187,6 @@ def test_msal_signs_a_client_assertion_the_certificate_verifies(made: NewCertifi
         assert claims["iss"] == "client"
 
 
-@needs_openssl
 def test_openssl_derives_the_written_public_key_from_the_private_key(made: NewCertificate) -> None:
     derived = openssl("pkey", "-in", str(made.key_file), "-pubout")
 

@@ -196,6 +196,7 @@ def test_unknown_tenant_is_found_behind_msals_value_error(
 
     step = failed(steps)
     assert step.error == "AADSTS90002"
+    assert step.detail == f"AADSTS90002: Tenant '{tenant}' not found."
     assert f"tenant {tenant} not found" in (step.hint or "")
     assert "Directory (tenant) ID" in (step.hint or "")
 

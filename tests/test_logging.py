@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from bridge import log
-from rig.bridgecfg import rig_config, write_config
+from rig.bridgecfg import rig_config
 from rig.dovecot import Dovecot
 from rig.idp import IdentityPlatform, random_secret
 from rig.mosquitto import Mosquitto
@@ -197,7 +197,7 @@ def test_no_secret_reaches_any_output_of_a_full_run_at_debug_level(
                "private key": "".join(key_lines)}
     secrets |= {f"private key line {i}": line for i, line in enumerate(key_lines)}
     for n, token in enumerate(issued):
-        header, payload, signature = token.split(".")
+        _header, payload, signature = token.split(".")
         secrets |= {f"token {n}": token, f"token {n} payload": payload,
                     f"token {n} signature": signature}
     for name, text in outputs.items():

@@ -376,3 +376,12 @@ def test_interactive_certificate_setup_through_a_terminal_passes_check(
     assert config.mqtt.password == "typed-unseen-pw"
     assert config.accounts[0].certificate_file == tmp_path / "outlook2mqtt.crt"
     assert config.accounts[0].private_key_file == tmp_path / "outlook2mqtt.key"
+
+
+def test_a_folder_flag_is_one_name_even_with_a_comma(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+
+    assert main(*flags(path, "--client-secret", SECRET, "--folder", "Sales, EMEA",
+                       "--folder", "INBOX")) == 0
+
+    assert [f.name for f in load_config(path).accounts[0].folders] == ["Sales, EMEA", "INBOX"]

@@ -1,0 +1,155 @@
+"""IMAP BODYSTRUCTURE (RFC 3501 §7.4.2), as imapclient returns it, as a tree of parts.
+
+Pure: no I/O. Each part carries its section number for ``BODY.PEEK[section]`` and its
+MIME fields as raw header text (8-bit bytes as lone surrogates, like the stdlib's compat32
+parser keeps them), so that `bridge.mime` decodes them exactly as it decodes the headers of
+a whole message. What the part-wise fetch does not handle raises `Unsupported`; the caller
+then fetches that message whole.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+MAX_PARTS = 500  # more parts than this: fetch the message whole (hostile or absurd mail)
+_ParamList = tuple[tuple[str, str], ...]
+
+
+class Unsupported(ValueError):
+    """A structure the part-wise fetch does not handle (the message is fetched whole)."""
+
+
+@dataclass(frozen=True)
+class Part:
+    """One MIME part: a leaf, or a multipart with children."""
+
+    section: str  # "1", "2.1"; "" for a top-level multipart (RFC 3501 §6.4.5)
+    maintype: str  # lower case
+    subtype: str
+    params: _ParamList = ()  # Content-Type parameters, raw, in order
+    content_id: str | None = None
+    encoding: str = "7bit"  # Content-Transfer-Encoding, lower case
+    size: int = 0  # octets of the encoded body (leaves)
+    disposition: str | None = None  # raw disposition token
+    disposition_params: _ParamList = ()
+    children: tuple[Part, ...] = ()
+
+    @property
+    def content_type(self) -> str:
+        return f"{self.maintype}/{self.subtype}"
+
+    @property
+    def is_multipart(self) -> bool:
+        return bool(self.children)
+
+    def headers(self) -> dict[str, list[str]]:
+        """The part's MIME header fields rebuilt as raw values, keyed like
+        `bridge.message`'s header maps: content-type, content-disposition, content-id."""
+        out = {"content-type": [_header_value(self.content_type, self.params)]}
+        if self.disposition is not None:
+            out["content-disposition"] = [_header_value(self.disposition,
+                                                        self.disposition_params)]
+        if self.content_id is not None:
+            out["content-id"] = [self.content_id]
+        return out
+
+    def walk(self) -> Iterator[Part]:
+        """This part and every part below it, in MIME (document) order."""
+        yield self
+        for child in self.children:
+            yield from child.walk()
+
+
+def _header_value(token: str, params: _ParamList) -> str:
+    """`token; name="value"; ...` with quoted-string escapes (RFC 2045 §5.1); the server
+    already removed the original quoting, so quoting again keeps every value intact."""
+    quoted = (f'{name}="{value.replace(chr(92), chr(92) * 2).replace(chr(34), chr(92) + chr(34))}"'
+              for name, value in params)
+    return "; ".join([token, *quoted])
+
+
+def _text(value: Any) -> str | None:
+    """An IMAP string (bytes from imapclient) as raw header text; NIL is None."""
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        return value.decode("ascii", "surrogateescape")
+    if isinstance(value, str | int):
+        return str(value)
+    raise Unsupported(f"unexpected string {type(value).__name__}")
+
+
+def _params(value: Any) -> _ParamList:
+    """body-fld-param: NIL or a flat list of alternating names and values."""
+    if value is None:
+        return ()
+    if not isinstance(value, tuple | list) or len(value) % 2:
+        raise Unsupported("malformed parameter list")
+    items = [_text(v) or "" for v in value]
+    return tuple((items[i].strip().lower(), items[i + 1]) for i in range(0, len(items), 2))
+
+
+def _disposition(ext: Sequence[Any], index: int) -> tuple[str | None, _ParamList]:
+    """body-fld-dsp at `index` of the extension data: NIL or (token, params)."""
+    value = ext[index] if len(ext) > index else None
+    if value is None:
+        return None, ()
+    if not isinstance(value, tuple | list) or not value:
+        raise Unsupported("malformed disposition")
+    return _text(value[0]), _params(value[1] if len(value) > 1 else None)
+
+
+def _number(value: Any) -> int:
+    if isinstance(value, int):
+        return value
+    if isinstance(value, bytes) and value.isdigit():
+        return int(value)
+    raise Unsupported("malformed size")
+
+
+def parse(body: Any) -> Part:
+    """The part tree of a BODYSTRUCTURE; raise `Unsupported` for anything the part-wise
+    fetch does not handle: nested messages (message/*), empty or malformed structures."""
+    counter = [0]
+    try:
+        return _parse(body, "", counter)
+    except (IndexError, TypeError, AttributeError, UnicodeError) as exc:
+        raise Unsupported(f"malformed BODYSTRUCTURE: {type(exc).__name__}") from None
+
+
+def _parse(body: Any, section: str, counter: list[int]) -> Part:
+    counter[0] += 1
+    if counter[0] > MAX_PARTS:
+        raise Unsupported("too many parts")
+    if not isinstance(body, tuple | list) or not body:
+        raise Unsupported("malformed BODYSTRUCTURE")
+    if isinstance(body[0], list | tuple):  # multipart: children, subtype, extension data
+        children = tuple(
+            _parse(child, f"{section}.{i}" if section else str(i), counter)
+            for i, child in enumerate(body[0], start=1)
+        )
+        if not children:
+            raise Unsupported("multipart without parts")
+        ext = body[1:]
+        subtype = (_text(ext[0]) or "mixed").lower()
+        disposition, dparams = _disposition(ext, 2)
+        return Part(section, "multipart", subtype, _params(ext[1] if len(ext) > 1 else None),
+                    disposition=disposition, disposition_params=dparams, children=children)
+    maintype = (_text(body[0]) or "text").lower()
+    subtype = (_text(body[1]) or "plain").lower()
+    if maintype in ("message", "multipart"):
+        # message/*: the stdlib parses the nested message (a forwarded mail's subject, the
+        # re-serialized bytes); a multipart leaf has no usable boundary. Both: fetch whole.
+        raise Unsupported(f"{maintype}/{subtype} part")
+    # A non-multipart message has only part 1 (RFC 3501 §6.4.5).
+    section = section or "1"
+    # Extension data starts after body-fld-lines for text/* (RFC 3501 §9, body-type-text).
+    ext = body[8:] if maintype == "text" else body[7:]
+    disposition, dparams = _disposition(ext, 1)
+    return Part(
+        section, maintype, subtype, _params(body[2]), content_id=_text(body[3]),
+        encoding=(_text(body[5]) or "7bit").strip().lower(), size=_number(body[6]),
+        disposition=disposition, disposition_params=dparams,
+    )
