@@ -40,9 +40,11 @@ def _load(args: argparse.Namespace) -> Config:
 
 
 def _config_error(exc: ConfigError) -> int:
-    print("outlook2mqtt: invalid configuration:", file=sys.stderr)
+    # under systemd each line is its own journal entry: mark them all as errors (<3>)
+    prefix = "<3>" if log.under_journald() else ""
+    print(f"{prefix}outlook2mqtt: invalid configuration:", file=sys.stderr)
     for problem in exc.problems:
-        print(f"  - {problem}", file=sys.stderr)
+        print(f"{prefix}  - {log.redact(problem)}", file=sys.stderr)
     return EXIT_CONFIG
 
 

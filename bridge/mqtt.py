@@ -23,7 +23,6 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from .backoff import Backoff
 from .config import MqttConfig
-from .errors import MqttError
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -261,34 +260,3 @@ class MqttClient:
     def publish_and_wait(self, topic: str, payload: bytes | str, timeout: float, **kw: Any) -> bool:
         """Publish and wait for the broker's acknowledgement."""
         return self.publish(topic, payload, **kw).wait(timeout)
-
-
-def connect_probe(config: MqttConfig, topic: str, timeout: float = 10) -> float:
-    """Connect, subscribe, publish and receive one message; return the round trip in s.
-
-    Used by `check`. Raises MqttError with the broker's reason when anything fails.
-    """
-    received = threading.Event()
-    token = f"probe-{time.time_ns()}".encode()
-
-    def on_message(msg: Incoming) -> None:
-        if msg.payload == token:
-            received.set()
-
-    client = MqttClient(config, client_id=f"{config.client_id}-check", on_message=on_message)
-    client.subscribe([topic])
-    client.start()
-    try:
-        if not client.wait_connected(timeout):
-            reason = client.last_error or "no answer"
-            raise MqttError(f"cannot connect to {config.host}:{config.port}: {reason}")
-        time.sleep(0.2)  # let SUBACK arrive before publishing
-        start = time.monotonic()
-        client.publish(topic, token, qos=1)
-        if not received.wait(timeout):
-            raise MqttError(
-                f"published to {topic} but did not receive it back: check the broker's ACL"
-            )
-        return time.monotonic() - start
-    finally:
-        client.stop()

@@ -24,7 +24,7 @@ from typing import Any, TextIO, TypeVar
 import tomli_w
 from cryptography import x509
 
-from . import __version__, certs
+from . import __version__, certs, log
 from . import _validate as v
 from .check import run_check
 from .config import AUTHS, CLOUDS, CONFIG_ENV, MULTI_TENANTS, parse_config
@@ -501,6 +501,10 @@ def run_init(args: argparse.Namespace, p: Prompter | None = None) -> int:
         p.say(f"Next: outlook2mqtt check -c {output}")
         return EXIT_OK
     p.say("")
+    for secret in config.secret_values():
+        log.register_secret(secret)
+    for account in config.accounts:
+        log.register_private_key_file(account.private_key_file)
     if run_check(config, p.out):
         p.say(f"\nAll good. Start the bridge with: outlook2mqtt run -c {output}")
         return EXIT_OK

@@ -203,3 +203,20 @@ def test_no_secret_reaches_any_output_of_a_full_run_at_debug_level(
     for name, text in outputs.items():
         assert leaks(text, secrets) == [], f"{name} output leaks"
         assert "eyJ" not in text, f"{name} output holds a JWT"
+
+
+def test_config_errors_under_journald_are_error_priority(tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text('[mqtt]\nhost = "localhost"\nport = "x"\n')
+    out = tmp_path / "stderr"
+    with out.open("wb") as err:
+        st = os.fstat(err.fileno())
+        done = subprocess.run([sys.executable, "-m", "bridge", "run", "-c", str(config)],
+                              stderr=err, cwd=ROOT, check=False, timeout=60,
+                              env={**os.environ, "JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"})
+
+    assert done.returncode == 2
+    lines = out.read_text().splitlines()
+    assert lines[0] == "<3>outlook2mqtt: invalid configuration:"
+    assert any(line.startswith("<3>  - mqtt.port") for line in lines)
+    assert all(line.startswith("<3>") for line in lines)

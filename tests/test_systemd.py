@@ -27,8 +27,13 @@ from tests.bridgeproc import ROOT
 UNIT = ROOT / "systemd" / "outlook2mqtt.service"
 SETUP_DOC = ROOT / "docs" / "setup.md"
 ANALYZE = shutil.which("systemd-analyze")
-needs_analyze = pytest.mark.skipif(
-    ANALYZE is None, reason="systemd-analyze missing: apt-get install systemd")
+# scripts/setup.sh installs systemd: a missing systemd-analyze is a broken set-up.
+needs_analyze = pytest.mark.usefixtures("_systemd_analyze")
+
+
+@pytest.fixture
+def _systemd_analyze() -> None:
+    assert ANALYZE is not None, "systemd-analyze missing: apt-get install systemd"
 PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN = 65, 1  # linux/prctl.h, Linux >= 6.3
 
 
@@ -107,10 +112,14 @@ def _mdwe_supported() -> bool:
     return subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
 
 
+MDWE = _mdwe_supported()
+
+
 def _as_systemd_starts_it() -> None:
-    """In the child: MemoryDenyWriteExecute= (as the kernel's MDWE) and UMask=0077."""
+    """In the child: UMask=0077 and, where the kernel has it (Linux >= 6.3),
+    MemoryDenyWriteExecute= as the kernel's MDWE."""
     os.umask(0o077)
-    if ctypes.CDLL(None).prctl(PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN, 0, 0, 0) != 0:
+    if MDWE and ctypes.CDLL(None).prctl(PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN, 0, 0, 0) != 0:
         os._exit(99)
 
 
@@ -142,8 +151,6 @@ def test_bridge_runs_as_the_unit_starts_it(
 ) -> None:
     """Config and private key from $CREDENTIALS_DIRECTORY, state in $STATE_DIRECTORY, READY=1
     and watchdog pings on NOTIFY_SOCKET, journald log format, no W+X memory, clean stop."""
-    if not _mdwe_supported():
-        pytest.skip("this kernel has no PR_SET_MDWE (Linux >= 6.3)")
     cert = make_client_certificate(tmp_path / "etc", "outlook2mqtt")
     app = idp.register_app(tenant, certificates=[cert.cert_pem], mailboxes=[mailbox])
     data = rig_config(authority=idp.authority, ca_file=pki.ca_file, imap_port=dovecot.port,
