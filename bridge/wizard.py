@@ -16,7 +16,6 @@ import getpass
 import os
 import re
 import sys
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO, TypeVar
@@ -29,6 +28,7 @@ from . import _validate as v
 from .check import run_check
 from .config import AUTHS, CLOUDS, CONFIG_ENV, MULTI_TENANTS, parse_config
 from .errors import ConfigError
+from .state import write_atomic
 
 EXIT_OK, EXIT_FAIL, EXIT_INVALID = 0, 1, 2
 T = TypeVar("T")
@@ -284,17 +284,7 @@ def render(data: dict[str, Any]) -> str:
 
 def write_private(path: Path, text: str) -> None:
     """Write `text` to `path`, mode 0600 from the start, atomically replacing the file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)  # created 0600
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, text.encode("utf-8"), mode=0o600)
 
 
 def default_output(args: argparse.Namespace) -> Path:
