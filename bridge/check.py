@@ -20,13 +20,14 @@ from dataclasses import asdict, dataclass
 from typing import TextIO
 
 from . import certs, imap, log
-from .auth import Token, TokenProvider, hint_for
+from .auth import Provider, Token, hint_for, login_hint, token_provider
 from .config import CLOUDS, AccountConfig, Config, MqttConfig
-from .errors import AuthError, FolderNotFound, ImapAuthError, ImapError
+from .errors import AuthError, FolderNotFound, ImapAuthError, ImapError, LoginRequired
 from .mqtt import Incoming, MqttClient
 from .status import iso_ts
 
 IMAP_ROLE = "IMAP.AccessAsApp"
+IMAP_SCOPE = "IMAP.AccessAsUser.All"
 _PORTAL_SECRETS = "App registrations -> your app -> Certificates & secrets"
 
 
@@ -146,13 +147,48 @@ def _auth_failure(account: AccountConfig, exc: AuthError) -> Step:
                 _auth_hint(account, exc, code, text), error)
 
 
-def token_step(account: AccountConfig, provider: TokenProvider) -> tuple[Step, Token | None]:
-    """Acquire a token and judge its claims: Outlook audience and the IMAP role."""
+def _delegated_step(account: AccountConfig, token: Token) -> Step:
+    """Judge a delegated token: the signed-in user, the Outlook audience, the IMAP scope.
+    A personal account's access token is opaque: then only the user and expiry show."""
+    name = "token acquired"
+    claims = token.claims
+    minutes = max(0, int(token.expires_in // 60))
+    user = str(claims.get("upn") or claims.get("preferred_username") or token.username)
+    detail = f"expires {iso_ts(token.expires_at)} (in {minutes} min), user {user}"
+    if not claims:
+        return Step(account.name, name, True, detail + " (opaque token)")
+    aud = str(claims.get("aud", "?"))
+    scopes = str(claims.get("scp", "")).split()
+    detail += f", aud {aud}, scp {','.join(scopes) or '-'}"
+    if user.casefold() != account.mailbox.casefold():
+        hint = (f"the token is for {user}, but mailbox is {account.mailbox}: "
+                f"{login_hint(account)} and sign in as {account.mailbox}")
+        return Step(account.name, name, False, detail, hint, "wrong_user")
+    if not re.search(r"outlook|office365", aud):
+        hint = "unexpected audience: remove scope (the default is the Outlook IMAP scope)"
+        return Step(account.name, name, False, detail, hint, "audience")
+    if IMAP_SCOPE not in scopes:
+        hint = (f"the token has no {IMAP_SCOPE} scope: App registrations -> your app -> API "
+                "permissions -> Add a permission -> APIs my organization uses -> Office 365 "
+                f"Exchange Online -> Delegated permissions -> {IMAP_SCOPE}; then "
+                f"{login_hint(account)} again")
+        return Step(account.name, name, False, detail, hint, "no_imap_scope")
+    return Step(account.name, name, True, detail)
+
+
+def token_step(account: AccountConfig, provider: Provider) -> tuple[Step, Token | None]:
+    """Acquire a token and judge its claims: Outlook audience and the IMAP role (app-only)
+    or scope (delegated)."""
     name = "token acquired"
     try:
         token = provider.get_token()
+    except LoginRequired as exc:
+        return Step(account.name, name, False, str(exc), login_hint(account),
+                    "login_required"), None
     except AuthError as exc:
         return _auth_failure(account, exc), None
+    if token.delegated:
+        return _delegated_step(account, token), token
     aud = str(token.claims.get("aud", "?"))
     roles = [str(r) for r in token.claims.get("roles") or []]
     minutes = max(0, int(token.expires_in // 60))
@@ -198,6 +234,13 @@ def authenticate_failed_hint(account: AccountConfig, token: Token | None) -> str
 def _imap_failure(account: AccountConfig, exc: ImapError, token: Token) -> Step:
     text = str(exc)
     where = f"{account.imap_host}:{account.imap_port}"
+    if isinstance(exc, ImapAuthError) and token.delegated:
+        hint = (f"Exchange refused the token of {token.username}: IMAP must be on for the "
+                "mailbox (Outlook.com: Settings -> Mail -> Forwarding and IMAP -> Let devices "
+                "and apps use IMAP; Microsoft 365: the mailbox's IMAP setting), mailbox must be "
+                f"the signed-in user's address, and the app needs the delegated {IMAP_SCOPE} "
+                f"permission; then {login_hint(account)}")
+        return Step(account.name, "IMAP login", False, text, hint, "authenticate_failed")
     if isinstance(exc, ImapAuthError):
         if "not connected" in text.lower():
             hint = (f"'User is authenticated but not connected': the token is fine, but "
@@ -233,7 +276,12 @@ def _folder_hint(folder: str, existing: list[str]) -> str:
 
 def check_account(account: AccountConfig, emit: Callable[[Step], None]) -> bool:
     """Token -> IMAP login -> folders, emitting a Step each; True if all passed."""
-    step, token = token_step(account, TokenProvider(account))
+    try:
+        provider = token_provider(account)
+    except AuthError as exc:
+        emit(_auth_failure(account, exc))
+        return False
+    step, token = token_step(account, provider)
     emit(step)
     if token is None or not step.ok:
         return False  # an IMAP login with this token would only fail for the same reason

@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from types import FrameType
 
-from . import __version__, certs, log, wizard
-from .auth import TokenProvider
+from . import __version__, certs, log, login, wizard
+from .auth import token_provider
 from .check import Step, format_step, run_check, token_step
 from .config import Config, config_search_path, load_config
 from .errors import ConfigError
@@ -25,8 +25,8 @@ _LOGGER = logging.getLogger(__name__)
 
 EXIT_OK, EXIT_FAIL, EXIT_CONFIG = 0, 1, 2
 # what `token` shows of a token: never the token itself, nor its signature
-TOKEN_CLAIMS = ("aud", "roles", "scp", "tid", "appid", "app_displayname", "oid", "idtyp",
-                "iss", "iat", "nbf", "exp")
+TOKEN_CLAIMS = ("aud", "roles", "scp", "upn", "preferred_username", "tid", "appid",
+                "app_displayname", "oid", "idtyp", "iss", "iat", "nbf", "exp")
 
 
 def _load(args: argparse.Namespace) -> Config:
@@ -117,7 +117,7 @@ def cmd_token(args: argparse.Namespace) -> int:
     status = EXIT_OK
     shown: dict[str, object] = {}
     for account in accounts:
-        step, token = token_step(account, TokenProvider(account))
+        step, token = token_step(account, token_provider(account))
         if not step.ok:
             # acquired but unfit for IMAP (Graph audience, no role), or refused: say why
             sys.stderr.write(format_step(step))
@@ -125,11 +125,27 @@ def cmd_token(args: argparse.Namespace) -> int:
             status = EXIT_FAIL
             continue
         claims = {k: token.claims[k] for k in TOKEN_CLAIMS if k in token.claims}
-        shown[account.name] = {"expires": iso_ts(token.expires_at),
-                               "expires_in": int(token.expires_in), "claims": claims}
+        entry: dict[str, object] = {"expires": iso_ts(token.expires_at),
+                                    "expires_in": int(token.expires_in), "claims": claims}
+        if token.delegated:  # a personal account's opaque token has no claims to show
+            entry["user"] = token.username
+        shown[account.name] = entry
     if shown:
         print(log.redact(json.dumps(shown, indent=2)))
     return status
+
+
+def cmd_login(args: argparse.Namespace) -> int:
+    """Sign a device_code account in (device-code flow) and save its token cache."""
+    try:
+        config = _load(args)
+    except ConfigError as exc:
+        return _config_error(exc)
+    account = login.choose_account(config, args.account)
+    if isinstance(account, str):
+        print(f"outlook2mqtt: {account}", file=sys.stderr)
+        return EXIT_FAIL
+    return EXIT_OK if login.login(config, account, sys.stdout) else EXIT_FAIL
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -150,6 +166,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("token", parents=[common], help="print the claims of a fresh token")
     p.add_argument("--account", help="only this account")
     p.set_defaults(func=cmd_token, default_log_level="warning")
+    p = sub.add_parser("login", parents=[common],
+                       help="sign in a device_code account (personal Outlook.com)")
+    p.add_argument("--account", help="the account (needed when several use device_code)")
+    p.set_defaults(func=cmd_login, default_log_level="warning")
     certs.add_cert_parser(sub, parents=[common])
     wizard.add_init_parser(sub, parents=[common])
     return parser

@@ -12,10 +12,10 @@ from collections.abc import Callable, Mapping
 import imapclient
 
 from . import actions, imap
-from .auth import TokenProvider
+from .auth import Provider
 from .commands import Command, InvalidCommand, parse_command, peek, reply
 from .config import AccountConfig
-from .errors import AuthError, CommandError, ImapError
+from .errors import AuthError, CommandError, ImapError, LoginRequired
 from .fetch import MessagePublisher
 from .mqtt import Incoming
 
@@ -35,7 +35,7 @@ class CommandWorker(threading.Thread):
         self,
         *,
         account: AccountConfig,
-        provider: TokenProvider,
+        provider: Provider,
         publishers: Mapping[str, MessagePublisher],
         reply: Replier,
         on_changed: Callable[[str], None],
@@ -102,6 +102,8 @@ class CommandWorker(threading.Thread):
             outcome = self._execute(command)
         except CommandError as exc:
             return reply(command.id, command.action, error=str(exc))
+        except LoginRequired as exc:
+            return reply(command.id, command.action, error=f"login required: {exc}")
         except (AuthError, ImapError) as exc:
             return reply(command.id, command.action, error=f"cannot reach the mailbox: {exc}")
         _LOGGER.info(

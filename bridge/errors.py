@@ -36,6 +36,25 @@ class AuthError(BridgeError):
         super().__init__(message)
 
 
+class LoginRequired(AuthError):
+    """A delegated account has no usable sign-in: a person must run `outlook2mqtt login`.
+
+    `stamp` identifies the token cache file as it was when this was decided (None: no
+    file), so a waiting worker can tell when a new sign-in has been saved.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: int | None = None,
+        error: str | None = None,
+        stamp: tuple[int, int, int] | None = None,
+    ) -> None:
+        super().__init__(message, code=code, error=error)
+        self.stamp = stamp
+
+
 class ImapError(BridgeError):
     """The IMAP server could not be reached or refused an operation."""
 

@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass, field
 
 from . import __version__, sdnotify
-from .auth import TokenProvider
+from .auth import token_provider
 from .command_worker import CommandWorker
 from .commands import response_topic_allowed
 from .config import AccountConfig, Config
@@ -80,7 +80,7 @@ class Bridge:
             lambda payload: self._publish_retained(status_topic, payload),
         )
         group = AccountWorkers(account, status)
-        provider = TokenProvider(account)
+        provider = token_provider(account)
         for folder in account.folders:
             group.watchers.append(
                 FolderWatcher(

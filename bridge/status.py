@@ -28,18 +28,22 @@ class AccountStatus:
         self.last_error: str | None = None
         self.last_sync: str | None = None
         self.token_expires: str | None = None
+        # while auth is "login_required" and a `login` is waiting for the person:
+        # verification_uri, user_code and expires (ISO 8601)
+        self.login: dict[str, str] | None = None
 
     def payload(self) -> bytes:
         with self._lock:
-            return json.dumps(
-                {
-                    "connected": all(self._connected.values()),
-                    "auth": self.auth,
-                    "last_error": self.last_error,
-                    "last_sync": self.last_sync,
-                    "token_expires": self.token_expires,
-                }
-            ).encode()
+            data = {
+                "connected": all(self._connected.values()),
+                "auth": self.auth,
+                "last_error": self.last_error,
+                "last_sync": self.last_sync,
+                "token_expires": self.token_expires,
+            }
+            if self.auth == "login_required" and self.login:
+                data |= self.login
+            return json.dumps(data).encode()
 
     def _changed(self) -> None:
         self._publish(self.payload())
@@ -50,6 +54,7 @@ class AccountStatus:
             self._connected[worker] = True
             self.auth = "ok"
             self.last_error = None
+            self.login = None
             if token_expires is not None:
                 expires = iso_ts(token_expires)
                 changed = changed or expires != self.token_expires
@@ -64,6 +69,22 @@ class AccountStatus:
                 self.auth = "error"
             self.last_error = error
         self._changed()
+
+    def login_required(self, worker: str | None, error: str,
+                       login: dict[str, str] | None = None) -> None:
+        """A delegated account has no usable sign-in; `login` is the pending device-code
+        sign-in (verification_uri, user_code, expires), when one is in progress."""
+        with self._lock:
+            changed = (self.auth != "login_required" or self.last_error != error
+                       or login != self.login)
+            if worker is not None:
+                changed = changed or self._connected[worker]
+                self._connected[worker] = False
+            self.auth = "login_required"
+            self.last_error = error
+            self.login = login
+        if changed:  # every folder of the account reports it: publish once
+            self._changed()
 
     def synced(self) -> None:
         with self._lock:

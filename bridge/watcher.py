@@ -19,10 +19,10 @@ import imapclient
 from imapclient.exceptions import IMAPClientAbortError
 
 from . import imap
-from .auth import Token, TokenProvider
+from .auth import Provider, Token, wait_for_new_login
 from .backoff import Backoff
 from .config import AccountConfig, FolderConfig
-from .errors import AuthError, FolderNotFound, ImapAuthError, ImapError
+from .errors import AuthError, FolderNotFound, ImapAuthError, ImapError, LoginRequired
 from .fetch import MessagePublisher
 from .mqtt import MqttClient, Publication
 from .state import Position, StateStore
@@ -85,7 +85,7 @@ class FolderWatcher(threading.Thread):
         *,
         account: AccountConfig,
         folder: FolderConfig,
-        provider: TokenProvider,
+        provider: Provider,
         mqtt: MqttClient,
         topics: Topics,
         store: StateStore,
@@ -135,6 +135,9 @@ class FolderWatcher(threading.Thread):
                 self._status.connected(self.worker_id, token.expires_at)
                 self._watch(client, token)
                 backoff.reset()  # an orderly end: token renewal or shutdown
+            except LoginRequired as exc:
+                self._await_login(exc)
+                backoff.reset()
             except (AuthError, ImapAuthError) as exc:
                 transient = isinstance(exc, AuthError) and exc.transient
                 self._failed(str(exc), auth=not transient, backoff=backoff)
@@ -183,6 +186,22 @@ class FolderWatcher(threading.Thread):
         self._status.failed(self.worker_id, error, auth=auth)
         self.settled.set()
         self._stopping.wait(delay)
+
+    def _await_login(self, exc: LoginRequired) -> None:
+        """Only a person can sign in again (`outlook2mqtt login`): report it, then wait
+        for the token cache file to change instead of retrying against the identity
+        platform; the other accounts run on meanwhile."""
+        _LOGGER.warning("%s/%s: %s; waiting for the sign-in", self.account.name,
+                        self.folder.name, exc)
+        self._status.login_required(self.worker_id, str(exc))
+        self.settled.set()
+        if self.account.token_cache is not None:
+            wait_for_new_login(self.account.token_cache, exc.stamp, self._stopping)
+            if not self._stopping.is_set():
+                _LOGGER.info("%s/%s: token cache changed, signing in again",
+                             self.account.name, self.folder.name)
+        else:
+            self._stopping.wait(60)
 
     def _renew_at(self, token: Token) -> float:
         """When to reconnect with a new token: 5 minutes before expiry (MSAL renews

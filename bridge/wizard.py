@@ -23,7 +23,7 @@ from typing import Any, TextIO, TypeVar
 import tomli_w
 from cryptography import x509
 
-from . import __version__, certs, log
+from . import __version__, certs, log, login
 from . import _validate as v
 from .check import run_check
 from .config import AUTHS, CLOUDS, CONFIG_ENV, MULTI_TENANTS, parse_config
@@ -485,16 +485,28 @@ def run_init(args: argparse.Namespace, p: Prompter | None = None) -> int:
         print(f"outlook2mqtt: cannot write {output}: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_FAIL
     p.say(f"Wrote {output} (mode 0600).")
+    for secret in config.secret_values():
+        log.register_secret(secret)
+    for account in config.accounts:
+        log.register_private_key_file(account.private_key_file)
+    delegated = [a for a in config.accounts if a.auth == "device_code"]
+    if delegated:
+        # Nothing works before the sign-in: offer it at once (non-interactive: with --check).
+        sign_in = args.check if args.non_interactive else p.confirm(
+            "Sign in now (outlook2mqtt login)?", True)
+        if not sign_in:
+            p.say(f"Next: outlook2mqtt login -c {output}, then outlook2mqtt check -c {output}")
+            return EXIT_OK
+        p.say("")
+        if not login.login(config, delegated[0], p.out):
+            p.say(f"\nThe config is saved; sign in later with: outlook2mqtt login -c {output}")
+            return EXIT_FAIL
     run = args.check if args.non_interactive else (
         args.check or p.confirm("Test the connection now (outlook2mqtt check)?", True))
     if not run:
         p.say(f"Next: outlook2mqtt check -c {output}")
         return EXIT_OK
     p.say("")
-    for secret in config.secret_values():
-        log.register_secret(secret)
-    for account in config.accounts:
-        log.register_private_key_file(account.private_key_file)
     if run_check(config, p.out):
         p.say(f"\nAll good. Start the bridge with: outlook2mqtt run -c {output}")
         return EXIT_OK

@@ -32,6 +32,8 @@ GRAPH_RESOURCE = "https://graph.microsoft.com"
 IMAP_ROLE = "IMAP.AccessAsApp"
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 _RESOURCES = (OUTLOOK_RESOURCE, GRAPH_RESOURCE)
+# the grants of delegated sign-in, served by rig.idp_delegated
+DELEGATED_GRANTS = ("urn:ietf:params:oauth:grant-type:device_code", "refresh_token")
 _SECRET_ALPHABET = string.ascii_letters + string.digits + "~._-"
 
 JSON = dict[str, Any]
@@ -211,6 +213,10 @@ class IdentityPlatform:
         self._servers: list[_Server] = []
         self._key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         self.key_id = b64url(secrets.token_bytes(20))
+        # rig.idp_delegated builds on this module's errors: imported here to avoid a cycle
+        from rig.idp_delegated import DelegatedSignIn  # noqa: PLC0415
+
+        self.delegated = DelegatedSignIn(self)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -343,7 +349,11 @@ class IdentityPlatform:
                 return 200, self._discovery(parts[0], f"https://{host}")
             elif method == "GET" and parts[1:] == ["discovery", "v2.0", "keys"]:
                 return 200, self._jwks()
+            elif method == "POST" and parts[1:] == ["oauth2", "v2.0", "devicecode"]:
+                return 200, self.delegated.device_code(parts[0], form, f"https://{host}")
             elif method == "POST" and parts[1:] == ["oauth2", "v2.0", "token"]:
+                if form.get("grant_type") in DELEGATED_GRANTS:
+                    return 200, self.delegated.token(parts[0], form, f"https://{host}")
                 return 200, self._token(parts[0], form, f"https://{host}")
         except EntraError as exc:
             _LOGGER.debug("%s %s -> %s", method, path, exc)
@@ -462,6 +472,8 @@ class IdentityPlatform:
         # apps granted exactly one mailbox.
         with self.lock:
             self.introspection_requests += 1
+        if (answer := self.delegated.introspect(form)) is not None:
+            return answer  # a token naming a user (rig.idp_delegated)
         grant = form.get("grant_type") == "password"
         token = form.get("password" if grant else "token", "")
         mailbox = form.get("username") if grant else None
