@@ -65,9 +65,11 @@ class Part:
 def _header_value(token: str, params: _ParamList) -> str:
     """`token; name="value"; ...` with quoted-string escapes (RFC 2045 §5.1); the server
     already removed the original quoting, so quoting again keeps every value intact."""
-    quoted = (f'{name}="{value.replace(chr(92), chr(92) * 2).replace(chr(34), chr(92) + chr(34))}"'
-              for name, value in params)
-    return "; ".join([token, *quoted])
+    return "; ".join([token, *(f'{name}="{_escape(value)}"' for name, value in params)])
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"')
 
 
 def _text(value: Any) -> str | None:

@@ -2,28 +2,38 @@
 
 Used by the folder watchers (new mail) and by the `fetch` command (re-publish). The
 caller waits for the returned publications before it advances anything.
+
+The fetching is `bridge.partfetch`'s: metadata and BODYSTRUCTURE for `META_BATCH` UIDs
+in one FETCH, then only the parts a summary needs and the attachments that will be
+published (issue 3 §4); a message whose structure it does not handle is fetched whole
+and summarised by `summarize`, as before. Here: the summary from the parts
+(`bridge.message.assemble`), attachments published as they are fetched (one big one in
+memory at a time), then the summary, all in UID order.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import imapclient
 
 from .config import AccountConfig, FolderConfig
-from .message import Summary, summarize
+from .message import Found, Summary, Walked, assemble, skip_reason, summarize
 from .mqtt import MqttClient, Publication
+from .partfetch import BIG_PART, PartFetcher, Pending, wanted
 from .topics import Topics
 
 _LOGGER = logging.getLogger(__name__)
 
-FETCH_BATCH = 50
-# BODY.PEEK: fetching must never set \Seen (RFC 3501 §6.4.5).
-FETCH_ITEMS = [b"FLAGS", b"INTERNALDATE", b"RFC822.SIZE", b"BODY.PEEK[]"]
+META_BATCH = 200  # UIDs per metadata FETCH
+PUBLISH_BATCH = 50  # messages handed to the caller at a time (it awaits them, then saves)
+YIELD_BYTES = 16 << 20  # attachment bytes published before the caller must await them
+BIG_PART_WAIT = 30.0  # seconds to wait for the broker to take the previous big part
 
 
 @dataclass(frozen=True)
@@ -51,6 +61,7 @@ class MessagePublisher:
         self.folder = folder
         self._mqtt = mqtt
         self._topics = topics
+        self._prefix = topics.attachment_prefix(account.name, folder.topic)
 
     def publish_batches(
         self,
@@ -61,75 +72,153 @@ class MessagePublisher:
         uidvalidity: int,
         include_body: bool | None = None,
     ) -> Iterator[list[Published]]:
-        """Fetch and publish `uids` (ascending) batch by batch; yield each batch's results."""
-        for batch in chunks(sorted(uids), FETCH_BATCH):
-            response = client.fetch(batch, FETCH_ITEMS)
-            results = []
-            for uid in batch:
-                data = response.get(uid)
-                if data is None:
-                    results.append(Published(uid, (), None))  # expunged meanwhile
-                    continue
-                results.append(
-                    self._publish_one(uid, uidvalidity, data, server_name, include_body)
-                )
-            yield results
+        """Fetch and publish `uids` (ascending) batch by batch; yield each batch's results.
 
-    def _publish_one(
-        self,
-        uid: int,
-        uidvalidity: int,
-        data: dict[bytes, Any],
-        server_name: str,
-        include_body: bool | None,
-    ) -> Published:
-        account, folder = self.account.name, self.folder.topic
-        try:
-            summary = self._summarize(uid, uidvalidity, data, server_name, include_body)
-        except Exception as exc:  # the parser must never stop the bridge
-            _LOGGER.exception("%s/%s: cannot summarise UID %d", account, self.folder.name, uid)
-            error = json.dumps({"uid": uid, "error": f"{type(exc).__name__}: {exc}"})
-            topic = self._topics.folder_error(account, folder)
-            return Published(uid, (self._mqtt.publish(topic, error),), None)
-        publications = [
-            self._mqtt.publish(
-                att.topic,
-                att.data,
-                user_properties=[
-                    ("filename", att.filename or ""),
-                    ("content_type", att.content_type),
-                    ("size", str(att.size)),
-                ],
-            )
-            for att in summary.attachments
-            if att.topic is not None
+        A batch is handed over once the next one has been published: its PUBACKs have
+        arrived by then. (Mosquitto's default `set_tcp_nodelay false` holds back the last
+        PUBACKs of a burst until the client's delayed TCP ACK, up to 40 ms, unless the
+        client sends more.) After YIELD_BYTES of attachments, everything is handed over.
+        """
+        body = self.folder.include_body if include_body is None else include_body
+        run = _Run(server_name, uidvalidity, include_body)
+        fetcher = PartFetcher(self.folder, include_body=body)
+        previous: list[Published] = []  # published, handed over after the next batch
+        results: list[Published] = []
+        previous_bytes = 0
+        for batch in chunks(sorted(uids), META_BATCH):
+            started, trips = time.monotonic(), fetcher.round_trips
+            for window in fetcher.windows(fetcher.metadata(client, batch)):
+                fetcher.fetch_window(client, window)
+                for message in window:
+                    results.append(self._publish(client, fetcher, message, run))
+                    if run.unawaited >= YIELD_BYTES:
+                        yield previous + results
+                        previous, results, previous_bytes, run.unawaited = [], [], 0, 0
+                    elif len(results) >= PUBLISH_BATCH:
+                        if previous:
+                            yield previous
+                        run.unawaited -= previous_bytes
+                        previous, results, previous_bytes = results, [], run.unawaited
+            _LOGGER.debug("%s/%s: %d messages (UID %d-%d) in %d FETCH commands, %.2f s",
+                          self.account.name, self.folder.name, len(batch), batch[0], batch[-1],
+                          fetcher.round_trips - trips, time.monotonic() - started)
+        if previous or results:
+            yield previous + results
+
+    def _publish(self, client: imapclient.IMAPClient, fetcher: PartFetcher,
+                 message: Pending, run: _Run) -> Published:
+        if message.meta is None:
+            return Published(message.uid, (), None)  # expunged meanwhile
+        if message.walk is None:
+            return self._publish_whole(client, fetcher, message, run)
+        walk = message.walk
+        publications: list[Publication] = []
+        found: list[Found] = []
+        for index, leaf in enumerate(walk.leaves):
+            if not wanted(self.folder, leaf):
+                found.append(replace(leaf.found, size=leaf.bounds.estimate))
+                continue
+            if leaf.part.size >= BIG_PART:
+                self._wait_for_big(run)
+            data = fetcher.attachment(client, message, leaf.part)
+            if data is None:
+                return Published(message.uid, tuple(publications), None)  # expunged
+            item = replace(leaf.found, size=len(data))
+            found.append(item)
+            if skip_reason(self.folder, content_type=item.content_type, size=len(data),
+                           inline=item.inline) is None:
+                publication = self._publish_attachment(
+                    run, message.uid, index, item.filename, item.content_type, data)
+                publications.append(publication)
+                if len(data) >= BIG_PART:
+                    run.big = publication
+            del data  # one big part in memory at a time
+
+        def walked() -> Walked:
+            notes.extend(walk.notes)
+            return Walked(walk.texts, found, walk.calendar)
+
+        notes: list[str] = []
+        meta = message.meta
+        summary = self._summary(message.uid, lambda: assemble(
+            message.headers, notes, walked, **self._fields(message.uid, meta, run),
+            size=int(meta.get(b"RFC822.SIZE") or 0)))
+        return self._publish_summary(message.uid, summary, publications)
+
+    def _wait_for_big(self, run: _Run) -> None:
+        """Let the broker take the previous big attachment before the next is read, so that
+        only one is in memory; not forever: a broker outage is the watcher's to handle."""
+        big, run.big = run.big, None
+        deadline = time.monotonic() + BIG_PART_WAIT
+        while (big is not None and not big.done and self._mqtt.connected.is_set()
+               and time.monotonic() < deadline):
+            big.wait(0.2)
+
+    def _publish_whole(self, client: imapclient.IMAPClient, fetcher: PartFetcher,
+                       message: Pending, run: _Run) -> Published:
+        if not fetcher.whole(client, message) or message.meta is None:
+            return Published(message.uid, (), None)
+        meta, raw = message.meta, message.raw or b""
+        message.raw = None
+        summary = self._summary(message.uid, lambda: summarize(
+            raw, **self._fields(message.uid, meta, run), size=meta.get(b"RFC822.SIZE")))
+        publications = [] if isinstance(summary, Exception) else [
+            self._publish_attachment(run, message.uid, att.index, att.filename,
+                                     att.content_type, att.data)
+            for att in summary.attachments if att.topic is not None
         ]
+        return self._publish_summary(message.uid, summary, publications)
+
+    def _fields(self, uid: int, meta: dict[bytes, Any], run: _Run) -> dict[str, Any]:
+        return {
+            "account": self.account.name, "folder": self.folder,
+            "folder_name": run.server_name, "uid": uid, "uidvalidity": run.uidvalidity,
+            "flags": list(meta.get(b"FLAGS", ())), "internaldate": meta.get(b"INTERNALDATE"),
+            "attachment_topic_prefix": self._prefix, "include_body": run.include_body,
+        }
+
+    def _summary(self, uid: int, build: Callable[[], Summary]) -> Summary | Exception:
+        try:
+            summary: Summary = build()
+            return summary
+        except Exception as exc:  # the parser must never stop the bridge
+            _LOGGER.exception("%s/%s: cannot summarise UID %d", self.account.name,
+                              self.folder.name, uid)
+            return exc
+
+    def _publish_attachment(self, run: _Run, uid: int, index: int, filename: str | None,
+                            content_type: str, data: bytes) -> Publication:
+        run.unawaited += len(data)
+        return self._mqtt.publish(
+            f"{self._prefix}/{uid}/{index}",
+            data,
+            user_properties=[
+                ("filename", filename or ""),
+                ("content_type", content_type),
+                ("size", str(len(data))),
+            ],
+        )
+
+    def _publish_summary(self, uid: int, summary: Summary | Exception,
+                         publications: list[Publication]) -> Published:
+        account, folder = self.account.name, self.folder.topic
+        if isinstance(summary, Exception):
+            error = json.dumps({"uid": uid, "error": f"{type(summary).__name__}: {summary}"})
+            topic = self._topics.folder_error(account, folder)
+            return Published(uid, (*publications, self._mqtt.publish(topic, error)), None)
         topic = self._topics.folder_message(account, folder)
         # Home Assistant's MQTT event entity reads the event type from the payload.
         payload = {**summary.payload, "event_type": "new_message"}
         publications.append(self._mqtt.publish(topic, json.dumps(payload)))
         return Published(uid, tuple(publications), summary.payload)
 
-    def _summarize(
-        self,
-        uid: int,
-        uidvalidity: int,
-        data: dict[bytes, Any],
-        server_name: str,
-        include_body: bool | None,
-    ) -> Summary:
-        return summarize(
-            data.get(b"BODY[]") or b"",
-            account=self.account.name,
-            folder=self.folder,
-            folder_name=server_name,
-            uid=uid,
-            uidvalidity=uidvalidity,
-            flags=list(data.get(b"FLAGS", ())),
-            internaldate=data.get(b"INTERNALDATE"),
-            size=data.get(b"RFC822.SIZE"),
-            attachment_topic_prefix=self._topics.attachment_prefix(
-                self.account.name, self.folder.topic
-            ),
-            include_body=include_body,
-        )
+
+@dataclass
+class _Run:
+    """One `publish_batches` call."""
+
+    server_name: str
+    uidvalidity: int
+    include_body: bool | None  # as asked (None: the folder's setting)
+    big: Publication | None = None  # the last big attachment published
+    unawaited: int = 0  # attachment bytes published that the caller has not awaited yet

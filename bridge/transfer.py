@@ -3,8 +3,8 @@ bounds from the encoded size that BODYSTRUCTURE reports.
 
 Pure: no I/O. Parts up to `STDLIB_MAX` bytes are decoded by the stdlib's compat32 code
 path itself, so they decode exactly as in a whole-message parse (broken base64 included).
-Larger parts (attachments) are decoded without the stdlib's per-line copies: base64 in
-slices, quoted-printable in one pass. For valid input both give the same bytes.
+Larger parts (attachments) are decoded by `Decoder`, piece by piece as they are fetched,
+without the stdlib's per-line copies. For valid input both give the same bytes.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ _NOT_B64 = bytes(sorted(set(range(256)) - set(_B64_CHARS)))
 # RFC 2045 §6.8 allows lines of up to 76 characters; encoders write 76 (MIME), 72 or 64
 # (PEM). The lower bound assumes at least 64 per line, the estimate 76.
 _B64_MIN_LINE = 64
+_UUENCODE = ("x-uuencode", "uuencode", "uue", "x-uue")
 
 
 @dataclass(frozen=True)
@@ -39,13 +40,13 @@ def size_bounds(encoding: str, encoded: int, declared: str | None = None) -> Siz
     the exact decoded size): used as the estimate when it lies within the bounds.
     """
     if encoding == "base64":
-        lines = encoded // (_B64_MIN_LINE + 2)
+        lines = -(-encoded // (_B64_MIN_LINE + 2))  # at most this many CRLFs
         lower = max(0, (encoded - 2 * lines) * 3 // 4 - 2)
         upper = encoded * 3 // 4
-        estimate = (encoded - 2 * (encoded // 78)) * 3 // 4
+        estimate = (encoded - 2 * -(-encoded // 78)) * 3 // 4  # every line ends in CRLF
     elif encoding == "quoted-printable":
         lower, upper, estimate = encoded // 3, encoded, encoded
-    elif encoding in ("x-uuencode", "uuencode", "uue", "x-uue"):
+    elif encoding in _UUENCODE:
         lower, upper, estimate = 0, encoded, encoded * 3 // 4
     else:  # 7bit, 8bit, binary, or unknown (not decoded at all)
         return SizeBounds(encoded, encoded, encoded)
@@ -57,16 +58,15 @@ def size_bounds(encoding: str, encoded: int, declared: str | None = None) -> Siz
 
 
 def decode(encoding: str, data: bytes) -> bytes:
-    """Decode a whole part body as a whole-message parse would."""
-    if len(data) <= STDLIB_MAX:
+    """Decode a whole part body as a whole-message parse would. (Large bodies come back as
+    a bytearray: copying 25 MB to make it immutable would only raise the peak memory.)"""
+    if len(data) <= STDLIB_MAX or encoding in _UUENCODE:
         return _stdlib_decode(encoding, data)
-    if encoding == "base64":
-        return _decode_base64(data)
-    if encoding == "quoted-printable":
-        return quopri.decodestring(data)  # what compat32 does, in one pass
-    if encoding in ("x-uuencode", "uuencode", "uue", "x-uue"):
-        return _stdlib_decode(encoding, data)
-    return data
+    decoder = Decoder(encoding)
+    view = memoryview(data)
+    for start in range(0, len(data), _SLICE):
+        decoder.feed(view[start : start + _SLICE])
+    return decoder.finish()
 
 
 def decode_prefix(encoding: str, data: bytes) -> bytes:
@@ -81,6 +81,50 @@ def decode_prefix(encoding: str, data: bytes) -> bytes:
     return data
 
 
+class Decoder:
+    """Decodes a part fed in pieces (partial fetches of a large attachment).
+
+    base64: characters outside the alphabet are skipped and decoding stops at padding, as
+    binascii does in its lenient mode; a missing final padding is forgiven.
+    quoted-printable: decoded line by line, which is how binascii decodes it anyway.
+    """
+
+    def __init__(self, encoding: str) -> None:
+        self.encoding = encoding
+        self._out = bytearray()
+        self._carry = b""
+        self._done = False  # base64 padding seen: the rest is ignored
+
+    def feed(self, data: bytes | memoryview) -> None:
+        if self._done:
+            return
+        if self.encoding == "base64":
+            chunk = self._carry + bytes(data).translate(None, _NOT_B64)
+            pad = chunk.find(b"=")
+            if pad >= 0:
+                chunk, self._done = chunk[:pad], True
+            whole = len(chunk) // 4 * 4
+            self._out += binascii.a2b_base64(chunk[:whole])
+            self._carry = chunk[whole:]
+        elif self.encoding == "quoted-printable":
+            chunk = self._carry + bytes(data)
+            end = chunk.rfind(b"\n") + 1
+            self._out += quopri.decodestring(chunk[:end])
+            self._carry = chunk[end:]
+        else:
+            self._out += data
+
+    def finish(self) -> bytes:
+        """The decoded part (a bytearray, not copied)."""
+        if self.encoding == "base64" and len(self._carry) > 1:
+            # a trailing quantum of 2 or 3 characters carries 1 or 2 bytes
+            self._out += binascii.a2b_base64(self._carry + b"=" * (4 - len(self._carry)))
+        elif self.encoding == "quoted-printable" and self._carry:
+            self._out += quopri.decodestring(self._carry)
+        self._carry = b""
+        return self._out  # type: ignore[return-value]
+
+
 def _stdlib_decode(encoding: str, data: bytes) -> bytes:
     """compat32's own decoding (Message.get_payload(decode=True)) of one body."""
     part = email.message.Message()
@@ -88,26 +132,3 @@ def _stdlib_decode(encoding: str, data: bytes) -> bytes:
     part.set_payload(data.decode("ascii", "surrogateescape"))
     decoded = part.get_payload(decode=True)
     return decoded if isinstance(decoded, bytes) else data
-
-
-def _decode_base64(data: bytes) -> bytes:
-    """Base64 in slices: characters outside the alphabet are skipped, decoding stops at
-    padding (as binascii does in its lenient mode), missing padding is forgiven."""
-    out = bytearray()
-    carry = b""
-    view = memoryview(data)
-    for start in range(0, len(data), _SLICE):
-        chunk = carry + bytes(view[start : start + _SLICE]).translate(None, _NOT_B64)
-        pad = chunk.find(b"=")
-        if pad >= 0:  # the end of the data as far as a lenient decoder is concerned
-            carry = chunk[:pad]
-            break
-        whole = len(chunk) // 4 * 4
-        out += binascii.a2b_base64(chunk[:whole])
-        carry = chunk[whole:]
-    whole = len(carry) // 4 * 4
-    out += binascii.a2b_base64(carry[:whole])
-    rest = carry[whole:]
-    if len(rest) > 1:  # a trailing quantum of 2 or 3 characters carries 1 or 2 bytes
-        out += binascii.a2b_base64(rest + b"=" * (4 - len(rest)))
-    return bytes(out)

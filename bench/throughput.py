@@ -1,0 +1,328 @@
+"""Backlog throughput, IMAP round trips and peak memory: the bridge beside a naive loop.
+
+Loads N messages (mixed sizes, 10 % with attachments) into a rig Dovecot, then
+  - runs a naive loop in its own process: per message one `UID FETCH ... BODY.PEEK[]`,
+    `summarize`, and publishes (attachments, then the summary), each awaited before the
+    next;
+  - runs `outlook2mqtt run` with `backfill = N` and times the backlog from `online` to the
+    last summary on the broker (median of --repeat runs at log level info).
+Both publish the same summaries and attachments to the same Mosquitto. Then the same over
+a proxy that adds --rtt-ms of round trip to IMAP (`bench.delay`: Exchange Online is not
+on loopback), and a mailbox of 51 messages with a 25 MB attachment, published (the
+folder's limit is raised), for peak memory.
+
+IMAP round trips: counted in one more bridge run at log level debug, where imapclient logs
+every command it sends ("> b'TAG COMMAND ...'"; login, SELECT, SEARCH included). Peak RSS:
+VmHWM of the process (/proc/PID/status). The naive loop gets the same imaplib fix as the
+bridge (no repr() of every literal, see `bridge.partfetch.imap_fetch`), so the comparison
+is about fetching alone.
+
+    .venv/bin/python -m bench.throughput [--messages 1000] [--rtt-ms 10] [--repeat 3]
+                                         [--no-big] [--results bench/RESULTS.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import re
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import msal
+import requests
+from imapclient import IMAPClient
+
+from bench.delay import DelayProxy
+from bridge.config import FolderConfig, MqttConfig
+from bridge.message import summarize
+from bridge.mqtt import MqttClient
+from rig.bridgecfg import rig_config, write_config
+from rig.dovecot import Dovecot
+from rig.idp import IdentityPlatform
+from rig.mosquitto import Mosquitto
+from rig.mqttsub import Collector, Received
+from rig.pki import TestPKI
+from rig.samples import TINY_PDF, make_message
+
+MAILBOX = "bench@contoso.test"
+SECRET = "bench-secret-value"
+BIG = 25 * 1000 * 1000
+_COMMAND = re.compile(r"imapclient\.imaplib: > b'\S+ (?:UID )?([A-Z]+)")
+_WORDS = ("invoice", "parcel", "meeting", "report", "update", "delivery", "schedule",
+          "project", "budget", "review", "contract", "order", "weekly", "summary", "team",
+          "holiday", "reminder", "agenda", "notes", "draft")
+
+
+# -- the mail -------------------------------------------------------------------------------
+
+
+def corpus(n: int, seed: int = 1) -> list[bytes]:
+    """N messages: text of 200 B to 40 KB, a third with an HTML alternative, 10 % with one
+    or two attachments of 10 KB to 1 MB."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        words = int(30 * 200 ** rng.random())  # log-uniform: 30 to 6000 words
+        text = " ".join(rng.choice(_WORDS) for _ in range(words))
+        html = f"<html><body><p>{text}</p></body></html>" if rng.random() < 0.33 else None
+        attachments = []
+        if i % 10 == 5:
+            for j in range(rng.choice((1, 1, 2))):
+                size = int(10_000 * 100 ** rng.random())
+                data = TINY_PDF + rng.randbytes(size)
+                attachments.append((f"doc-{i}-{j}.pdf", "application/pdf", data))
+        out.append(make_message(subject=f"bench {i}: {rng.choice(_WORDS)}", to=MAILBOX,
+                                text=text, html=html, attachments=attachments))
+    return out
+
+
+def _token(idp: IdentityPlatform, pki: TestPKI, tenant: str, client_id: str) -> str:
+    session = requests.Session()
+    session.trust_env = False
+    session.verify = str(pki.ca_file)
+    app = msal.ConfidentialClientApplication(
+        client_id, client_credential=SECRET, authority=f"{idp.authority}/{tenant}",
+        instance_discovery=False, http_client=session,
+    )
+    return str(app.acquire_token_for_client(["https://outlook.office365.com/.default"])
+               ["access_token"])
+
+
+def _imap(port: int, ca: Path, token: str) -> IMAPClient:
+    client = IMAPClient("127.0.0.1", port=port, ssl=True, timeout=120,
+                        ssl_context=ssl.create_default_context(cafile=str(ca)))
+    client.oauth2_login(MAILBOX, token)
+    return client
+
+
+def load(port: int, ca: Path, token: str, folder: str, messages: list[bytes]) -> None:
+    client = _imap(port, ca, token)
+    if folder != "INBOX":
+        client.create_folder(folder)
+    for raw in messages:
+        client.append(folder, raw)
+    client.logout()
+
+
+def vm_hwm(pid: int) -> int:
+    """Peak resident set size of a process, in bytes (/proc/PID/status VmHWM)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+# -- the naive loop (run in its own process, for its own VmHWM) ---------------------------
+
+
+def naive_worker(spec: dict[str, Any]) -> dict[str, Any]:
+    client = _imap(spec["imap_port"], Path(spec["ca"]), spec["token"])
+    client._imap.debug = 4  # as bridge.partfetch does: no repr() of each literal
+    client.normalise_times = False
+    folder = FolderConfig(name=spec["folder"], topic=spec["topic"],
+                          max_attachment_bytes=spec["max_attachment_bytes"])
+    mqtt = MqttClient(MqttConfig(host="127.0.0.1", port=spec["mqtt_port"],
+                                 client_id="naive-loop"))
+    mqtt.start()
+    mqtt.wait_connected(10)
+    client.select_folder(folder.name, readonly=True)
+    uids = sorted(client.search(["ALL"]))
+    prefix = f"{spec['base']}/home/{folder.topic}"
+    started = time.monotonic()
+    for uid in uids:
+        data = client.fetch([uid], [b"FLAGS", b"INTERNALDATE", b"RFC822.SIZE", b"BODY.PEEK[]"])[uid]
+        summary = summarize(
+            data[b"BODY[]"], account="home", folder=folder, folder_name=folder.name, uid=uid,
+            uidvalidity=1, flags=list(data[b"FLAGS"]), internaldate=data[b"INTERNALDATE"],
+            size=data[b"RFC822.SIZE"], attachment_topic_prefix=f"{prefix}/attachment")
+        del data
+        for att in summary.attachments:
+            if att.topic is not None:
+                mqtt.publish(att.topic, att.data, user_properties=[
+                    ("filename", att.filename or ""), ("content_type", att.content_type),
+                    ("size", str(att.size))]).wait(60)
+        mqtt.publish(f"{prefix}/message", json.dumps(summary.payload)).wait(60)
+    seconds = time.monotonic() - started
+    mqtt.stop()
+    client.logout()
+    return {"seconds": seconds, "messages": len(uids), "round_trips": len(uids) + 2,
+            "fetches": len(uids), "vmhwm": vm_hwm(os.getpid())}
+
+
+def run_naive(spec: dict[str, Any]) -> dict[str, Any]:
+    out = subprocess.run([sys.executable, "-m", "bench.throughput", "--naive-worker",
+                          json.dumps(spec)], capture_output=True, text=True, check=True,
+                         timeout=600)
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+# -- the bridge -------------------------------------------------------------------------------
+
+
+def run_bridge(work: Path, config: dict[str, Any], broker_port: int, base: str, topic: str,
+               count: int, name: str, repeat: int) -> dict[str, Any]:
+    """Time runs at log level info (median of `repeat`); count IMAP commands in one more
+    run at debug level (debug logging formats every IMAP line: it slows a run down)."""
+    timed = median_run([_bridge_once(work, config, broker_port, f"{base}-{i}", topic, count,
+                                     f"{name}-info{i}", "info") for i in range(repeat)])
+    _bridge_once(work, config, broker_port, f"{base}-debug", topic, count,
+                 f"{name}-debug", "debug")
+    commands = _COMMAND.findall((work / f"{name}-debug.log").read_text(errors="replace"))
+    return {**timed, "round_trips": len(commands), "fetches": commands.count("FETCH")}
+
+
+def _bridge_once(work: Path, config: dict[str, Any], broker_port: int, base: str, topic: str,
+                 count: int, name: str, level: str) -> dict[str, Any]:
+    config = {**config, "mqtt": {**config["mqtt"], "base_topic": base,
+                                 "client_id": f"bench-{base}"},
+              "bridge": {"state_dir": str(work / f"state-{name}")}}
+    path = write_config(work / f"{name}.toml", config)
+    log = work / f"{name}.log"
+    done: dict[str, float] = {}
+    seen: list[int] = []
+
+    def on_message(msg: Received) -> None:
+        if msg.topic == f"{base}/bridge/state" and msg.payload == b"online":
+            done.setdefault("online", time.monotonic())
+        elif msg.topic == f"{base}/home/{topic}/message":
+            seen.append(msg.json()["uid"])
+            if len(seen) == count:
+                done["last"] = time.monotonic()
+
+    # Not the attachments: receiving them would take CPU from the bridge, on the same host.
+    topics = [f"{base}/bridge/state", f"{base}/home/{topic}/message"]
+    with Collector("127.0.0.1", broker_port, topics, on_message=on_message):
+        started = time.monotonic()
+        with log.open("wb") as out:
+            bridge = subprocess.Popen(
+                [sys.executable, "-m", "bridge", "run", "-c", str(path), "--log-level", level],
+                stdout=out, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 600
+            while "last" not in done and time.monotonic() < deadline and bridge.poll() is None:
+                time.sleep(0.02)
+            time.sleep(0.2)
+            hwm = vm_hwm(bridge.pid)
+        finally:
+            bridge.terminate()
+            bridge.wait(30)
+    if "last" not in done:
+        raise RuntimeError(f"bridge published {len(seen)} of {count}; see {log}")
+    if seen != sorted(seen):
+        raise RuntimeError("summaries not in UID order")
+    return {"seconds": done["last"] - done["online"], "wall": done["last"] - started,
+            "messages": count, "vmhwm": hwm}
+
+
+# -- main -------------------------------------------------------------------------------------
+
+
+def _row(name: str, r: dict[str, Any]) -> str:
+    rate = r["messages"] / r["seconds"]
+    return (f"| {name} | {r['messages']} | {r['seconds']:.2f} | {rate:.0f} | "
+            f"{r['round_trips'] / r['messages']:.3f} | {r['fetches'] / r['messages']:.3f} | "
+            f"{r['vmhwm'] / 2**20:.0f} |")
+
+
+def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run with the median time (the rig shares its CPUs with whatever else runs)."""
+    return sorted(runs, key=lambda r: r["seconds"])[len(runs) // 2]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--messages", type=int, default=1000)
+    parser.add_argument("--rtt-ms", type=float, default=10.0,
+                        help="round trip to IMAP in the WAN-like runs (0: skip them)")
+    parser.add_argument("--repeat", type=int, default=3, help="timed runs (median)")
+    parser.add_argument("--no-big", action="store_true", help="skip the 25 MB runs")
+    parser.add_argument("--results", type=Path, help="write the tables to this Markdown file")
+    parser.add_argument("--naive-worker", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.naive_worker:
+        print(json.dumps(naive_worker(json.loads(args.naive_worker))))
+        return 0
+    n = args.messages
+    rows: list[tuple[str, dict[str, Any]]] = []
+    with tempfile.TemporaryDirectory(prefix="o2m-bench-") as tmp:
+        work = Path(tmp)
+        work.chmod(0o755)
+        pki = TestPKI(work / "pki")
+        with (IdentityPlatform(pki) as idp,
+              Dovecot(pki, idp.introspection_url, work / "dovecot") as dovecot,
+              Mosquitto(work / "mqtt") as broker,
+              DelayProxy(dovecot.port, args.rtt_ms / 1000) as wan):
+            tenant = idp.add_tenant()
+            app = idp.register_app(tenant, secret=SECRET, mailboxes=[MAILBOX])
+            token = _token(idp, pki, tenant, app.client_id)
+            mail = corpus(n)
+            load(dovecot.port, pki.ca_file, token, "INBOX", mail)
+            print(f"loaded {n} messages, {sum(map(len, mail)) / 2**20:.1f} MiB, "
+                  f"{sum(b'filename=' in m for m in mail)} with attachments", flush=True)
+            big_mail = corpus(50, seed=2)
+            big_mail.insert(25, make_message(
+                subject="25 MB", to=MAILBOX, text="big one",
+                attachments=[("video.mp4", "video/mp4", random.Random(7).randbytes(BIG))]))
+            if not args.no_big:
+                load(dovecot.port, pki.ca_file, token, "Big", big_mail)
+
+            def measure(label: str, port: int, folder: str, count: int, limit: int,
+                        repeat: int, naive_repeat: int) -> None:
+                topic = folder.lower()
+                spec = {"imap_port": port, "ca": str(pki.ca_file), "token": token,
+                        "mqtt_port": broker.port, "folder": folder, "topic": topic,
+                        "max_attachment_bytes": limit}
+                naive = median_run([run_naive({**spec, "base": f"naive{len(rows)}-{i}"})
+                                    for i in range(naive_repeat)])
+                rows.append((f"naive loop{label}", naive))
+                print(_row(*rows[-1]), flush=True)
+                config = rig_config(
+                    authority=idp.authority, ca_file=pki.ca_file, imap_port=port,
+                    mqtt_port=broker.port, tenant_id=tenant, client_id=app.client_id,
+                    mailbox=MAILBOX, secret=SECRET, state_dir=work / "state", idle=True,
+                    poll_interval=300, folders=[{"name": folder, "topic": topic,
+                                                 "backfill": count,
+                                                 "max_attachment_bytes": limit}])
+                bridge = run_bridge(work, config, broker.port, f"bridge{len(rows)}", topic,
+                                    count, f"bridge{len(rows)}", repeat)
+                rows.append((f"outlook2mqtt{label}", bridge))
+                print(_row(*rows[-1]), flush=True)
+
+            measure("", dovecot.port, "INBOX", n, 10_000_000, args.repeat, args.repeat)
+            if args.rtt_ms:  # the naive loop's time is mostly the RTTs: one run will do
+                measure(f", {args.rtt_ms:g} ms RTT", wan.port, "INBOX", n, 10_000_000,
+                        args.repeat, 1)
+            if not args.no_big:
+                measure(", 25 MB attachment", dovecot.port, "Big", len(big_mail),
+                        30_000_000, 1, 1)
+    table = [
+        "| run | messages | backlog s | messages/s | IMAP commands/msg | FETCH/msg "
+        "| peak RSS MiB |",
+        "|---|---|---|---|---|---|---|",
+        *(_row(name, r) for name, r in rows),
+    ]
+    summary = []
+    for i in range(0, len(rows), 2):
+        (label, naive), (_, bridge) = rows[i], rows[i + 1]
+        speedup = naive["seconds"] / naive["messages"] / (bridge["seconds"] / bridge["messages"])
+        summary.append(f"- {label.replace('naive loop', 'backlog') or 'backlog'}: "
+                       f"{speedup:.1f}x the naive loop's throughput; bridge peak RSS "
+                       f"{bridge['vmhwm'] / 2**20:.0f} MiB")
+    text = "\n".join(table) + "\n\n" + "\n".join(summary) + "\n"
+    print("\n" + text)
+    if args.results:
+        args.results.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,273 @@
+"""The IMAP round trips of the part-wise fetch: metadata, text parts, attachments.
+
+One FETCH per batch of UIDs brings flags, dates, sizes, BODYSTRUCTURE and the header
+fields the summary reads. Per window of messages (bounded by the bytes fetched ahead),
+one FETCH per distinct list of parts brings what `bridge.partwise` asks for (text
+prefixes, whole texts, the first invitation) plus a message's attachments when they are
+small; messages of the same shape share a FETCH. A big attachment is fetched on its own
+in `CHUNK` pieces (RFC 3501 §6.4.5 partial fetch) and decoded as it comes. Messages whose
+structure `bridge.bodystructure` rejects are fetched whole (`BODY.PEEK[]`), the small
+ones together. Every item is a BODY.PEEK: fetching never sets \\Seen.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import imapclient
+from imapclient.exceptions import IMAPClientAbortError, IMAPClientError
+
+from . import bodystructure, transfer
+from .config import FolderConfig
+from .message import parse_headers, skip_reason
+from .partwise import Chunk, Leaf, PartWalk, Request
+
+_LOGGER = logging.getLogger(__name__)
+
+WINDOW_BYTES = 8 << 20  # text parts and small attachments fetched ahead for a window
+BIG_PART = 1 << 20  # a message's attachments up to this size come with its text; a part
+# this large is fetched on its own, in CHUNK pieces
+CHUNK = 4 << 20
+MAX_ROUNDS = 4  # text rounds: prefix, whole part, then the HTML alternative of an empty text
+HEADER_FIELDS = (
+    "MESSAGE-ID", "DATE", "FROM", "TO", "CC", "REPLY-TO", "SUBJECT", "IMPORTANCE",
+    "X-PRIORITY", "PRIORITY", "X-MSMAIL-PRIORITY",
+)
+META_ITEMS = [b"FLAGS", b"INTERNALDATE", b"RFC822.SIZE", b"BODYSTRUCTURE",
+              f"BODY.PEEK[HEADER.FIELDS ({' '.join(HEADER_FIELDS)})]".encode()]
+WHOLE_ITEMS = [b"FLAGS", b"INTERNALDATE", b"RFC822.SIZE", b"BODY.PEEK[]"]
+
+
+@dataclass
+class Pending:
+    """One message between its metadata FETCH and its publication."""
+
+    uid: int
+    meta: dict[bytes, Any] | None  # None: expunged meanwhile
+    root: bodystructure.Part | None = None
+    headers: dict[str, list[str]] = field(default_factory=dict)
+    fetched: dict[str, Chunk] = field(default_factory=dict)
+    walk: PartWalk | None = None  # None: fetch and summarise it whole
+    raw: bytes | None = None  # the whole message, when fetched ahead
+
+    def complete(self, section: str) -> bool:
+        chunk = self.fetched.get(section)
+        return chunk is not None and chunk.complete
+
+
+def imap_fetch(client: imapclient.IMAPClient, uids: Sequence[int],
+               items: Sequence[bytes | str]) -> dict[int, dict[bytes, Any]]:
+    """UID FETCH without imaplib's literal dumps: imapclient runs imaplib at debug level 5,
+    which formats every literal received (whole attachments) with repr() for the debug log,
+    whether or not debug logging is on. Level 4 still logs every line and command."""
+    imap = getattr(client, "_imap", None)
+    saved = getattr(imap, "debug", None)
+    if isinstance(saved, int) and saved > 4:
+        imap.debug = 4  # type: ignore[union-attr]
+    try:
+        response: dict[int, dict[bytes, Any]] = client.fetch(list(uids), list(items))
+        return response
+    finally:
+        if isinstance(saved, int):
+            imap.debug = saved  # type: ignore[union-attr]
+
+
+def wanted(folder: FolderConfig, leaf: Leaf) -> bool:
+    """Whether an attachment may be published, so must be fetched (its decoded size, known
+    once fetched, decides); a part certainly too large is never fetched."""
+    return skip_reason(folder, content_type=leaf.found.content_type, size=leaf.bounds.lower,
+                       inline=leaf.found.inline) is None
+
+
+class PartFetcher:
+    """Fetches what the summaries of one folder's messages need, in few FETCH commands."""
+
+    def __init__(self, folder: FolderConfig, *, include_body: bool) -> None:
+        self.folder = folder
+        self.include_body = include_body
+        self.round_trips = 0  # FETCH commands sent
+
+    def fetch(self, client: imapclient.IMAPClient, uids: Sequence[int],
+              items: Sequence[bytes | str]) -> dict[int, dict[bytes, Any]]:
+        self.round_trips += 1
+        return imap_fetch(client, uids, items)
+
+    def metadata(self, client: imapclient.IMAPClient, batch: Sequence[int]) -> list[Pending]:
+        try:
+            response = self.fetch(client, batch, META_ITEMS)
+        except IMAPClientAbortError:
+            raise
+        except IMAPClientError as exc:  # NO/BAD or an unparseable BODYSTRUCTURE: go whole
+            _LOGGER.warning("%s: metadata FETCH failed (%s); fetching messages whole",
+                            self.folder.name, exc)
+            return [Pending(uid, {}) for uid in batch]
+        messages = [Pending(uid, response.get(uid)) for uid in batch]
+        for message in messages:
+            if message.meta is not None:
+                self._plan(message, message.meta)
+        return messages
+
+    def _plan(self, message: Pending, meta: dict[bytes, Any]) -> None:
+        header = next((v for k, v in meta.items() if k.startswith(b"BODY[HEADER")), None)
+        try:
+            message.root = bodystructure.parse(meta.get(b"BODYSTRUCTURE"))
+            message.headers = parse_headers(header if isinstance(header, bytes) else b"")
+            message.walk = self._walk(message)
+        except bodystructure.Unsupported as exc:
+            _LOGGER.debug("UID %d: %s; fetching it whole", message.uid, exc)
+        except Exception:  # a bug of ours must not lose the message: the whole path works
+            _LOGGER.exception("UID %d: cannot plan a part-wise fetch", message.uid)
+            message.walk = None
+
+    def _walk(self, message: Pending) -> PartWalk:
+        if message.root is None:
+            raise bodystructure.Unsupported("no structure")
+        return PartWalk(message.root, message.fetched, preview_chars=self.folder.preview_chars,
+                        include_body=self.include_body)
+
+    def windows(self, messages: list[Pending]) -> Iterator[list[Pending]]:
+        """Consecutive messages whose parts fetched ahead stay under WINDOW_BYTES."""
+        window: list[Pending] = []
+        size = 0
+        for message in messages:
+            estimate = sum(r.length or _part_size(message, r.section)
+                           for r in self._first_requests(message))
+            if window and size + estimate > WINDOW_BYTES:
+                yield window
+                window, size = [], 0
+            window.append(message)
+            size += estimate
+        if window:
+            yield window
+
+    def _first_requests(self, message: Pending) -> list[Request]:
+        """The first round for `message`: the walk's needs and, if small, the attachments
+        that will be published."""
+        if message.walk is None:
+            return []
+        requests = {r.section: r for r in message.walk.needs}
+        parts = [leaf.part for leaf in message.walk.leaves if wanted(self.folder, leaf)]
+        if sum(part.size for part in parts) <= BIG_PART:
+            requests.update((part.section, Request(part.section)) for part in parts)
+        return list(requests.values())
+
+    def fetch_window(self, client: imapclient.IMAPClient, window: list[Pending]) -> None:
+        """Fetch what the window's summaries need, one FETCH per distinct list of parts,
+        until every walk is certain; then the small messages that go whole, together."""
+        needs: dict[int, list[Request]] = {}
+        for round_ in range(MAX_ROUNDS + 1):
+            fetched, needs = needs, {}
+            for message in window:
+                if message.walk is None or (round_ and message.uid not in fetched):
+                    continue  # whole, or settled: nothing new to walk
+                if round_:
+                    message.walk = self._walk(message)
+                requests = self._first_requests(message) if round_ == 0 else message.walk.needs
+                if requests:
+                    needs[message.uid] = sorted(requests, key=lambda r: r.section)
+            if not needs or round_ == MAX_ROUNDS:
+                break
+            self._fetch_grouped(client, window, needs)
+        for message in window:  # still unsure after every round: fetch it whole
+            if message.walk is not None and message.walk.needs:
+                _LOGGER.debug("UID %d: parts still missing; fetching it whole", message.uid)
+                message.walk = None
+        self._fetch_small_wholes(client, window)
+
+    def _fetch_grouped(self, client: imapclient.IMAPClient, window: list[Pending],
+                       needs: dict[int, list[Request]]) -> None:
+        by_uid = {m.uid: m for m in window}
+        groups: dict[tuple[Request, ...], list[int]] = {}
+        for uid, requests in needs.items():
+            groups.setdefault(tuple(requests), []).append(uid)
+        for group, uids in groups.items():
+            response = self.fetch(client, uids, [r.item for r in group])
+            for uid in uids:
+                message = by_uid[uid]
+                data = response.get(uid)
+                if data is None:  # expunged meanwhile
+                    message.meta = message.walk = None
+                    continue
+                for request in group:
+                    raw = _bytes(data.get(request.key))
+                    complete = request.length is None or len(raw) < request.length
+                    message.fetched[request.section] = Chunk(raw, complete)
+
+    def _fetch_small_wholes(self, client: imapclient.IMAPClient,
+                            window: list[Pending]) -> None:
+        small = [m for m in window if m.meta is not None and m.walk is None
+                 and 0 < int(m.meta.get(b"RFC822.SIZE") or 0) <= BIG_PART]
+        if small:
+            response = self.fetch(client, [m.uid for m in small], WHOLE_ITEMS)
+            for message in small:
+                message.meta = response.get(message.uid)
+                if message.meta is not None:
+                    message.raw = _bytes(message.meta.get(b"BODY[]"))
+
+    def whole(self, client: imapclient.IMAPClient, message: Pending) -> bool:
+        """Fetch `message` whole if not yet done; False if it is gone."""
+        if message.raw is None:
+            message.meta = self.fetch(client, [message.uid], WHOLE_ITEMS).get(message.uid)
+            if message.meta is None:
+                return False
+            message.raw = _bytes(message.meta.get(b"BODY[]"))
+        return True
+
+    def attachment(self, client: imapclient.IMAPClient, message: Pending,
+                   part: bodystructure.Part) -> bytes | None:
+        """The decoded attachment (None if the message is gone). A small one not fetched
+        yet comes with the next small ones of the message; a big one alone, in pieces."""
+        leaves = message.walk.leaves if message.walk is not None else []
+        if part.size < BIG_PART and not message.complete(part.section):
+            start = next(i for i, leaf in enumerate(leaves) if leaf.part == part)
+            later = [leaf.part for leaf in leaves[start:] if wanted(self.folder, leaf)]
+            if not self._fetch_small(client, message, later):
+                return None
+        chunk = message.fetched.pop(part.section, None)
+        if chunk is not None and chunk.complete:
+            return transfer.decode(part.encoding, chunk.data)
+        decoder = transfer.Decoder(part.encoding)
+        offset = 0
+        while True:  # partial fetches (RFC 3501 §6.4.5 <origin.octets>) until a short one
+            request = Request(part.section, CHUNK, offset)
+            data = self.fetch(client, [message.uid], [request.item]).get(message.uid)
+            if data is None:
+                return None
+            raw = _bytes(data.get(request.key))
+            decoder.feed(raw)
+            offset += len(raw)
+            if len(raw) < CHUNK:
+                return decoder.finish()
+
+    def _fetch_small(self, client: imapclient.IMAPClient, message: Pending,
+                     parts: list[bodystructure.Part]) -> bool:
+        """One FETCH for the small parts among `parts` not fetched yet, up to WINDOW_BYTES."""
+        requests: list[Request] = []
+        size = 0
+        for part in parts:
+            if part.size >= BIG_PART or message.complete(part.section):
+                continue
+            if requests and size + part.size > WINDOW_BYTES:
+                break
+            requests.append(Request(part.section))
+            size += part.size
+        data = self.fetch(client, [message.uid], [r.item for r in requests]).get(message.uid)
+        if data is None:
+            return False
+        for request in requests:
+            message.fetched[request.section] = Chunk(_bytes(data.get(request.key)), True)
+        return True
+
+
+def _bytes(value: Any) -> bytes:
+    return value if isinstance(value, bytes) else b""
+
+
+def _part_size(message: Pending, section: str) -> int:
+    root = message.root
+    if root is None:
+        return 0
+    return next((p.size for p in root.walk() if p.section == section), 0)
