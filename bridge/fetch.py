@@ -58,6 +58,7 @@ class MessagePublisher:
         self, *, account: AccountConfig, folder: FolderConfig, mqtt: MqttClient, topics: Topics
     ) -> None:
         self.account = account
+        self._configured = folder
         self.folder = folder
         self._mqtt = mqtt
         self._topics = topics
@@ -79,6 +80,7 @@ class MessagePublisher:
         PUBACKs of a burst until the client's delayed TCP ACK, up to 40 ms, unless the
         client sends more.) After YIELD_BYTES of attachments, everything is handed over.
         """
+        self.folder = self._within_broker_limit(self._configured)
         body = self.folder.include_body if include_body is None else include_body
         run = _Run(server_name, uidvalidity, include_body)
         fetcher = PartFetcher(self.folder, include_body=body)
@@ -104,6 +106,20 @@ class MessagePublisher:
                           fetcher.round_trips - trips, time.monotonic() - started)
         if previous or results:
             yield previous + results
+
+    def _within_broker_limit(self, folder: FolderConfig) -> FolderConfig:
+        """`folder` with `max_attachment_bytes` lowered below the broker's Maximum Packet
+        Size (MQTT 5 CONNACK): paho does not check it, and a broker that drops the
+        connection over a too-large packet would get the same packet again after every
+        reconnect, for ever. Such attachments are skipped as `too_large` instead."""
+        limit = self._mqtt.max_packet_size
+        if limit is None:
+            return folder
+        # topic, properties and fixed header: 1 KB is ample for our topics
+        room = max(0, limit - 1024)
+        if folder.max_attachment_bytes <= room:
+            return folder
+        return replace(folder, max_attachment_bytes=room)
 
     def _publish(self, client: imapclient.IMAPClient, fetcher: PartFetcher,
                  message: Pending, run: _Run) -> Published:

@@ -101,6 +101,7 @@ class MqttClient:
         self._early: dict[int, bool] = {}  # PUBACKs that beat publish() back to us
         self.connected = threading.Event()
         self.last_error: str | None = None
+        self.max_packet_size: int | None = None
         self._stopping = False
         client = _PahoClient(
             CallbackAPIVersion.VERSION2,
@@ -157,6 +158,9 @@ class MqttClient:
             return
         self.last_error = None
         self._client.backoff.reset()
+        # MQTT 5 §3.2.2.3.6: the broker's Maximum Packet Size, when it announces one.
+        limit = getattr(_p, "MaximumPacketSize", None) if self.v5 else None
+        self.max_packet_size = int(limit) if isinstance(limit, int) else None
         _LOGGER.info("MQTT connected to %s:%d", self._config.host, self._config.port)
         with self._lock:
             topics = list(self._subscriptions)

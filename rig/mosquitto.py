@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -25,8 +25,10 @@ class Mosquitto:
         persistence: bool = False,
         pki: TestPKI | None = None,
         host: str = "127.0.0.1",
+        extra: Sequence[str] = (),
     ) -> None:
         self.workdir = workdir
+        self.extra = list(extra)  # further global config lines, e.g. "max_packet_size 65536"
         self.users = dict(users or {})
         self.persistence = persistence
         self.pki = pki
@@ -90,6 +92,7 @@ class Mosquitto:
                       "autosave_interval 1"]
         else:
             lines.append("persistence false")
+        lines += self.extra
         auth = self._auth_lines()
         lines += [f"listener {self.port} {self.host}", *auth]
         if self.pki is not None:

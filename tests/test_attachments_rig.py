@@ -111,3 +111,31 @@ def test_a_25_mb_attachment_is_published_with_a_raised_limit_and_skipped_by_defa
         state = collector.wait_for(lambda m, f=folder: m.topic == f"{base_topic}/home/{f}/state"
                                    and m.json()["total"] == 1)[-1].json()
         assert state["unread"] == 1
+
+
+def test_an_attachment_over_the_brokers_packet_limit_is_skipped_not_resent_for_ever(
+    make_bridge: Callable[..., BridgeProcess], secret_credential: dict[str, Any],
+    dovecot: Dovecot, mailbox: str, base_topic: str, tmp_path: Any,
+) -> None:
+    """A broker with max_packet_size drops a client that sends more; paho would resend the
+    same packet after every reconnect. The bridge reads the limit from CONNACK instead."""
+    from rig.mosquitto import Mosquitto
+
+    with Mosquitto(tmp_path / "small", extra=["max_packet_size 200000"]) as broker:
+        make_bridge(secret_credential, mqtt_port=broker.port,
+                    folders=[{"name": "INBOX", "max_attachment_bytes": 10_000_000}]).start()
+        with Collector("127.0.0.1", broker.port, [f"{base_topic}/#"]) as sub:
+            wait_online(sub, base_topic)
+            big = random.Random(7).randbytes(300_000)
+            dovecot.deliver(mailbox, make_message(
+                subject="too big for this broker", to=mailbox,
+                attachments=[("big.bin", "application/octet-stream", big),
+                             ("small.pdf", "application/pdf", TINY_PDF)]))
+            dovecot.deliver(mailbox, make_message(subject="next one", to=mailbox))
+            msgs = sub.wait_topic(f"{base_topic}/home/inbox/message", count=2, timeout=20)
+            first = msgs[0].json()
+            assert first["subject"] == "too big for this broker"
+            big_entry, small_entry = first["attachments"]
+            assert big_entry["topic"] is None and big_entry["skipped"] == "too_large"
+            assert small_entry["topic"] is not None
+            assert msgs[1].json()["subject"] == "next one"
