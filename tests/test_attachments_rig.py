@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from rig.dovecot import Dovecot
+from rig.mosquitto import Mosquitto
 from rig.mqttsub import Collector, Received
 from rig.samples import TINY_PDF, make_message
 from tests.bridgeproc import BridgeProcess
@@ -119,8 +120,6 @@ def test_an_attachment_over_the_brokers_packet_limit_is_skipped_not_resent_for_e
 ) -> None:
     """A broker with max_packet_size drops a client that sends more; paho would resend the
     same packet after every reconnect. The bridge reads the limit from CONNACK instead."""
-    from rig.mosquitto import Mosquitto
-
     with Mosquitto(tmp_path / "small", extra=["max_packet_size 200000"]) as broker:
         make_bridge(secret_credential, mqtt_port=broker.port,
                     folders=[{"name": "INBOX", "max_attachment_bytes": 10_000_000}]).start()
