@@ -29,7 +29,7 @@ FOLDERS = [
 
 
 def attachment_mail(to: str) -> tuple[bytes, list[tuple[str, str, bytes]]]:
-    rng = random.Random(3)  # noqa: S311 - test data, not secrets
+    rng = random.Random(3)
     files = [
         ("Rechnung März.pdf", "application/pdf", TINY_PDF),
         ("data.bin", "application/octet-stream", bytes(rng.randrange(256) for _ in range(70_000))),
@@ -80,7 +80,7 @@ def test_a_25_mb_attachment_is_published_with_a_raised_limit_and_skipped_by_defa
     bridge = make_bridge(secret_credential, folders=FOLDERS, idle=True, poll_interval=300)
     bridge.start()
     wait_online(collector, base_topic)
-    video = random.Random(25).randbytes(BIG)  # noqa: S311 - test data
+    video = random.Random(25).randbytes(BIG)
     raw = make_message(subject="Holiday video", to=mailbox, text="25 MB, enjoy",
                        attachments=[("holiday.mp4", "video/mp4", video)])
     default_uid = dovecot.deliver(mailbox, raw)
