@@ -10,10 +10,16 @@ import subprocess
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
 
 from rig.pki import TestPKI
-from rig.procs import free_port, read_greeting, spawn, terminate, wait_until_ready
+from rig.procs import (
+    ChildService,
+    free_port,
+    read_greeting,
+    spawn,
+    terminate,
+    wait_until_ready,
+)
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -111,7 +117,7 @@ timeout_msecs = 5000
 """
 
 
-class Dovecot:
+class Dovecot(ChildService):
     """A Dovecot child process on two loopback ports: implicit TLS and plain (STARTTLS)."""
 
     def __init__(
@@ -134,7 +140,7 @@ class Dovecot:
         self.starttls_port = free_port(host)
         self.conf_path = workdir / "dovecot.conf"
         self.log_file = workdir / "dovecot.log"
-        self._proc: subprocess.Popen[bytes] | None = None
+        self._proc = None
         # What Dovecot's unprivileged processes use (sockets, mail, the oauth2 settings)
         # lives in a short /tmp directory of its own: socket paths must stay under 108
         # bytes, and any pytest session re-chmods /tmp/pytest-of-root to 0700, which
@@ -169,28 +175,6 @@ class Dovecot:
         """Stop Dovecot and delete its sockets and mail."""
         self.stop()
         shutil.rmtree(self.runtime_dir, ignore_errors=True)
-
-    def restart(self) -> None:
-        """Stop and start again on the same ports with the same mail."""
-        self.stop()
-        self.start()
-
-    @property
-    def running(self) -> bool:
-        """Tell whether the Dovecot process is alive."""
-        return self._proc is not None and self._proc.poll() is None
-
-    def __enter__(self) -> Dovecot:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def _write_config(self) -> None:
         """Write dovecot.conf and the oauth2 passdb settings."""

@@ -14,7 +14,6 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -24,6 +23,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from rig.pki import TestPKI, b64url, thumbprints
+from rig.procs import Service
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -184,7 +184,7 @@ class _Server(ThreadingHTTPServer):
             conn.close()
 
 
-class IdentityPlatform:
+class IdentityPlatform(Service):
     """Entra ID stand-in: tenants, app registrations, client-credential tokens, a token check."""
 
     def __init__(
@@ -243,18 +243,6 @@ class IdentityPlatform:
             server.shutdown()
             server.server_close()
         self._servers.clear()
-
-    def __enter__(self) -> IdentityPlatform:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     @property
     def port(self) -> int:

@@ -6,15 +6,21 @@ import logging
 import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
 
 from rig.pki import TestPKI
-from rig.procs import can_connect, free_port, spawn, terminate, wait_until_ready
+from rig.procs import (
+    ChildService,
+    can_connect,
+    free_port,
+    spawn,
+    terminate,
+    wait_until_ready,
+)
 
 _LOGGER = logging.getLogger(__name__)
 
 
-class Mosquitto:
+class Mosquitto(ChildService):
     """A `mosquitto -c CONF` child process on 127.0.0.1 (plain, plus TLS when pki given)."""
 
     def __init__(
@@ -37,7 +43,7 @@ class Mosquitto:
         self.tls_port: int | None = free_port(host) if pki is not None else None
         self.conf_path = workdir / "mosquitto.conf"
         self.log_file = workdir / "mosquitto.log"
-        self._proc: subprocess.Popen[bytes] | None = None
+        self._proc = None
 
     def start(self) -> None:
         """Write the config and start the broker; ready when the port accepts connections."""
@@ -59,28 +65,6 @@ class Mosquitto:
         """Stop the broker (SIGTERM; it saves its persistence file on the way out)."""
         terminate(self._proc)
         self._proc = None
-
-    def restart(self) -> None:
-        """Stop and start again on the same ports, keeping persisted sessions."""
-        self.stop()
-        self.start()
-
-    @property
-    def running(self) -> bool:
-        """Tell whether the broker process is alive."""
-        return self._proc is not None and self._proc.poll() is None
-
-    def __enter__(self) -> Mosquitto:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def _write_config(self) -> None:
         # As root Mosquitto switches to user "mosquitto" before reading the password file.

@@ -12,6 +12,7 @@ import subprocess
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Self
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -125,3 +126,40 @@ def read_greeting(
     except OSError:
         return False
 
+
+
+class Service:
+    """start/stop/restart and `with` for a rig server; `close` is what `with` ends with."""
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Stop and release what the server keeps between restarts (default: just stop)."""
+        self.stop()
+
+    def restart(self) -> None:
+        """Stop and start again on the same ports, keeping the server's data."""
+        self.stop()
+        self.start()
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+
+class ChildService(Service):
+    """A Service that runs as a child process in `_proc`."""
+
+    _proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def running(self) -> bool:
+        """Tell whether the server process is alive."""
+        return self._proc is not None and self._proc.poll() is None
