@@ -161,19 +161,19 @@ class _Walker:
 
     def _leaf(self, part: Message, ctype: str, related: bool) -> list[str]:
         headers = _headers(part)
-        disposition, dparams = _params(headers, "content-disposition", self.notes)
-        _, cparams = _params(headers, "content-type", self.notes)
+        disposition, dparams = mime.header_params(headers, "content-disposition", self.notes)
+        _, cparams = mime.header_params(headers, "content-type", self.notes)
         raw_name = dparams.get("filename") or cparams.get("name")
         data = part.get_payload(decode=True)
         data = data if isinstance(data, bytes) else b""
         in_body = disposition != "attachment" and not raw_name and not related
         if ctype == "text/calendar" and self.calendar is None:
-            text = _text(data, cparams, self.notes, ctype)
+            text = mime.part_text(data, cparams, self.notes, ctype)
             self.calendar = self.guard("calendar", lambda: parse_calendar(text), None)
         if in_body and ctype in ("text/plain", "text/html", "text/calendar"):
             if ctype == "text/calendar":
                 return []
-            text = _text(data, cparams, self.notes, ctype)
+            text = mime.part_text(data, cparams, self.notes, ctype)
             return [html_to_text(text) if ctype == "text/html" else text]
         inline = disposition == "inline" or (
             related and ctype.startswith("image/") and bool(headers.get("content-id"))
@@ -184,8 +184,8 @@ class _Walker:
     def _add_message(self, part: Message, ctype: str) -> None:
         """A nested message (a forwarded mail): one attachment carrying its own subject."""
         headers = _headers(part)
-        disposition, dparams = _params(headers, "content-disposition", self.notes)
-        _, cparams = _params(headers, "content-type", self.notes)
+        disposition, dparams = mime.header_params(headers, "content-disposition", self.notes)
+        _, cparams = mime.header_params(headers, "content-type", self.notes)
         payload = part.get_payload()
         inner = payload[0] if isinstance(payload, list) and payload else None
         forwarded = ctype in ("message/rfc822", "message/global")
@@ -215,7 +215,7 @@ def _alternative_rank(part: Message) -> int:
 
 def _related_root(part: Message, children: list[Message]) -> int:
     """RFC 2387: the root is the child named by `start`, else the first."""
-    _, params = _params(_headers(part), "content-type", [])
+    _, params = mime.header_params(_headers(part), "content-type", [])
     start = params.get("start", "").strip("<> ")
     for i, child in enumerate(children):
         if start and _headers(child).get("content-id", [""])[0].strip().strip("<>") == start:
@@ -234,18 +234,6 @@ def _headers(part: Message) -> dict[str, list[str]]:
 def _first(headers: dict[str, list[str]], name: str, notes: list[str], where: str) -> str | None:
     values = headers.get(name)
     return mime.header_text(values[0], notes, where) if values else None
-
-
-def _params(
-    headers: dict[str, list[str]], name: str, notes: list[str]
-) -> tuple[str, dict[str, str]]:
-    values = headers.get(name)
-    return mime.split_header(values[0], notes, name) if values else ("", {})
-
-
-def _text(data: bytes, params: dict[str, str], notes: list[str], where: str) -> str:
-    text = mime.decode_bytes(data, params.get("charset"), notes, where)
-    return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
 def _flatten(msg: Message) -> bytes:

@@ -289,3 +289,17 @@ def scrub_tree(value: Any) -> Any:
     if isinstance(value, list):
         return [scrub_tree(v) for v in value]
     return value
+
+
+def header_params(
+    headers: dict[str, list[str]], name: str, notes: list[str]
+) -> tuple[str, dict[str, str]]:
+    """The value and parameters of the first `name` header (e.g. content-type)."""
+    values = headers.get(name)
+    return split_header(values[0], notes, name) if values else ("", {})
+
+
+def part_text(data: bytes, params: dict[str, str], notes: list[str], where: str) -> str:
+    """A decoded text part in its declared charset, with normalised line ends."""
+    text = decode_bytes(data, params.get("charset"), notes, where)
+    return text.replace("\r\n", "\n").replace("\r", "\n")

@@ -140,8 +140,8 @@ class PartWalk:
 
     def _leaf(self, part: Part, ctype: str, related: bool) -> list[_Piece]:
         headers = part.headers()
-        disposition, dparams = _params(headers, "content-disposition", self.notes)
-        _, cparams = _params(headers, "content-type", self.notes)
+        disposition, dparams = mime.header_params(headers, "content-disposition", self.notes)
+        _, cparams = mime.header_params(headers, "content-type", self.notes)
         raw_name = dparams.get("filename") or cparams.get("name")
         in_body = disposition != "attachment" and not raw_name and not related
         if ctype == "text/calendar" and self.calendar is None and not self._calendar_pending:
@@ -171,7 +171,7 @@ class PartWalk:
         data = transfer.decode_prefix(part.encoding, chunk.data)
         if not data.isascii() and mime.declared_codec(cparams.get("charset")) is None:
             return _Piece(part, None, whole=True)  # guessed charset: only the whole tells
-        text = _text(data, cparams, self.notes, ctype)
+        text = mime.part_text(data, cparams, self.notes, ctype)
         if ctype == "text/html":
             text = html_to_text(text[: text.rfind(">") + 1])
         else:  # the last word may be cut, its last character half decoded
@@ -182,7 +182,7 @@ class PartWalk:
         return _Piece(part, text, truncated=True)
 
     def _decode(self, part: Part, raw: bytes, cparams: dict[str, str], ctype: str) -> str:
-        return _text(transfer.decode(part.encoding, raw), cparams, self.notes, ctype)
+        return mime.part_text(transfer.decode(part.encoding, raw), cparams, self.notes, ctype)
 
     # -- what is still missing ----------------------------------------------------------
 
@@ -211,25 +211,13 @@ class PartWalk:
         return [p.text or "" for p in pieces]
 
 
-def _params(
-    headers: dict[str, list[str]], name: str, notes: list[str]
-) -> tuple[str, dict[str, str]]:
-    values = headers.get(name)
-    return mime.split_header(values[0], notes, name) if values else ("", {})
-
-
-def _text(data: bytes, params: dict[str, str], notes: list[str], where: str) -> str:
-    text = mime.decode_bytes(data, params.get("charset"), notes, where)
-    return text.replace("\r\n", "\n").replace("\r", "\n")
-
-
 def _alternative_rank(part: Part) -> int:
     return {"text/plain": 3, "text/html": 2}.get(part.content_type, 1 if part.is_multipart else 0)
 
 
 def _related_root(part: Part) -> int:
     """RFC 2387: the root is the child named by `start`, else the first."""
-    _, params = _params(part.headers(), "content-type", [])
+    _, params = mime.header_params(part.headers(), "content-type", [])
     start = params.get("start", "").strip("<> ")
     for i, child in enumerate(part.children):
         if start and (child.content_id or "").strip().strip("<>") == start:

@@ -81,6 +81,7 @@ class Recorder:
         self.sent: list[tuple[str, bytes, dict[str, str]]] = []
         self.connected = threading.Event()
         self.connected.set()
+        self.max_packet_size: int | None = None  # the broker announced no limit
 
     def publish(self, topic: str, payload: bytes | str, **kwargs: Any) -> Publication:
         data = payload.encode() if isinstance(payload, str) else bytes(payload)
