@@ -32,9 +32,11 @@ class Mosquitto(ChildService):
         pki: TestPKI | None = None,
         host: str = "127.0.0.1",
         extra: Sequence[str] = (),
+        acl: Sequence[str] = (),
     ) -> None:
         self.workdir = workdir
         self.extra = list(extra)  # further global config lines, e.g. "max_packet_size 65536"
+        self.acl = list(acl)  # acl_file lines, e.g. "user bridge", "topic read #"
         self.users = dict(users or {})
         self.persistence = persistence
         self.pki = pki
@@ -93,4 +95,9 @@ class Mosquitto(ChildService):
         for user, password in self.users.items():
             subprocess.run(["mosquitto_passwd", "-b", str(passwords), user, password],
                            check=True, capture_output=True)
-        return ["allow_anonymous false", f"password_file {passwords}"]
+        lines = ["allow_anonymous false", f"password_file {passwords}"]
+        if self.acl:
+            acl_file = self.workdir / "acl"
+            acl_file.write_text("\n".join(self.acl) + "\n")
+            lines.append(f"acl_file {acl_file}")
+        return lines

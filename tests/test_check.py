@@ -441,6 +441,23 @@ def test_broker_accepting_the_password_passes(
     assert ok
 
 
+def test_broker_acl_denying_the_base_topic_says_fix_the_acl(
+    rig_data: Callable[..., dict[str, Any]], tmp_path: Path,
+) -> None:
+    # Mosquitto answers a denied QoS 1 publish with PUBACK all the same: only the missing
+    # echo tells. The user may read everything but write nothing.
+    acl = [f"user {BROKER_USER}", "topic read #"]
+    with Mosquitto(tmp_path / "acl", users={BROKER_USER: BROKER_PASSWORD}, acl=acl) as broker:
+        data = rig_data(mqtt_port=broker.port)
+        data["mqtt"] |= {"username": BROKER_USER, "password": BROKER_PASSWORD}
+
+        ok, steps, _text = checked(data)
+
+    step = failed(steps)
+    assert not ok and step.name == "MQTT" and step.error == "mqtt_acl"
+    assert "ACL" in (step.hint or "")
+
+
 def test_no_broker_on_the_port_says_is_it_running(
     rig_data: Callable[..., dict[str, Any]],
 ) -> None:
