@@ -127,12 +127,12 @@ def test_short_lived_tokens_are_renewed_without_losing_mail_or_erroring(
     bridge = make_bridge(secret_credential, **mode).start()
     wait_online(collector, base_topic)
     tokens_before = idp.token_requests
-    for i in range(9):  # 45 s: three token lifetimes
+    for i in range(12):  # 60 s: four token lifetimes
         dovecot.deliver(mailbox, make_message(subject=f"tick {i}", to=mailbox))
         time.sleep(5)
-    msgs = collector.wait_topic(topic, count=9, timeout=15)
-    assert [m.json()["subject"] for m in msgs] == [f"tick {i}" for i in range(9)]
-    assert idp.token_requests - tokens_before >= 3  # really renewed
+    msgs = collector.wait_topic(topic, count=12, timeout=15)
+    assert [m.json()["subject"] for m in msgs] == [f"tick {i}" for i in range(12)]
+    assert idp.token_requests - tokens_before >= 4  # really renewed
     statuses = [m.json() for m in collector.on(f"{base_topic}/home/status")]
     assert all(s["auth"] != "error" and s["last_error"] is None for s in statuses)
     assert bridge.stop() == 0
