@@ -35,7 +35,9 @@ def _show(msg: Received) -> None:
     try:
         payload = json.dumps(json.loads(msg.payload), ensure_ascii=False)
     except ValueError:
-        payload = f"<{len(msg.payload)} bytes>"
+        text = msg.payload.decode("utf-8", "replace")
+        short_text = len(text) <= 80 and text.isprintable()
+        payload = text if short_text else f"<{len(msg.payload)} bytes>"
     if len(payload) > 300:
         payload = payload[:297] + "..."
     flag = " (retained)" if msg.retain else ""
