@@ -17,11 +17,10 @@ import threading
 import time
 from pathlib import Path
 
-import msal
-import requests
 from imapclient import IMAPClient
 
 from rig.bridgecfg import rig_config, write_config
+from rig.clients import app_token
 from rig.dovecot import Dovecot
 from rig.idp import IdentityPlatform
 from rig.mosquitto import Mosquitto
@@ -31,18 +30,6 @@ from rig.samples import make_message
 
 MAILBOX = "bench@contoso.test"
 SECRET = "bench-secret-value"
-
-
-def _token(idp: IdentityPlatform, pki: TestPKI, tenant: str, client_id: str) -> str:
-    session = requests.Session()
-    session.trust_env = False
-    session.verify = str(pki.ca_file)
-    app = msal.ConfidentialClientApplication(
-        client_id, client_credential=SECRET, authority=f"{idp.authority}/{tenant}",
-        instance_discovery=False, http_client=session,
-    )
-    return str(app.acquire_token_for_client(["https://outlook.office365.com/.default"])
-               ["access_token"])
 
 
 def _floor_watcher(port: int, ca: Path, token: str, seen: dict[int, float],
@@ -108,7 +95,7 @@ def main() -> int:
                                on_message=on_message) as sub:
                     sub.wait_for(lambda m: m.topic == "outlook2mqtt/bridge/state"
                                  and m.payload == b"online", timeout=30)
-                    token = _token(idp, pki, tenant, app.client_id)
+                    token = app_token(idp, pki, tenant, app.client_id, SECRET)
                     watcher = threading.Thread(
                         target=_floor_watcher,
                         args=(dovecot.port, pki.ca_file, token, floor, stop), daemon=True)

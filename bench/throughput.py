@@ -36,8 +36,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import msal
-import requests
 from imapclient import IMAPClient
 
 from bench.delay import DelayProxy
@@ -45,6 +43,7 @@ from bridge.config import FolderConfig, MqttConfig
 from bridge.message import summarize
 from bridge.mqtt import MqttClient
 from rig.bridgecfg import rig_config, write_config
+from rig.clients import app_token
 from rig.dovecot import Dovecot
 from rig.idp import IdentityPlatform
 from rig.mosquitto import Mosquitto
@@ -82,18 +81,6 @@ def corpus(n: int, seed: int = 1) -> list[bytes]:
         out.append(make_message(subject=f"bench {i}: {rng.choice(_WORDS)}", to=MAILBOX,
                                 text=text, html=html, attachments=attachments))
     return out
-
-
-def _token(idp: IdentityPlatform, pki: TestPKI, tenant: str, client_id: str) -> str:
-    session = requests.Session()
-    session.trust_env = False
-    session.verify = str(pki.ca_file)
-    app = msal.ConfidentialClientApplication(
-        client_id, client_credential=SECRET, authority=f"{idp.authority}/{tenant}",
-        instance_discovery=False, http_client=session,
-    )
-    return str(app.acquire_token_for_client(["https://outlook.office365.com/.default"])
-               ["access_token"])
 
 
 def _imap(port: int, ca: Path, token: str) -> IMAPClient:
@@ -263,7 +250,7 @@ def main() -> int:
               DelayProxy(dovecot.port, args.rtt_ms / 1000) as wan):
             tenant = idp.add_tenant()
             app = idp.register_app(tenant, secret=SECRET, mailboxes=[MAILBOX])
-            token = _token(idp, pki, tenant, app.client_id)
+            token = app_token(idp, pki, tenant, app.client_id, SECRET)
             mail = corpus(n)
             load(dovecot.port, pki.ca_file, token, "INBOX", mail)
             print(f"loaded {n} messages, {sum(map(len, mail)) / 2**20:.1f} MiB, "

@@ -18,9 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import msal
 import pytest
-import requests
 from imapclient import IMAPClient
 from imapclient.exceptions import ProtocolError
 
@@ -29,6 +27,7 @@ from bridge.config import FolderConfig
 from bridge.message import summarize
 from bridge.mqtt import Publication
 from bridge.topics import Topics
+from rig.clients import app_token
 from rig.dovecot import Dovecot
 from rig.idp import App, IdentityPlatform
 from rig.pki import TestPKI
@@ -50,25 +49,13 @@ FOLDERS = {
 # -- the rig: an IMAP session and a recording MQTT client ----------------------------------
 
 
-def _token(idp: IdentityPlatform, pki: TestPKI, app: App) -> str:
-    session = requests.Session()
-    session.trust_env = False  # REQUESTS_CA_BUNDLE would override verify=
-    session.verify = str(pki.ca_file)
-    client = msal.ConfidentialClientApplication(
-        app.client_id, client_credential=app.secrets[0],
-        authority=f"{idp.authority}/{app.tenant_id}", instance_discovery=False,
-        http_client=session)
-    return str(client.acquire_token_for_client(
-        ["https://outlook.office365.com/.default"])["access_token"])
-
-
 @pytest.fixture
 def session(idp: IdentityPlatform, pki: TestPKI, dovecot: Dovecot, app: App,
             mailbox: str) -> Iterator[IMAPClient]:
     """A logged-in IMAP connection to this test's (empty) mailbox."""
     client = IMAPClient(dovecot.host, port=dovecot.port, ssl=True, timeout=30,
                         ssl_context=ssl.create_default_context(cafile=str(pki.ca_file)))
-    client.oauth2_login(mailbox, _token(idp, pki, app))
+    client.oauth2_login(mailbox, app_token(idp, pki, app.tenant_id, app.client_id, app.secrets[0]))
     client.normalise_times = False  # as the watcher runs it
     yield client
     client.logout()

@@ -18,6 +18,7 @@ import requests
 from imapclient import IMAPClient
 from imapclient.exceptions import LoginError
 
+from rig.clients import confidential_client
 from rig.dovecot import EXCHANGE_CAPABILITIES, Dovecot
 from rig.idp import App, IdentityPlatform
 from rig.mosquitto import Mosquitto
@@ -26,19 +27,6 @@ from rig.samples import INVOICE, UMLAUTS, make_message
 
 OUTLOOK_SCOPE = "https://outlook.office365.com/.default"
 GRAPH_SCOPE = "https://graph.microsoft.com/.default"
-
-
-def confidential_client(
-    idp: IdentityPlatform, pki: TestPKI, tenant: str, client_id: str, credential: Any
-) -> msal.ConfidentialClientApplication:
-    """An MSAL app as the bridge builds one: own session, trusting only the test CA."""
-    session = requests.Session()
-    session.trust_env = False  # REQUESTS_CA_BUNDLE would override verify=
-    session.verify = str(pki.ca_file)
-    return msal.ConfidentialClientApplication(
-        client_id, client_credential=credential, authority=f"{idp.authority}/{tenant}",
-        instance_discovery=False, http_client=session,
-    )
 
 
 def acquire(idp: IdentityPlatform, pki: TestPKI, app: App, credential: Any = None,
