@@ -107,15 +107,24 @@ def secret_credential(app: App) -> dict[str, object]:
 
 
 @pytest.fixture
+def bridges() -> Iterator[list[BridgeProcess]]:
+    """Bridge processes a test started; any still running at the end are killed."""
+    started: list[BridgeProcess] = []
+    yield started
+    for proc in started:
+        if proc.proc is not None and proc.proc.poll() is None:
+            proc.kill()
+
+
+@pytest.fixture
 def make_bridge(
     idp: IdentityPlatform, pki: TestPKI, dovecot: Dovecot, mosquitto: Mosquitto, tenant: str,
-    mailbox: str, tmp_path: Path, base_topic: str,
-) -> Iterator[Callable[..., BridgeProcess]]:
+    mailbox: str, tmp_path: Path, base_topic: str, bridges: list[BridgeProcess],
+) -> Callable[..., BridgeProcess]:
     """Factory for `outlook2mqtt run` processes on the rig; all are killed at the end.
 
     Keyword arguments are rig_config's (credential keys, mode, folders, mqtt_port ...).
     """
-    started: list[BridgeProcess] = []
 
     def factory(cred: dict[str, object], **overrides: object) -> BridgeProcess:
         settings: dict[str, object] = {
@@ -124,13 +133,10 @@ def make_bridge(
             "state_dir": tmp_path / "state", "base_topic": base_topic, **cred, **overrides,
         }
         proc = BridgeProcess(tmp_path, rig_config(**settings))  # type: ignore[arg-type]
-        started.append(proc)
+        bridges.append(proc)
         return proc
 
-    yield factory
-    for proc in started:
-        if proc.proc is not None and proc.proc.poll() is None:
-            proc.kill()
+    return factory
 
 
 @pytest.fixture

@@ -54,15 +54,6 @@ def two_accounts(idp: Any, pki: Any, dovecot: Any, mosquitto: Any, tenant: str, 
 
 
 @pytest.fixture
-def bridges() -> Iterator[list[BridgeProcess]]:
-    started: list[BridgeProcess] = []
-    yield started
-    for proc in started:
-        if proc.proc is not None and proc.proc.poll() is None:
-            proc.kill()
-
-
-@pytest.fixture
 def collector(mosquitto: Any, names: dict[str, str]) -> Iterator[Collector]:
     with Collector("127.0.0.1", mosquitto.port,
                    [f"{names['prefix']}/#", f"{names['base']}/#"]) as c:
