@@ -1,10 +1,12 @@
 """Content-Transfer-Encodings (RFC 2045 §6) of fetched parts: decoding, and decoded-size
 bounds from the encoded size that BODYSTRUCTURE reports.
 
-Pure: no I/O. Parts up to `STDLIB_MAX` bytes are decoded by the stdlib's compat32 code
-path itself, so they decode exactly as in a whole-message parse (broken base64 included).
-Larger parts (attachments) are decoded by `Decoder`, piece by piece as they are fetched,
-without the stdlib's per-line copies. For valid input both give the same bytes.
+Pure: no I/O. Parts up to `STDLIB_MAX` bytes decode exactly as in a whole-message parse
+(broken base64 included): valid base64 by pybase64 (SIMD; the stdlib's compat32 path
+copies every line and decodes at ~100 MB/s, a third of the bridge's CPU on a backlog with
+attachments), anything else by the stdlib's compat32 code path itself. Larger parts
+(attachments) are decoded by `Decoder`, piece by piece as they are fetched. For valid
+input all give the same bytes.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import binascii
 import email.message
 import quopri
 from dataclasses import dataclass
+
+import pybase64
 
 STDLIB_MAX = 1 << 20
 _SLICE = 1 << 20  # base64 is decoded this many encoded bytes at a time
@@ -60,6 +64,10 @@ def size_bounds(encoding: str, encoded: int, declared: str | None = None) -> Siz
 def decode(encoding: str, data: bytes) -> bytes:
     """Decode a whole part body as a whole-message parse would. (Large bodies come back as
     a bytearray: copying 25 MB to make it immutable would only raise the peak memory.)"""
+    if encoding == "base64":
+        strict = _strict_base64(data)
+        if strict is not None:
+            return strict
     if len(data) <= STDLIB_MAX or encoding in _UUENCODE:
         return _stdlib_decode(encoding, data)
     decoder = Decoder(encoding)
@@ -104,7 +112,7 @@ class Decoder:
             if pad >= 0:
                 chunk, self._done = chunk[:pad], True
             whole = len(chunk) // 4 * 4
-            self._out += binascii.a2b_base64(chunk[:whole])
+            self._out += pybase64.b64decode(chunk[:whole], validate=True)
             self._carry = chunk[whole:]
         elif self.encoding == "quoted-printable":
             chunk = self._carry + bytes(data)
@@ -123,6 +131,19 @@ class Decoder:
             self._out += quopri.decodestring(self._carry)
         self._carry = b""
         return self._out  # type: ignore[return-value]
+
+
+def _strict_base64(data: bytes) -> bytes | None:
+    """`data` decoded if it is valid base64 once its line breaks are removed, padding
+    forgiven, which is the first thing compat32 tries (`email._encoded_words.decode_b`)
+    and what it returns then; None otherwise (compat32 has its own ways with the rest)."""
+    clean = data.translate(None, b"\r\n")
+    if len(clean) % 4:
+        clean += b"==="[: 4 - len(clean) % 4]
+    try:
+        return pybase64.b64decode(clean, validate=True)
+    except ValueError:  # binascii.Error
+        return None
 
 
 def _stdlib_decode(encoding: str, data: bytes) -> bytes:

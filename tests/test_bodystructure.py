@@ -135,6 +135,16 @@ def test_base64_fed_in_pieces_decodes_like_the_stdlib(
 
 
 @PROPERTY
+@given(st.lists(st.sampled_from([b"A", b"QUJD", b"+/", b"=", b"==", b"\r\n", b"\n", b"\r",
+                                 b" ", b"!", b"\xc3", b"-"]), max_size=60))
+def test_base64_decodes_like_the_stdlib_valid_or_not(pieces: list[bytes]) -> None:
+    """The pybase64 fast path must agree with compat32 on broken input too: it is taken
+    only where compat32's own first attempt would succeed."""
+    encoded = b"".join(pieces)
+    assert transfer.decode("base64", encoded) == transfer._stdlib_decode("base64", encoded)
+
+
+@PROPERTY
 @given(st.binary(max_size=3000), st.lists(st.integers(min_value=0, max_value=9000), max_size=5))
 def test_quoted_printable_fed_in_pieces_decodes_like_the_stdlib(
     data: bytes, cuts: list[int]
