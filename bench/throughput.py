@@ -14,7 +14,7 @@ folder's limit is raised), for peak memory.
 IMAP round trips: counted in one more bridge run at log level debug, where imapclient logs
 every command it sends ("> b'TAG COMMAND ...'"; login, SELECT, SEARCH included). Peak RSS:
 VmHWM of the process (/proc/PID/status). The naive loop gets the same imaplib fix as the
-bridge (no repr() of every literal, see `bridge.partfetch.imap_fetch`), so the comparison
+bridge (no repr() of every literal, see `bridge.fetchparse.fetch`), so the comparison
 is about fetching alone.
 
     .venv/bin/python -m bench.throughput [--messages 1000] [--rtt-ms 10] [--repeat 3]

@@ -22,6 +22,7 @@ from imapclient.exceptions import IMAPClientAbortError, IMAPClientError
 
 from . import bodystructure, transfer
 from .config import FolderConfig
+from .fetchparse import fetch as imap_fetch
 from .message import parse_headers, skip_reason
 from .partwise import Chunk, Leaf, PartWalk, Request
 
@@ -56,23 +57,6 @@ class Pending:
     def complete(self, section: str) -> bool:
         chunk = self.fetched.get(section)
         return chunk is not None and chunk.complete
-
-
-def imap_fetch(client: imapclient.IMAPClient, uids: Sequence[int],
-               items: Sequence[bytes | str]) -> dict[int, dict[bytes, Any]]:
-    """UID FETCH without imaplib's literal dumps: imapclient runs imaplib at debug level 5,
-    which formats every literal received (whole attachments) with repr() for the debug log,
-    whether or not debug logging is on. Level 4 still logs every line and command."""
-    imap = getattr(client, "_imap", None)
-    saved = getattr(imap, "debug", None)
-    if isinstance(saved, int) and saved > 4:
-        imap.debug = 4  # type: ignore[union-attr]
-    try:
-        response: dict[int, dict[bytes, Any]] = client.fetch(list(uids), list(items))
-        return response
-    finally:
-        if isinstance(saved, int):
-            imap.debug = saved  # type: ignore[union-attr]
 
 
 def wanted(folder: FolderConfig, leaf: Leaf) -> bool:
