@@ -262,14 +262,27 @@ def parse_headers(raw: bytes) -> dict[str, list[str]]:
     return _headers(_parse(raw))
 
 
-def collapse(text: str) -> str:
-    """The text a preview is cut from: invisible padding dropped, white space collapsed."""
+def collapse(text: str, limit: int | None = None) -> str:
+    """The text a preview is cut from: invisible padding dropped, white space collapsed.
+
+    With `limit`, possibly only a prefix of that: one longer than `limit` characters (all
+    of it if it is not that long). The collapse of a prefix of `text` is a prefix of the
+    collapse of `text`, so a preview cut from it is the same; a 40 KB text is not
+    collapsed whole for a 200-character preview."""
+    if limit is not None:
+        head = max(2 * limit, 256)
+        while head < len(text):
+            collapsed = collapse(text[:head])
+            if len(collapsed) > limit:
+                return collapsed
+            head *= 4
     return " ".join(mime.ZERO_WIDTH.sub("", text).split())
 
 
 def _preview(text: str, limit: int) -> str:
     """White space collapsed, cut to at most `limit` characters (code points, never bytes)."""
-    return collapse(text)[: max(limit, 0)].rstrip()
+    limit = max(limit, 0)
+    return collapse(text, limit)[:limit].rstrip()
 
 
 def _flag_list(flags: Sequence[str | bytes] | None) -> list[str]:

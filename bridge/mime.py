@@ -12,6 +12,7 @@ import codecs
 import email.utils
 import re
 import unicodedata
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote_to_bytes
@@ -299,7 +300,7 @@ def header_params(
     return split_header(values[0], notes, name) if values else ("", {})
 
 
-def part_text(data: bytes, params: dict[str, str], notes: list[str], where: str) -> str:
+def part_text(data: bytes, params: Mapping[str, str], notes: list[str], where: str) -> str:
     """A decoded text part in its declared charset, with normalised line ends."""
     text = decode_bytes(data, params.get("charset"), notes, where)
     return text.replace("\r\n", "\n").replace("\r", "\n")

@@ -17,6 +17,7 @@ whole part is), the whole part is fetched.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -139,9 +140,9 @@ class PartWalk:
         return [text for child in children for text in self._walk(child, depth + 1)]
 
     def _leaf(self, part: Part, ctype: str, related: bool) -> list[_Piece]:
-        headers = part.headers()
-        disposition, dparams = mime.header_params(headers, "content-disposition", self.notes)
-        _, cparams = mime.header_params(headers, "content-type", self.notes)
+        fields = _mime_fields(part)
+        self.notes.extend(fields.notes)
+        disposition, dparams, cparams = fields.disposition, fields.dparams, fields.cparams
         raw_name = dparams.get("filename") or cparams.get("name")
         in_body = disposition != "attachment" and not raw_name and not related
         if ctype == "text/calendar" and self.calendar is None and not self._calendar_pending:
@@ -155,13 +156,13 @@ class PartWalk:
         if in_body and ctype in _TEXT_TYPES:
             return [] if ctype == "text/calendar" else [self._piece(part, ctype, cparams)]
         inline = disposition == "inline" or (
-            related and ctype.startswith("image/") and "content-id" in headers
+            related and ctype.startswith("image/") and part.content_id is not None
         )
         found = Found(mime.sanitize_filename(raw_name), ctype, inline, b"")
         self.leaves.append(Leaf(part, found, dparams.get("size")))
         return []
 
-    def _piece(self, part: Part, ctype: str, cparams: dict[str, str]) -> _Piece:
+    def _piece(self, part: Part, ctype: str, cparams: Mapping[str, str]) -> _Piece:
         chunk = self._fetched.get(part.section)
         if chunk is None:
             return _Piece(part, None)
@@ -181,7 +182,7 @@ class PartWalk:
             text = text[:end]
         return _Piece(part, text, truncated=True)
 
-    def _decode(self, part: Part, raw: bytes, cparams: dict[str, str], ctype: str) -> str:
+    def _decode(self, part: Part, raw: bytes, cparams: Mapping[str, str], ctype: str) -> str:
         return mime.part_text(transfer.decode(part.encoding, raw), cparams, self.notes, ctype)
 
     # -- what is still missing ----------------------------------------------------------
@@ -202,13 +203,33 @@ class PartWalk:
             if blocked:
                 continue
             known.append(piece.text)
-            enough = len(collapse("\n\n".join(t.strip() for t in known if t.strip()))) > self._limit
+            joined = "\n\n".join(t.strip() for t in known if t.strip())
+            enough = len(collapse(joined, self._limit)) > self._limit
             if piece.truncated and not enough:
                 self._need(piece.part, whole=True)
                 blocked = True
             elif enough:
                 break
         return [p.text or "" for p in pieces]
+
+
+@dataclass(frozen=True)
+class _MimeFields:
+    disposition: str
+    dparams: Mapping[str, str]
+    cparams: Mapping[str, str]
+    notes: tuple[str, ...]  # what decoding them noted
+
+
+@functools.lru_cache(maxsize=1024)
+def _mime_fields(part: Part) -> _MimeFields:
+    """A leaf's Content-Disposition and Content-Type decoded, once: a message is walked
+    again after each fetch, and parts of the same shape recur across messages."""
+    headers = part.headers()
+    notes: list[str] = []
+    disposition, dparams = mime.header_params(headers, "content-disposition", notes)
+    _, cparams = mime.header_params(headers, "content-type", notes)
+    return _MimeFields(disposition, dparams, cparams, tuple(notes))
 
 
 def _alternative_rank(part: Part) -> int:

@@ -515,3 +515,14 @@ def test_errors_are_deduplicated_and_capped() -> None:
 def test_hostile_html_renders_in_linear_time(markup: str) -> None:
     raw = b"Content-Type: text/html\n\n" + markup.encode()
     check_invariants(run(raw))  # quadratic parsing would take minutes
+
+
+@FUZZ
+@given(st.text(alphabet=st.sampled_from("ab \n\t\u200b\u00ad\u3000xé"), max_size=3000),
+       st.integers(min_value=0, max_value=1200))
+def test_a_collapsed_prefix_gives_the_same_preview(text: str, limit: int) -> None:
+    whole = message.collapse(text)
+    head = message.collapse(text, limit)
+    assert whole.startswith(head)
+    assert head[:limit] == whole[:limit]
+    assert (len(head) > limit) == (len(whole) > limit)
