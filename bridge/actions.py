@@ -7,6 +7,7 @@ server capabilities) runs before the first change, so a refused command changes 
 
 from __future__ import annotations
 
+import contextlib
 import email.parser
 import email.policy
 import logging
@@ -250,11 +251,12 @@ def _fetch(
         uidvalidity=uidvalidity,
         include_body=sel.command.include_body,
     )
-    for batch in batches:
-        for item in batch:
-            if item.publications:
-                published.append(item.uid)
-                publications.extend(item.publications)
+    with contextlib.closing(batches):
+        for batch in batches:
+            for item in batch:
+                if item.publications:
+                    published.append(item.uid)
+                    publications.extend(item.publications)
     deadline = time.monotonic() + ACK_TIMEOUT
     for publication in publications:
         if not publication.wait(max(0.0, deadline - time.monotonic())):

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -26,6 +27,7 @@ from .config import AccountConfig, FolderConfig
 from .message import Found, Summary, Walked, assemble, skip_reason, summarize
 from .mqtt import MqttClient, Publication
 from .partfetch import BIG_PART, PartFetcher, Pending, wanted
+from .readahead import ReadAhead
 from .topics import Topics
 
 _LOGGER = logging.getLogger(__name__)
@@ -72,7 +74,7 @@ class MessagePublisher:
         server_name: str,
         uidvalidity: int,
         include_body: bool | None = None,
-    ) -> Iterator[list[Published]]:
+    ) -> Generator[list[Published], None, None]:
         """Fetch and publish `uids` (ascending) batch by batch; yield each batch's results.
 
         A batch is handed over once the next one has been published: its PUBACKs have
@@ -87,10 +89,10 @@ class MessagePublisher:
         previous: list[Published] = []  # published, handed over after the next batch
         results: list[Published] = []
         previous_bytes = 0
-        for batch in chunks(sorted(uids), META_BATCH):
-            started, trips = time.monotonic(), fetcher.round_trips
-            for window in fetcher.windows(fetcher.metadata(client, batch)):
-                fetcher.fetch_window(client, window)
+        windows = ReadAhead(lambda: self._windows(client, fetcher, sorted(uids)),
+                            name=f"{threading.current_thread().name}-fetch", stop=fetcher.stop)
+        with windows:
+            for window in windows:
                 for message in window:
                     results.append(self._publish(client, fetcher, message, run))
                     if run.unawaited >= YIELD_BYTES:
@@ -101,11 +103,21 @@ class MessagePublisher:
                             yield previous
                         run.unawaited -= previous_bytes
                         previous, results, previous_bytes = results, [], run.unawaited
+        if previous or results:
+            yield previous + results
+
+    def _windows(self, client: imapclient.IMAPClient, fetcher: PartFetcher,
+                 uids: Sequence[int]) -> Iterator[list[Pending]]:
+        """The messages of `uids`, a window at a time, with the parts fetched that their
+        summaries need (run a window ahead of the publishing, in its own thread)."""
+        for batch in chunks(uids, META_BATCH):
+            started, trips = time.monotonic(), fetcher.round_trips
+            for window in fetcher.windows(fetcher.metadata(client, batch)):
+                fetcher.fetch_window(client, window)
+                yield window
             _LOGGER.debug("%s/%s: %d messages (UID %d-%d) in %d FETCH commands, %.2f s",
                           self.account.name, self.folder.name, len(batch), batch[0], batch[-1],
                           fetcher.round_trips - trips, time.monotonic() - started)
-        if previous or results:
-            yield previous + results
 
     def _within_broker_limit(self, folder: FolderConfig) -> FolderConfig:
         """`folder` with `max_attachment_bytes` lowered below the broker's Maximum Packet

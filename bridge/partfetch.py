@@ -13,6 +13,7 @@ ones together. Every item is a BODY.PEEK: fetching never sets \\Seen.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -66,18 +67,31 @@ def wanted(folder: FolderConfig, leaf: Leaf) -> bool:
                        inline=leaf.found.inline) is None
 
 
+class Cancelled(Exception):
+    """The fetcher was asked to stop (its consumer is gone)."""
+
+
 class PartFetcher:
-    """Fetches what the summaries of one folder's messages need, in few FETCH commands."""
+    """Fetches what the summaries of one folder's messages need, in few FETCH commands.
+
+    Two threads may share one: the read-ahead thread fetching the next window and the
+    publisher fetching a big attachment. Each FETCH holds `_lock` for its whole round
+    trip, so commands never interleave on the connection."""
 
     def __init__(self, folder: FolderConfig, *, include_body: bool) -> None:
         self.folder = folder
         self.include_body = include_body
         self.round_trips = 0  # FETCH commands sent
+        self.stop = threading.Event()  # set: every further fetch raises Cancelled
+        self._lock = threading.Lock()
 
     def fetch(self, client: imapclient.IMAPClient, uids: Sequence[int],
               items: Sequence[bytes | str]) -> dict[int, dict[bytes, Any]]:
-        self.round_trips += 1
-        return imap_fetch(client, uids, items)
+        with self._lock:
+            if self.stop.is_set():
+                raise Cancelled
+            self.round_trips += 1
+            return imap_fetch(client, uids, items)
 
     def metadata(self, client: imapclient.IMAPClient, batch: Sequence[int]) -> list[Pending]:
         try:

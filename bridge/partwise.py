@@ -140,7 +140,9 @@ class PartWalk:
         return [text for child in children for text in self._walk(child, depth + 1)]
 
     def _leaf(self, part: Part, ctype: str, related: bool) -> list[_Piece]:
-        fields = _mime_fields(part)
+        fields = _mime_fields(Part("", part.maintype, part.subtype, part.params,
+                              disposition=part.disposition,
+                              disposition_params=part.disposition_params))
         self.notes.extend(fields.notes)
         disposition, dparams, cparams = fields.disposition, fields.dparams, fields.cparams
         raw_name = dparams.get("filename") or cparams.get("name")
@@ -224,7 +226,8 @@ class _MimeFields:
 @functools.lru_cache(maxsize=1024)
 def _mime_fields(part: Part) -> _MimeFields:
     """A leaf's Content-Disposition and Content-Type decoded, once: a message is walked
-    again after each fetch, and parts of the same shape recur across messages."""
+    again after each fetch, and the same fields recur across messages (text/plain;
+    charset=utf-8). Called with only the fields that make those two headers."""
     headers = part.headers()
     notes: list[str] = []
     disposition, dparams = mime.header_params(headers, "content-disposition", notes)

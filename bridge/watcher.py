@@ -8,6 +8,7 @@ a duplicate but never a loss.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
@@ -318,15 +319,16 @@ class FolderWatcher(threading.Thread):
         batches = self._publisher.publish_batches(
             client, uids, server_name=self._server_name, uidvalidity=position.uidvalidity
         )
-        for batch in batches:
-            for published in batch:
-                for publication in published.publications:
-                    self._await(publication)
-                position = Position(position.uidvalidity, published.uid)
-                if published.payload is not None:
-                    self.state.last_message = summary_lite(published.payload)
-            # One atomic write per batch: a crash repeats at most a batch (at least once).
-            self._store.save(self.account.name, self.folder.name, position)
+        with contextlib.closing(batches):  # stops its read-ahead thread, also on errors
+            for batch in batches:
+                for published in batch:
+                    for publication in published.publications:
+                        self._await(publication)
+                    position = Position(position.uidvalidity, published.uid)
+                    if published.payload is not None:
+                        self.state.last_message = summary_lite(published.payload)
+                # One atomic write per batch: a crash repeats at most a batch (at least once).
+                self._store.save(self.account.name, self.folder.name, position)
         return position
 
     def _await(self, publication: Publication) -> None:

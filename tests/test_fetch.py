@@ -352,3 +352,21 @@ def test_big_parts_fetched_in_pieces_decode_like_whole_ones(
                       INBOX)
     pieces = [i for batch in items for i in batch if i.endswith(".999>")]
     assert any(i.endswith("<999.999>") for i in pieces)  # really in pieces
+
+
+def test_an_abandoned_publish_stops_its_read_ahead_and_frees_the_connection(
+    session: IMAPClient,
+) -> None:
+    """The watcher stops consuming (the broker went away, shutdown): the read-ahead thread
+    ends before the generator is closed, and the IMAP connection is idle and usable."""
+    uids = append_all(session, [p.read_bytes() for p in CORPUS] * 8)
+    publisher = fetch.MessagePublisher(account=Account(), folder=INBOX,  # type: ignore[arg-type]
+                                       mqtt=Recorder(), topics=Topics("o2m"))  # type: ignore[arg-type]
+    batches = publisher.publish_batches(session, uids, server_name="INBOX", uidvalidity=7)
+    first = next(batches)
+    assert first[0].uid == uids[0] and first[-1].uid < uids[-1]  # more to come
+    batches.close()
+    assert not [t.name for t in threading.enumerate() if t.name.endswith("-fetch")]
+    assert session.noop()[0] is not None
+    again = session.fetch([uids[-1]], ["FLAGS"])
+    assert uids[-1] in again

@@ -1,0 +1,74 @@
+"""Run an iterator in a thread, one item ahead of its consumer.
+
+The part-wise fetch uses it to have the next window of messages fetched from IMAP while
+the current one is summarised and published: the IMAP round trips (the server's work, the
+socket reads, TLS) then overlap with the summaries instead of adding to them. The producer
+holds the GIL only while it parses; it waits on the socket without it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import threading
+from collections.abc import Callable, Iterator
+from typing import Generic, TypeVar
+
+_T = TypeVar("_T")
+_END = object()
+
+
+class ReadAhead(Generic[_T]):
+    """Iterate over `produce()` in a thread named `name`, at most `depth` items ahead.
+
+    An exception of the producer is raised in the consumer, where the item would have
+    been. `close()` (also on leaving a `with` block) asks the producer to stop via `stop`,
+    which it must check between its steps, and waits for it to finish: afterwards nothing
+    the producer used (an IMAP connection) is in use any more.
+    """
+
+    def __init__(self, produce: Callable[[], Iterator[_T]], *, name: str, depth: int = 1,
+                 stop: threading.Event | None = None) -> None:
+        self.stop = stop or threading.Event()
+        self._queue: queue.Queue[object] = queue.Queue(maxsize=depth)
+        self._thread = threading.Thread(target=self._run, args=(produce,), name=name,
+                                        daemon=True)
+        self._thread.start()
+
+    def _run(self, produce: Callable[[], Iterator[_T]]) -> None:
+        try:
+            for item in produce():
+                self._queue.put(item)
+                if self.stop.is_set():
+                    return
+            self._queue.put(_END)
+        except BaseException as exc:  # handed to the consumer, which raises it
+            self._queue.put(_Failure(exc))
+
+    def __iter__(self) -> Iterator[_T]:
+        while True:
+            item = self._queue.get()
+            if item is _END:
+                return
+            if isinstance(item, _Failure):
+                raise item.exc
+            yield item  # type: ignore[misc]
+
+    def close(self) -> None:
+        self.stop.set()
+        while self._thread.is_alive():
+            # a producer blocked on a full queue needs room to notice
+            with contextlib.suppress(queue.Empty):
+                self._queue.get(timeout=0.05)
+        self._thread.join()
+
+    def __enter__(self) -> ReadAhead[_T]:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _Failure:
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
