@@ -111,17 +111,24 @@ def _number(value: Any) -> int:
     raise Unsupported("malformed size")
 
 
-def parse(body: Any) -> Part:
+FORWARDED = ("message/rfc822", "message/global")
+
+
+def parse(body: Any, *, forwarded: bool = False) -> Part:
     """The part tree of a BODYSTRUCTURE; raise `Unsupported` for anything the part-wise
-    fetch does not handle: nested messages (message/*), empty or malformed structures."""
+    fetch does not handle: nested messages (message/*), empty or malformed structures.
+
+    With `forwarded`, a forwarded message (message/rfc822, message/global) is a leaf like
+    an attachment (its own parts are not walked); other message/* parts stay unsupported.
+    """
     counter = [0]
     try:
-        return _parse(body, "", counter)
+        return _parse(body, "", counter, forwarded)
     except (IndexError, TypeError, AttributeError, UnicodeError) as exc:
         raise Unsupported(f"malformed BODYSTRUCTURE: {type(exc).__name__}") from None
 
 
-def _parse(body: Any, section: str, counter: list[int]) -> Part:
+def _parse(body: Any, section: str, counter: list[int], forwarded: bool) -> Part:
     counter[0] += 1
     if counter[0] > MAX_PARTS:
         raise Unsupported("too many parts")
@@ -129,7 +136,7 @@ def _parse(body: Any, section: str, counter: list[int]) -> Part:
         raise Unsupported("malformed BODYSTRUCTURE")
     if isinstance(body[0], list | tuple):  # multipart: children, subtype, extension data
         children = tuple(
-            _parse(child, f"{section}.{i}" if section else str(i), counter)
+            _parse(child, f"{section}.{i}" if section else str(i), counter, forwarded)
             for i, child in enumerate(body[0], start=1)
         )
         if not children:
@@ -141,6 +148,15 @@ def _parse(body: Any, section: str, counter: list[int]) -> Part:
                     disposition=disposition, disposition_params=dparams, children=children)
     maintype = (_text(body[0]) or "text").lower()
     subtype = (_text(body[1]) or "plain").lower()
+    if forwarded and f"{maintype}/{subtype}" in FORWARDED:
+        # body-type-msg: body-fields, envelope, body, body-fld-lines, then the extension
+        # data (RFC 3501 §9): md5, disposition, ...
+        disposition, dparams = _disposition(body[10:], 1)
+        return Part(
+            section or "1", maintype, subtype, _params(body[2]), content_id=_text(body[3]),
+            encoding=(_text(body[5]) or "7bit").strip().lower(), size=_number(body[6]),
+            disposition=disposition, disposition_params=dparams,
+        )
     if maintype in ("message", "multipart"):
         # message/*: the stdlib parses the nested message (a forwarded mail's subject, the
         # re-serialized bytes); a multipart leaf has no usable boundary. Both: fetch whole.

@@ -7,7 +7,10 @@ prefixes, whole texts, the first invitation) plus a message's attachments when t
 small; messages of the same shape share a FETCH. A big attachment is fetched on its own
 in `CHUNK` pieces (RFC 3501 §6.4.5 partial fetch) and decoded as it comes. Messages whose
 structure `bridge.bodystructure` rejects are fetched whole (`BODY.PEEK[]`), the small
-ones together. Every item is a BODY.PEEK: fetching never sets \\Seen.
+ones together; so are messages with a forwarded one inside up to `WHOLE_MAX` (above it,
+the forwarded message is an attachment like any other: its subject from its header, its
+bytes in pieces, or skipped as too large, so that memory stays bounded). Every item is a
+BODY.PEEK: fetching never sets \\Seen.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ WINDOW_BYTES = 8 << 20  # text parts and small attachments fetched ahead for a w
 BIG_PART = 1 << 20  # a message's attachments up to this size come with its text; a part
 # this large is fetched on its own, in CHUNK pieces
 CHUNK = 4 << 20
+WHOLE_MAX = 8 << 20  # a message with a forwarded one inside is fetched whole up to this size
 MAX_ROUNDS = 4  # text rounds: prefix, whole part, then the HTML alternative of an empty text
 HEADER_FIELDS = (
     "MESSAGE-ID", "DATE", "FROM", "TO", "CC", "REPLY-TO", "SUBJECT", "IMPORTANCE",
@@ -111,7 +115,10 @@ class PartFetcher:
     def _plan(self, message: Pending, meta: dict[bytes, Any]) -> None:
         header = next((v for k, v in meta.items() if k.startswith(b"BODY[HEADER")), None)
         try:
-            message.root = bodystructure.parse(meta.get(b"BODYSTRUCTURE"))
+            # A forwarded message is walked whole, so that its summary is the whole-message
+            # one, unless that would hold too much in memory: then it is an attachment.
+            big = int(meta.get(b"RFC822.SIZE") or 0) > WHOLE_MAX
+            message.root = bodystructure.parse(meta.get(b"BODYSTRUCTURE"), forwarded=big)
             message.headers = parse_headers(header if isinstance(header, bytes) else b"")
             message.walk = self._walk(message)
         except bodystructure.Unsupported as exc:

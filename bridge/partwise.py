@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bridge import mime, transfer
-from bridge.bodystructure import Part
+from bridge.bodystructure import FORWARDED, Part
 from bridge.htmltext import html_to_text
 from bridge.ical import parse_calendar
-from bridge.message import MAX_DEPTH, Found, collapse, guard
+from bridge.message import MAX_DEPTH, Found, collapse, guard, parse_headers
 
 PREVIEW_BYTES = {"text/plain": 4096, "text/html": 32768}  # first fetch of a text part
 _TEXT_TYPES = ("text/plain", "text/html", "text/calendar")
@@ -120,6 +120,9 @@ class PartWalk:
             self.notes.append("mime: nesting too deep")
             return []
         ctype = part.content_type
+        if ctype in FORWARDED:
+            guard(self.notes, ctype, lambda: self._forwarded(part, ctype), None)
+            return []
         if not part.is_multipart:
             return guard(self.notes, ctype, lambda: self._leaf(part, ctype, related), [])
         children = part.children
@@ -140,9 +143,7 @@ class PartWalk:
         return [text for child in children for text in self._walk(child, depth + 1)]
 
     def _leaf(self, part: Part, ctype: str, related: bool) -> list[_Piece]:
-        fields = _mime_fields(Part("", part.maintype, part.subtype, part.params,
-                              disposition=part.disposition,
-                              disposition_params=part.disposition_params))
+        fields = _fields(part)
         self.notes.extend(fields.notes)
         disposition, dparams, cparams = fields.disposition, fields.dparams, fields.cparams
         raw_name = dparams.get("filename") or cparams.get("name")
@@ -163,6 +164,26 @@ class PartWalk:
         found = Found(mime.sanitize_filename(raw_name), ctype, inline, b"")
         self.leaves.append(Leaf(part, found, dparams.get("size")))
         return []
+
+    def _forwarded(self, part: Part, ctype: str) -> None:
+        """A forwarded message, as `bridge.message` lists it: one attachment named after its
+        own subject, which comes from its header (fetched); its bytes are the part's."""
+        fields = _fields(part)
+        self.notes.extend(fields.notes)
+        section = f"{part.section}.HEADER.FIELDS (SUBJECT)"
+        chunk = self._fetched.get(section)
+        if chunk is None:
+            self._needs[section] = Request(section)
+            subject = ""
+        else:
+            values = parse_headers(chunk.data).get("subject")
+            subject = mime.header_text(values[0], self.notes, "subject") if values else ""
+        raw_name = fields.dparams.get("filename") or fields.cparams.get("name")
+        if not raw_name:
+            raw_name = f"{subject.replace('/', '_').replace(chr(92), '_')[:200] or 'message'}.eml"
+        found = Found(mime.sanitize_filename(raw_name), ctype, fields.disposition == "inline",
+                      b"", mime.scrub(subject))
+        self.leaves.append(Leaf(part, found, fields.dparams.get("size")))
 
     def _piece(self, part: Part, ctype: str, cparams: Mapping[str, str]) -> _Piece:
         chunk = self._fetched.get(part.section)
@@ -223,11 +244,17 @@ class _MimeFields:
     notes: tuple[str, ...]  # what decoding them noted
 
 
+def _fields(part: Part) -> _MimeFields:
+    return _mime_fields(Part("", part.maintype, part.subtype, part.params,
+                             disposition=part.disposition,
+                             disposition_params=part.disposition_params))
+
+
 @functools.lru_cache(maxsize=1024)
 def _mime_fields(part: Part) -> _MimeFields:
     """A leaf's Content-Disposition and Content-Type decoded, once: a message is walked
     again after each fetch, and the same fields recur across messages (text/plain;
-    charset=utf-8). Called with only the fields that make those two headers."""
+    charset=utf-8). Called (by `_fields`) with only the fields that make those headers."""
     headers = part.headers()
     notes: list[str] = []
     disposition, dparams = mime.header_params(headers, "content-disposition", notes)

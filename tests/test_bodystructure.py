@@ -80,6 +80,31 @@ def test_what_the_part_wise_path_leaves_to_the_whole_message_path(text: bytes) -
         parse(structure(text))
 
 
+FORWARDED = (
+    b'(("text" "plain" ("charset" "utf-8") NIL NIL "7bit" 11 1 NIL NIL NIL NIL)'
+    b'("message" "rfc822" ("name" "fw.eml") NIL NIL "7bit" 16000000 ("Mon, 1 Jun 2026 10:00:00 '
+    b'+0000" "Quarterly" NIL NIL NIL NIL NIL NIL NIL "<m@x>") ("text" "plain" NIL NIL NIL "7bit" '
+    b'3 1 NIL NIL NIL NIL) 200 NIL ("attachment" ("filename" "fw.eml")) NIL NIL) "mixed" '
+    b'("boundary" "b") NIL NIL NIL)'
+)
+
+
+def test_a_forwarded_message_can_be_a_leaf_like_an_attachment() -> None:
+    """For messages too big to fetch whole (bridge.partfetch.WHOLE_MAX)."""
+    root = parse(structure(FORWARDED), forwarded=True)
+    forwarded = root.children[1]
+    assert (forwarded.section, forwarded.content_type, forwarded.is_multipart) == (
+        "2", "message/rfc822", False)
+    assert (forwarded.size, forwarded.encoding, forwarded.disposition,
+            forwarded.disposition_params) == (16000000, "7bit", "attachment",
+                                              (("filename", "fw.eml"),))
+    with pytest.raises(Unsupported):
+        parse(structure(FORWARDED))
+    with pytest.raises(Unsupported):  # other message/* kinds are still left to the whole path
+        parse(structure(b'("message" "delivery-status" NIL NIL NIL "7bit" 142 NIL NIL NIL NIL)'),
+              forwarded=True)
+
+
 @pytest.mark.parametrize("body", [None, (), (b"text",), ([], b"mixed"), (b"text", b"plain", b"x"),
                                   (b"text", b"plain", None, None, None, b"7bit", b"many")])
 def test_malformed_structures_are_unsupported_not_errors(body: object) -> None:

@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import email
+import email.message
+import email.policy
 import json
 import quopri
+import random
 import ssl
 import threading
 from collections.abc import Iterator
@@ -31,6 +35,7 @@ from rig.clients import app_token
 from rig.dovecot import Dovecot
 from rig.idp import App, IdentityPlatform
 from rig.pki import TestPKI
+from rig.samples import make_message
 
 MAIL = Path(__file__).parent / "data" / "mail"
 CORPUS = sorted(MAIL.glob("*.eml"))
@@ -370,3 +375,75 @@ def test_an_abandoned_publish_stops_its_read_ahead_and_frees_the_connection(
     assert session.noop()[0] is not None
     again = session.fetch([uids[-1]], ["FLAGS"])
     assert uids[-1] in again
+
+
+# -- forwarded mail above WHOLE_MAX: an attachment, memory bounded ------------------------------
+
+
+def forwarded_mail(inner_attachment: bytes) -> bytes:
+    inner = make_message(subject="Quarterly nümbers", text="inner text",
+                         attachments=[("figures.bin", "application/octet-stream",
+                                       inner_attachment)])
+    outer = email.message.EmailMessage(policy=email.policy.SMTP)
+    outer["From"], outer["To"], outer["Subject"] = "bob@example.com", "me@contoso.com", "FW: Q"
+    outer.set_content("See below.")
+    outer.add_attachment(email.message_from_bytes(inner, policy=email.policy.SMTP))
+    return outer.as_bytes()
+
+
+def test_a_big_forwarded_mail_is_an_attachment_skipped_unfetched_when_too_large(
+    session: IMAPClient, items: list[list[str]],
+) -> None:
+    raw = forwarded_mail(random.Random(3).randbytes(12_000_000))  # ~16 MB encoded
+    assert len(raw) > partfetch.WHOLE_MAX
+    uids = append_all(session, [raw])
+    recorder, results = publish(session, uids)
+    payload = results[0].payload
+    assert payload is not None and payload["preview"] == "See below."
+    assert payload["attachments"] == [{
+        "index": 0, "filename": "Quarterly nümbers.eml", "content_type": "message/rfc822",
+        "size": payload["attachments"][0]["size"], "inline": False, "topic": None,
+        "skipped": "too_large", "subject": "Quarterly nümbers",
+    }]
+    assert abs(payload["attachments"][0]["size"] - len(raw)) < 2000
+    sent = [item for fetch_items in items for item in fetch_items]
+    assert "BODY.PEEK[2.HEADER.FIELDS (SUBJECT)]" in sent
+    assert not [i for i in sent if i.startswith(("BODY.PEEK[]", "BODY.PEEK[2]"))], sent
+    assert recorder.attachments() == {}
+
+
+def test_a_big_forwarded_mail_is_published_as_its_bytes_within_the_limit(
+    session: IMAPClient,
+) -> None:
+    raw = forwarded_mail(random.Random(4).randbytes(9_000_000))
+    uids = append_all(session, [raw])
+    folder = dataclasses.replace(INBOX, max_attachment_bytes=30_000_000)
+    recorder, results = publish(session, uids, folder)
+    payload = results[0].payload
+    assert payload is not None
+    entry = payload["attachments"][0]
+    assert (entry["topic"], entry["subject"]) == (f"{PREFIX}/{uids[0]}/0", "Quarterly nümbers")
+    part = session.fetch(uids, ["BODY.PEEK[2]"])[uids[0]][b"BODY[2]"]
+    data, props = recorder.attachments()[entry["topic"]]
+    assert data == part and entry["size"] == len(part)
+    assert props["filename"] == "Quarterly nümbers.eml"
+    inner = email.message_from_bytes(data, policy=email.policy.default)
+    assert str(inner["Subject"]) == "Quarterly nümbers"
+
+
+def test_a_forwarded_mail_as_an_attachment_lists_what_the_whole_parse_lists(
+    session: IMAPClient, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The corpus's forwarded mail taken the big-message way (WHOLE_MAX 0): the same
+    summary, except the bytes of the forwarded messages, which are the server's here."""
+    monkeypatch.setattr(partfetch, "WHOLE_MAX", 0)
+    uids = append_all(session, [(MAIL / "forwarded.eml").read_bytes()])
+    _, results = publish(session, uids)
+    want = reference(session, uids, INBOX)[uids[0]].payload
+    got = results[0].payload
+    assert got is not None
+    strip = ("size", "topic")
+    assert ({k: v for k, v in got.items() if k != "attachments"}
+            == {k: v for k, v in want.items() if k != "attachments"})
+    assert ([{k: v for k, v in a.items() if k not in strip} for a in got["attachments"]]
+            == [{k: v for k, v in a.items() if k not in strip} for a in want["attachments"]])
