@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from paho.mqtt.enums import MQTTProtocolVersion
 
+from bench.delay import DelayProxy
 from rig.bridgecfg import rig_config
 from rig.dovecot import EXCHANGE_CAPABILITIES, Dovecot
 from rig.idp import random_secret
@@ -27,6 +28,7 @@ from rig.mailstate import snapshot
 from rig.mqttsub import Collector, Received
 from rig.samples import TINY_PDF, make_message
 from tests.bridgeproc import BridgeProcess
+from tests.conftest import wait_online
 
 POLL = 30  # seconds: far longer than any wait below
 ALL_COMMANDS = ["mark_read", "mark_unread", "flag", "unflag", "move", "copy", "archive",
@@ -139,7 +141,7 @@ def rig(idp: Any, pki: Any, dovecot: Dovecot, mosquitto: Any,
             {**first, "name": "legacy", "mailbox": legacy, "imap_port": legacy_server.port,
              "folders": [{"name": "INBOX"}]},
             {**first, "name": "strict", "mailbox": strict, "imap_port": strict_server.port,
-             "folders": [{"name": "INBOX"}], "commands": ["mark_read", "move", "copy"]},
+             "folders": [{"name": "INBOX"}], "commands": ["mark_read", "move", "copy", "delete"]},
         ]
         bridge = BridgeProcess(workdir, config)
         with Collector("127.0.0.1", mosquitto.port, [f"{base}/#"]) as collector:
@@ -327,6 +329,33 @@ def test_every_command_of_a_burst_gets_exactly_one_reply_in_order(rig: Rig) -> N
     assert all(r["error"].startswith("busy") for r in replies if r["status"] != "ok")
 
 
+def test_a_flood_beyond_the_queue_gets_busy_replies_and_every_command_one_reply(
+    make_bridge: Callable[..., BridgeProcess], secret_credential: dict[str, Any],
+    collector: Collector, dovecot: Dovecot, mailbox: str, base_topic: str,
+) -> None:
+    """IMAP 20 ms away (a delaying proxy): the worker takes a while per command, so a flood
+    of 250 overflows its queue of 100. The overflow is answered `busy` at once, nothing is
+    dropped silently, and what was queued is done in order."""
+    uid = dovecot.deliver(mailbox, make_message(to=mailbox))
+    count = 250
+    with DelayProxy(dovecot.port, 0.02) as slow:
+        make_bridge(secret_credential, imap_port=slow.port, poll_interval=POLL,
+                    extra_account={"commands": ["flag", "unflag"]}).start()
+        wait_online(collector, base_topic, timeout=60)
+        for i in range(count):
+            collector.publish(f"{base_topic}/home/command", json.dumps(
+                {"action": "flag" if i % 2 == 0 else "unflag", "folder": "INBOX", "uid": uid,
+                 "id": i}))
+        replies = [m.json() for m in collector.wait_topic(
+            f"{base_topic}/home/command/result", count=count, timeout=90)]
+    assert sorted(r["id"] for r in replies) == list(range(count))
+    busy = [r for r in replies if r["status"] != "ok"]
+    assert len(busy) >= count - 100 - 10, len(busy)  # the worker takes a few meanwhile
+    assert all(r["error"].startswith("busy: 100 commands are waiting") for r in busy)
+    done = [r["id"] for r in replies if r["status"] == "ok"]
+    assert len(done) >= 100 and done == sorted(done)
+
+
 # -- servers without MOVE -------------------------------------------------------------------
 
 
@@ -373,6 +402,18 @@ def test_move_is_refused_without_move_and_uidplus_but_copy_works(rig: Rig) -> No
                      account="strict")
     assert reply == {"action": "copy", "status": "ok", "uids": [uid], "to": "Archive"}
     assert message_ids(server, user, "Archive") == [message_id]
+
+
+def test_delete_with_expunge_is_refused_without_uidplus_and_changes_nothing(rig: Rig) -> None:
+    """Without UIDPLUS, EXPUNGE would also remove other clients' \\Deleted messages."""
+    server, user = rig.strict_server, rig.strict
+    uid, _ = deliver(server, user)
+    deliver(server, user, flags=("\\Deleted",))
+    before = snapshot(server, user)
+    reply = rig.send({"action": "delete", "folder": "INBOX", "uid": uid, "expunge": True},
+                     account="strict")
+    assert reply["status"] == "error" and "lacks UIDPLUS" in reply["error"], reply
+    assert snapshot(server, user) == before
 
 
 # -- malformed and hostile commands ---------------------------------------------------------
