@@ -201,11 +201,16 @@ class _Walker:
             subject = _first(_headers(inner_msg), "subject", self.notes, "subject") or ""
         raw_name = dparams.get("filename") or cparams.get("name")
         if not raw_name and subject is not None:
-            raw_name = f"{subject.replace('/', '_').replace(chr(92), '_')[:200] or 'message'}.eml"
+            raw_name = forwarded_filename(subject)
         self.found.append(Found(
             mime.sanitize_filename(raw_name), ctype, disposition == "inline", data,
             mime.scrub(subject) if subject is not None else None,
         ))
+
+
+def forwarded_filename(subject: str) -> str:
+    """The file name of a forwarded message that has none: its subject, `.eml`."""
+    return f"{subject.replace('/', '_').replace(chr(92), '_')[:200] or 'message'}.eml"
 
 
 def _alternative_rank(part: Message) -> int:

@@ -26,7 +26,14 @@ from bridge import mime, transfer
 from bridge.bodystructure import FORWARDED, Part
 from bridge.htmltext import html_to_text
 from bridge.ical import parse_calendar
-from bridge.message import MAX_DEPTH, Found, collapse, guard, parse_headers
+from bridge.message import (
+    MAX_DEPTH,
+    Found,
+    collapse,
+    forwarded_filename,
+    guard,
+    parse_headers,
+)
 
 PREVIEW_BYTES = {"text/plain": 4096, "text/html": 32768}  # first fetch of a text part
 _TEXT_TYPES = ("text/plain", "text/html", "text/calendar")
@@ -178,9 +185,8 @@ class PartWalk:
         else:
             values = parse_headers(chunk.data).get("subject")
             subject = mime.header_text(values[0], self.notes, "subject") if values else ""
-        raw_name = fields.dparams.get("filename") or fields.cparams.get("name")
-        if not raw_name:
-            raw_name = f"{subject.replace('/', '_').replace(chr(92), '_')[:200] or 'message'}.eml"
+        raw_name = (fields.dparams.get("filename") or fields.cparams.get("name")
+                    or forwarded_filename(subject))
         found = Found(mime.sanitize_filename(raw_name), ctype, fields.disposition == "inline",
                       b"", mime.scrub(subject))
         self.leaves.append(Leaf(part, found, fields.dparams.get("size")))
