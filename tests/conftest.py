@@ -9,13 +9,16 @@ see each other's mail or tokens. Tests that change a shared server (`idp.down`,
 
 from __future__ import annotations
 
+import ssl
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from imapclient import IMAPClient
 
 from rig.bridgecfg import rig_config
+from rig.clients import app_token
 from rig.dovecot import Dovecot
 from rig.idp import App, IdentityPlatform, random_secret
 from rig.mosquitto import Mosquitto
@@ -81,6 +84,19 @@ def mailbox() -> str:
 def app(idp: IdentityPlatform, tenant: str, mailbox: str) -> App:
     """An app in tenant with a random client secret (app.secrets[0]), granted mailbox."""
     return idp.register_app(tenant, secret=random_secret(), mailboxes=[mailbox])
+
+
+@pytest.fixture
+def imap_session(idp: IdentityPlatform, pki: TestPKI, dovecot: Dovecot, app: App,
+                 mailbox: str) -> Iterator[IMAPClient]:
+    """A logged-in IMAP connection to this test's (empty) mailbox, as the watcher runs one
+    (aware INTERNALDATEs: normalise_times off)."""
+    client = IMAPClient(dovecot.host, port=dovecot.port, ssl=True, timeout=30,
+                        ssl_context=ssl.create_default_context(cafile=str(pki.ca_file)))
+    client.oauth2_login(mailbox, app_token(idp, pki, app.tenant_id, app.client_id, app.secrets[0]))
+    client.normalise_times = False
+    yield client
+    client.logout()
 
 
 # -- the bridge on the rig ------------------------------------------------------------

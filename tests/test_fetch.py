@@ -16,9 +16,7 @@ import email.policy
 import json
 import quopri
 import random
-import ssl
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +29,6 @@ from bridge.config import FolderConfig
 from bridge.message import summarize
 from bridge.mqtt import Publication
 from bridge.topics import Topics
-from rig.clients import app_token
-from rig.dovecot import Dovecot
-from rig.idp import App, IdentityPlatform
-from rig.pki import TestPKI
 from rig.samples import make_message
 
 MAIL = Path(__file__).parent / "data" / "mail"
@@ -55,15 +49,9 @@ FOLDERS = {
 
 
 @pytest.fixture
-def session(idp: IdentityPlatform, pki: TestPKI, dovecot: Dovecot, app: App,
-            mailbox: str) -> Iterator[IMAPClient]:
+def session(imap_session: IMAPClient) -> IMAPClient:
     """A logged-in IMAP connection to this test's (empty) mailbox."""
-    client = IMAPClient(dovecot.host, port=dovecot.port, ssl=True, timeout=30,
-                        ssl_context=ssl.create_default_context(cafile=str(pki.ca_file)))
-    client.oauth2_login(mailbox, app_token(idp, pki, app.tenant_id, app.client_id, app.secrets[0]))
-    client.normalise_times = False  # as the watcher runs it
-    yield client
-    client.logout()
+    return imap_session
 
 
 class Recorder:

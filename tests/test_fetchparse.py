@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import itertools
-import ssl
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,10 +24,6 @@ from imapclient.response_parser import parse_fetch_response
 from imapclient.response_types import BodyData
 
 from bridge.fetchparse import fetch, parse_fetch
-from rig.clients import app_token
-from rig.dovecot import Dovecot
-from rig.idp import App, IdentityPlatform
-from rig.pki import TestPKI
 from rig.samples import TINY_PDF, make_message
 
 MAIL = Path(__file__).parent / "data" / "mail"
@@ -344,12 +339,9 @@ META = [b"FLAGS", b"INTERNALDATE", b"RFC822.SIZE", b"BODYSTRUCTURE",
 
 
 @pytest.fixture
-def session(idp: IdentityPlatform, pki: TestPKI, dovecot: Dovecot, app: App,
-            mailbox: str) -> Iterator[IMAPClient]:
+def session(imap_session: IMAPClient) -> IMAPClient:
     """A logged-in IMAP connection to this test's INBOX, holding a few messages."""
-    client = IMAPClient(dovecot.host, port=dovecot.port, ssl=True, timeout=30,
-                        ssl_context=ssl.create_default_context(cafile=str(pki.ca_file)))
-    client.oauth2_login(mailbox, app_token(idp, pki, app.tenant_id, app.client_id, app.secrets[0]))
+    client = imap_session
     raws = [
         make_message(subject="Invoice (42) \"final\"", text="See attached.",
                      attachments=[("INV 42.pdf", "application/pdf", TINY_PDF)]),
@@ -362,8 +354,7 @@ def session(idp: IdentityPlatform, pki: TestPKI, dovecot: Dovecot, app: App,
     for i, raw in enumerate(raws):
         client.append("INBOX", raw, flags=[b"\\Seen", b"$Forwarded"] if i % 2 else [])
     client.select_folder("INBOX")
-    yield client
-    client.logout()
+    return client
 
 
 @pytest.mark.parametrize("normalise_times", [False, True], ids=["aware", "normalised"])
