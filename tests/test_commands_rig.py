@@ -350,7 +350,10 @@ def test_a_flood_beyond_the_queue_gets_busy_replies_and_every_command_one_reply(
             f"{base_topic}/home/command/result", count=count, timeout=90)]
     assert sorted(r["id"] for r in replies) == list(range(count))
     busy = [r for r in replies if r["status"] != "ok"]
-    assert len(busy) >= count - 100 - 10, len(busy)  # the worker takes a few meanwhile
+    # Nothing refused while the queue had room; most of the overflow refused (the worker
+    # finishes a few commands while the flood arrives, how many varies).
+    assert min(r["id"] for r in busy) >= 100
+    assert len(busy) >= (count - 100) // 2, len(busy)
     assert all(r["error"].startswith("busy: 100 commands are waiting") for r in busy)
     done = [r["id"] for r in replies if r["status"] == "ok"]
     assert len(done) >= 100 and done == sorted(done)
@@ -459,8 +462,8 @@ HOSTILE: dict[str, Hostile] = {
     "unknown action": Hostile(_json(action="expunge", folder="INBOX"), "unknown action"),
     "action not a string": Hostile(_json(action=["delete"], folder="INBOX"),
                                    "'action' must be a string"),
-    "disabled action": Hostile(_json(action="delete", folder="INBOX", uid="UID"),
-                               "'delete' is not enabled for account 'strict'", account="strict"),
+    "disabled action": Hostile(_json(action="archive", folder="INBOX", uid="UID"),
+                               "'archive' is not enabled for account 'strict'", account="strict"),
     "unknown folder": Hostile(_json(action="mark_all_read", folder="Secret"),
                               "unknown folder 'Secret'"),
     "wildcard folder": Hostile(_json(action="mark_all_read", folder="*"),
