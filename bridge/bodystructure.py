@@ -98,6 +98,8 @@ def _disposition(ext: Sequence[Any], index: int) -> tuple[str | None, _ParamList
     value = ext[index] if len(ext) > index else None
     if value is None:
         return None, ()
+    if isinstance(value, bytes | str):  # Exchange Online sends a bare "inline" (MailKit#919)
+        return _text(value), ()
     if not isinstance(value, tuple | list) or not value:
         raise Unsupported("malformed disposition")
     return _text(value[0]), _params(value[1] if len(value) > 1 else None)

@@ -105,6 +105,17 @@ def test_a_forwarded_message_can_be_a_leaf_like_an_attachment() -> None:
               forwarded=True)
 
 
+def test_exchange_bare_string_dispositions_are_read_not_rejected() -> None:
+    """Exchange Online writes body-fld-dsp as a bare string ("inline") instead of
+    ("inline" NIL) (MailKit#919, #1446); rejecting it would fetch every such mail whole."""
+    root = parse(structure(
+        b'(("text" "plain" ("charset" "ISO-8859-1") NIL NIL "QUOTED-PRINTABLE" 850 31 NIL '
+        b'"inline" NIL NIL)("text" "html" ("charset" "ISO-8859-1") NIL NIL "QUOTED-PRINTABLE" '
+        b'14692 502 NIL "inline" NIL NIL) "alternative" ("boundary" "b") NIL NIL NIL)'))
+    assert [(p.content_type, p.disposition, p.disposition_params) for p in root.children] == [
+        ("text/plain", "inline", ()), ("text/html", "inline", ())]
+
+
 @pytest.mark.parametrize("body", [None, (), (b"text",), ([], b"mixed"), (b"text", b"plain", b"x"),
                                   (b"text", b"plain", None, None, None, b"7bit", b"many")])
 def test_malformed_structures_are_unsupported_not_errors(body: object) -> None:
