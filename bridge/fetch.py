@@ -26,7 +26,8 @@ import imapclient
 from .config import AccountConfig, FolderConfig
 from .message import Found, Summary, Walked, assemble, skip_reason, summarize
 from .mqtt import MqttClient, Publication
-from .partfetch import BIG_PART, PartFetcher, Pending, wanted
+from .partfetch import BIG_PART, PartFetcher, PartMissing, Pending, wanted
+from .partwise import PartWalk
 from .readahead import ReadAhead
 from .topics import Topics
 
@@ -135,11 +136,21 @@ class MessagePublisher:
 
     def _publish(self, client: imapclient.IMAPClient, fetcher: PartFetcher,
                  message: Pending, run: _Run) -> Published:
-        if message.meta is None:
+        meta, walk = message.meta, message.walk
+        if meta is None:
             return Published(message.uid, (), None)  # expunged meanwhile
-        if message.walk is None:
+        if walk is None:
             return self._publish_whole(client, fetcher, message, run)
-        walk = message.walk
+        try:
+            return self._publish_parts(client, fetcher, message, walk, meta, run)
+        except PartMissing as exc:
+            _LOGGER.warning("%s/%s: %s; fetching the message whole", self.account.name,
+                            self.folder.name, exc)
+            return self._publish_whole(client, fetcher, message, run)
+
+    def _publish_parts(self, client: imapclient.IMAPClient, fetcher: PartFetcher,
+                       message: Pending, walk: PartWalk, meta: dict[bytes, Any],
+                       run: _Run) -> Published:
         publications: list[Publication] = []
         found: list[Found] = []
         for index, leaf in enumerate(walk.leaves):
@@ -167,7 +178,6 @@ class MessagePublisher:
             return Walked(walk.texts, found, walk.calendar)
 
         notes: list[str] = []
-        meta = message.meta
         summary = self._summary(message.uid, lambda: assemble(
             message.headers, notes, walked, **self._fields(message.uid, meta, run),
             size=int(meta.get(b"RFC822.SIZE") or 0)))

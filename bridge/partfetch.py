@@ -71,6 +71,10 @@ def wanted(folder: FolderConfig, leaf: Leaf) -> bool:
                        inline=leaf.found.inline) is None
 
 
+class PartMissing(Exception):
+    """The server did not send a part asked for; the message is then fetched whole."""
+
+
 class Cancelled(Exception):
     """The fetcher was asked to stop (its consumer is gone)."""
 
@@ -197,9 +201,9 @@ class PartFetcher:
                     message.meta = message.walk = None
                     continue
                 for request in group:
-                    raw = _bytes(data.get(request.key))
-                    complete = request.length is None or len(raw) < request.length
-                    message.fetched[request.section] = Chunk(raw, complete)
+                    chunk = answer(data, request)
+                    if chunk is not None:  # else asked again next round, or fetched whole
+                        message.fetched[request.section] = chunk
 
     def _fetch_small_wholes(self, client: imapclient.IMAPClient,
                             window: list[Pending]) -> None:
@@ -241,10 +245,12 @@ class PartFetcher:
             data = self.fetch(client, [message.uid], [request.item]).get(message.uid)
             if data is None:
                 return None
-            raw = _bytes(data.get(request.key))
-            decoder.feed(raw)
-            offset += len(raw)
-            if len(raw) < CHUNK:
+            piece = answer(data, request)
+            if piece is None:
+                raise PartMissing(f"UID {message.uid}: no {request.item} in the response")
+            decoder.feed(piece.data)
+            offset += len(piece.data)
+            if piece.complete:
                 return decoder.finish()
 
     def _fetch_small(self, client: imapclient.IMAPClient, message: Pending,
@@ -263,8 +269,29 @@ class PartFetcher:
         if data is None:
             return False
         for request in requests:
-            message.fetched[request.section] = Chunk(_bytes(data.get(request.key)), True)
+            chunk = answer(data, request)
+            if chunk is not None:  # else fetched in pieces, or PartMissing
+                message.fetched[request.section] = chunk
         return True
+
+
+def answer(data: dict[bytes, Any], request: Request) -> Chunk | None:
+    """What a FETCH response holds for `request`: its bytes, complete if they are the whole
+    part (all of it was asked for, or fewer octets came than asked); None if the response
+    lacks them. Exchange has been seen answering a partial fetch with the whole part, under
+    `BODY[n]` without the origin or with more octets than asked (jakartaee/mail-api#370):
+    at the first piece that is the whole part; later it makes no sense."""
+    raw = data.get(request.key)
+    if raw is None and request.length is not None and request.offset == 0:
+        whole = data.get(Request(request.section).key)
+        return Chunk(whole, True) if isinstance(whole, bytes) else None
+    if not isinstance(raw, bytes):
+        return None
+    if request.length is None:
+        return Chunk(raw, True)
+    if len(raw) > request.length:
+        return Chunk(raw, True) if request.offset == 0 else None
+    return Chunk(raw, len(raw) < request.length)
 
 
 def _bytes(value: Any) -> bytes:

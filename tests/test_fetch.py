@@ -16,6 +16,7 @@ import email.policy
 import json
 import quopri
 import random
+import re
 import threading
 from pathlib import Path
 from typing import Any
@@ -435,3 +436,48 @@ def test_a_forwarded_mail_as_an_attachment_lists_what_the_whole_parse_lists(
             == {k: v for k, v in want.items() if k != "attachments"})
     assert ([{k: v for k, v in a.items() if k not in strip} for a in got["attachments"]]
             == [{k: v for k, v in a.items() if k not in strip} for a in want["attachments"]])
+
+
+# -- servers that answer partial fetches their own way (Exchange) ---------------------------------
+
+_PARTIAL = re.compile(r"^(BODY\.PEEK\[[^\]]*\])<(\d+)\.\d+>$")
+
+
+def _exchange_like(real: Any, how: str) -> Any:
+    """`imap_fetch` as a server that answers a partial fetch with the whole part: from
+    origin 0 under `BODY[n]` ("whole") or not at all ("missing"); from any origin under
+    `BODY[n]<origin>`, more octets than asked ("oversize", what made a client that kept
+    asking for the next piece loop for ever)."""
+
+    def fetch_(client: IMAPClient, uids: Any, wanted: Any) -> Any:
+        names = [i.decode() if isinstance(i, bytes) else i for i in wanted]
+        partial = {m[1]: m[2] for m in map(_PARTIAL.match, names)
+                   if m and (how == "oversize" or m[2] == "0")}
+        response = real(client, uids, [_PARTIAL.sub(r"\1", n) if _PARTIAL.sub(r"\1", n)
+                                       in partial else n for n in names])
+        for data in response.values():
+            for item, origin in partial.items():
+                key = item.replace(".PEEK", "").encode()
+                if how == "oversize":
+                    data[key + b"<%s>" % origin.encode()] = data.pop(key)
+                elif how == "missing":
+                    del data[key]
+        return response
+
+    return fetch_
+
+
+@pytest.mark.parametrize("how", ["whole", "oversize", "missing"])
+def test_partial_fetches_answered_with_whole_parts_or_not_at_all_still_summarise_right(
+    session: IMAPClient, monkeypatch: pytest.MonkeyPatch, how: str,
+) -> None:
+    """Exchange has been seen answering a partial FETCH with the whole part (a client that
+    kept asking for the next piece never finished: jakartaee/mail-api#370). Whole parts
+    count as whole; a part not sent at all sends the message down the whole path."""
+    monkeypatch.setattr(partfetch, "BIG_PART", 100)  # every attachment "big": in pieces
+    monkeypatch.setattr(fetch, "BIG_PART", 100)
+    monkeypatch.setattr(partfetch, "CHUNK", 50)  # of 50 octets: every whole part is longer
+    monkeypatch.setattr(partfetch, "imap_fetch", _exchange_like(partfetch.imap_fetch, how))
+    names = ["outlook_html", "mixed_pdf", "alternative", "plain"]
+    uids = append_all(session, [(MAIL / f"{name}.eml").read_bytes() for name in names])
+    check_equivalence(session, uids, names, INBOX)
