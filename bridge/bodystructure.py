@@ -120,8 +120,10 @@ def parse(body: Any, *, forwarded: bool = False) -> Part:
     """The part tree of a BODYSTRUCTURE; raise `Unsupported` for anything the part-wise
     fetch does not handle: nested messages (message/*), empty or malformed structures.
 
-    With `forwarded`, a forwarded message (message/rfc822, message/global) is a leaf like
-    an attachment (its own parts are not walked); other message/* parts stay unsupported.
+    With `forwarded` (a message too big to fetch whole), every message/* part is a leaf
+    like an attachment: a forwarded message (message/rfc822, message/global) with its own
+    parts not walked, and the others (a bounce's message/delivery-status, a read receipt's
+    message/disposition-notification), which RFC 3501 §9 sends as basic bodies.
     """
     counter = [0]
     try:
@@ -159,7 +161,7 @@ def _parse(body: Any, section: str, counter: list[int], forwarded: bool) -> Part
             encoding=(_text(body[5]) or "7bit").strip().lower(), size=_number(body[6]),
             disposition=disposition, disposition_params=dparams,
         )
-    if maintype in ("message", "multipart"):
+    if maintype == "multipart" or (maintype == "message" and not forwarded):
         # message/*: the stdlib parses the nested message (a forwarded mail's subject, the
         # re-serialized bytes); a multipart leaf has no usable boundary. Both: fetch whole.
         raise Unsupported(f"{maintype}/{subtype} part")

@@ -7,10 +7,10 @@ prefixes, whole texts, the first invitation) plus a message's attachments when t
 small; messages of the same shape share a FETCH. A big attachment is fetched on its own
 in `CHUNK` pieces (RFC 3501 §6.4.5 partial fetch) and decoded as it comes. Messages whose
 structure `bridge.bodystructure` rejects are fetched whole (`BODY.PEEK[]`), the small
-ones together; so are messages with a forwarded one inside up to `WHOLE_MAX` (above it,
-the forwarded message is an attachment like any other: its subject from its header, its
-bytes in pieces, or skipped as too large, so that memory stays bounded). Every item is a
-BODY.PEEK: fetching never sets \\Seen.
+ones together; so are messages with message/* parts inside (forwarded mail, bounce
+reports) up to `WHOLE_MAX` (above it, such a part is an attachment like any other: a
+forwarded message's subject from its header, the bytes in pieces, or skipped as too large,
+so that memory stays bounded). Every item is a BODY.PEEK: fetching never sets \\Seen.
 """
 
 from __future__ import annotations
@@ -119,8 +119,9 @@ class PartFetcher:
     def _plan(self, message: Pending, meta: dict[bytes, Any]) -> None:
         header = next((v for k, v in meta.items() if k.startswith(b"BODY[HEADER")), None)
         try:
-            # A forwarded message is walked whole, so that its summary is the whole-message
-            # one, unless that would hold too much in memory: then it is an attachment.
+            # A message with message/* parts inside is fetched whole, so that its summary is
+            # the whole-message one, unless that would hold too much in memory: then such a
+            # part is an attachment.
             big = int(meta.get(b"RFC822.SIZE") or 0) > WHOLE_MAX
             message.root = bodystructure.parse(meta.get(b"BODYSTRUCTURE"), forwarded=big)
             message.headers = parse_headers(header if isinstance(header, bytes) else b"")

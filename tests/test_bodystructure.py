@@ -100,9 +100,26 @@ def test_a_forwarded_message_can_be_a_leaf_like_an_attachment() -> None:
                                               (("filename", "fw.eml"),))
     with pytest.raises(Unsupported):
         parse(structure(FORWARDED))
-    with pytest.raises(Unsupported):  # other message/* kinds are still left to the whole path
-        parse(structure(b'("message" "delivery-status" NIL NIL NIL "7bit" 142 NIL NIL NIL NIL)'),
-              forwarded=True)
+
+
+def test_in_a_big_message_other_message_parts_are_basic_leaves() -> None:
+    """A bounce over WHOLE_MAX: its delivery-status is an attachment like any other
+    (RFC 3501 §9 sends message/* other than rfc822/global as basic bodies)."""
+    text = (b'(("text" "plain" NIL NIL NIL "7bit" 3 1)("message" "delivery-status" NIL NIL NIL '
+            b'"7bit" 142 NIL ("attachment" ("filename" "status.txt")) NIL NIL)'
+            b'("message" "disposition-notification" NIL NIL NIL "7bit" 90 NIL NIL NIL NIL) '
+            b'"report" ("report-type" "delivery-status" "boundary" "r") NIL NIL NIL)')
+    root = parse(structure(text), forwarded=True)
+    assert [(p.section, p.content_type, p.size, p.is_multipart, p.disposition)
+            for p in root.children[1:]] == [
+        ("2", "message/delivery-status", 142, False, "attachment"),
+        ("3", "message/disposition-notification", 90, False, None)]
+    with pytest.raises(Unsupported):
+        parse(structure(text))
+    with pytest.raises(Unsupported):  # the msg form where a basic body belongs: malformed
+        parse(structure(b'("message" "delivery-status" NIL NIL NIL "7bit" 142 (NIL "s" NIL NIL '
+                        b'NIL NIL NIL NIL NIL NIL) ("text" "plain" NIL NIL NIL "7bit" 3 1) 5 NIL '
+                        b'("attachment" NIL) NIL NIL)'), forwarded=True)
 
 
 def test_exchange_bare_string_dispositions_are_read_not_rejected() -> None:

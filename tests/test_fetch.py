@@ -438,6 +438,30 @@ def test_a_forwarded_mail_as_an_attachment_lists_what_the_whole_parse_lists(
             == [{k: v for k, v in a.items() if k not in strip} for a in want["attachments"]])
 
 
+def test_a_big_bounce_lists_its_report_parts_like_the_whole_parse(
+    session: IMAPClient, items: list[list[str]], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The corpus's bounce taken the big-message way: message/delivery-status is an
+    attachment with the part's bytes, nothing is fetched whole, the summary is the
+    whole-message one but for sizes and topics."""
+    monkeypatch.setattr(partfetch, "WHOLE_MAX", 0)
+    uids = append_all(session, [(MAIL / "bounce.eml").read_bytes()])
+    recorder, results = publish(session, uids)
+    want = reference(session, uids, INBOX)[uids[0]].payload
+    got = results[0].payload
+    assert got is not None
+    assert not [i for batch in items for i in batch if i.startswith("BODY.PEEK[]")]
+    strip = ("size", "topic")
+    assert ({k: v for k, v in got.items() if k != "attachments"}
+            == {k: v for k, v in want.items() if k != "attachments"})
+    assert ([{k: v for k, v in a.items() if k not in strip} for a in got["attachments"]]
+            == [{k: v for k, v in a.items() if k not in strip} for a in want["attachments"]])
+    status = got["attachments"][0]
+    assert status["content_type"] == "message/delivery-status"
+    part = session.fetch(uids, ["BODY.PEEK[2]"])[uids[0]][b"BODY[2]"]
+    assert recorder.attachments()[status["topic"]][0] == part
+
+
 # -- servers that answer partial fetches their own way (Exchange) ---------------------------------
 
 _PARTIAL = re.compile(r"^(BODY\.PEEK\[[^\]]*\])<(\d+)\.\d+>$")
