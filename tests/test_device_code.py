@@ -27,6 +27,7 @@ from bridge.command_worker import CommandWorker
 from bridge.config import AccountConfig, Config, parse_config
 from bridge.discovery import build_discovery
 from bridge.errors import LoginRequired
+from bridge.state import write_atomic
 from bridge.status import AccountStatus
 from bridge.topics import Topics
 from tests.test_discovery import render
@@ -153,7 +154,9 @@ def test_the_cache_is_written_0600_only_when_changed_and_never_over_a_new_login(
 def test_waiting_for_a_login_ends_when_the_file_changes_or_on_stop(tmp_path: Path) -> None:
     path = tmp_path / "c.json"
     stop = threading.Event()
-    threading.Timer(0.1, path.write_text, args=("{}",)).start()
+    # Replaced whole, as `login` saves it: a plain write_text could be seen half done (an
+    # empty file), and the stamp taken then would change once the write completes.
+    threading.Timer(0.1, write_atomic, args=(path, b"{}")).start()
     assert wait_for_new_login(path, None, stop, interval=0.05) is True
     threading.Timer(0.1, stop.set).start()
     assert wait_for_new_login(path, cache_stamp(path), stop, interval=0.05) is False
