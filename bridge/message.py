@@ -17,6 +17,7 @@ from __future__ import annotations
 import email
 import email.policy
 import fnmatch
+import functools
 import io
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -64,7 +65,11 @@ def type_allowed(content_type: str, patterns: Sequence[str]) -> bool:
 
     A list of only denials allows everything else; an empty list allows nothing.
     """
-    ctype = content_type.lower()
+    return _type_allowed(content_type.lower(), tuple(patterns))
+
+
+@functools.lru_cache(maxsize=1024)  # a folder has few patterns and sees few types
+def _type_allowed(ctype: str, patterns: tuple[str, ...]) -> bool:
     allow = [p.lower() for p in patterns if not p.startswith("!")]
     deny = [p[1:].lower() for p in patterns if p.startswith("!")]
     if any(fnmatch.fnmatchcase(ctype, p) for p in deny):

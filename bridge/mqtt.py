@@ -6,6 +6,7 @@ must not block: the service hands work to queues.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import ssl
 import threading
@@ -39,22 +40,32 @@ class Incoming:
 
 
 class Publication:
-    """A publish in flight; `wait` returns True once the broker acknowledged it."""
+    """A publish in flight; `wait` returns True once the broker acknowledged it.
+
+    The latch is a bare lock, held until `_complete` (one per publish: a
+    `threading.Event` would be a Condition and two locks, on every summary)."""
+
+    __slots__ = ("_latch", "ok")
 
     def __init__(self) -> None:
-        self._done = threading.Event()
+        self._latch = threading.Lock()
+        self._latch.acquire()
         self.ok = True
 
     def _complete(self, ok: bool) -> None:
         self.ok = ok
-        self._done.set()
+        with contextlib.suppress(RuntimeError):  # completed once already
+            self._latch.release()
 
     def wait(self, timeout: float | None = None) -> bool:
-        return self._done.wait(timeout) and self.ok
+        if not self._latch.acquire(timeout=-1 if timeout is None else max(timeout, 0)):
+            return False
+        self._latch.release()
+        return self.ok
 
     @property
     def done(self) -> bool:
-        return self._done.is_set()
+        return not self._latch.locked()
 
 
 class _PahoClient(paho.Client):
