@@ -4,11 +4,13 @@ Loads N messages (mixed sizes, 10 % with attachments) into a rig Dovecot, then
   - runs a naive loop in its own process: per message one `UID FETCH ... BODY.PEEK[]`,
     `summarize`, and publishes (attachments, then the summary), each awaited before the
     next;
-  - runs `outlook2mqtt run` with `backfill = N` and times the backlog from `online` to the
-    last summary on the broker (median of --repeat runs at log level info).
-Both publish the same summaries and attachments to the same Mosquitto. Then the same over
-a proxy that adds --rtt-ms of round trip to IMAP (`bench.delay`: Exchange Online is not
-on loopback), and a mailbox of 51 messages with a 25 MB attachment, published (the
+  - runs `outlook2mqtt run` with `backfill = N` (median of --repeat runs at log level info).
+Both publish the same summaries and attachments to the same Mosquitto, and both are timed
+the same way, by a `mosquitto_sub` subscriber (`bench.arrivals`): from their start marker
+(`online` on `<base>/bridge/state`; the bridge publishes it once its folders are selected,
+the naive loop just before its first FETCH) to the arrival of the last summary. Then the
+same over a proxy that adds --rtt-ms of round trip to IMAP (`bench.delay`: Exchange Online
+is not on loopback), and a mailbox of 51 messages with a 25 MB attachment, published (the
 folder's limit is raised), for peak memory.
 
 IMAP round trips: counted in one more bridge run at log level debug, where imapclient logs
@@ -38,6 +40,7 @@ from typing import Any
 
 from imapclient import IMAPClient
 
+from bench.arrivals import Arrivals
 from bench.delay import DelayProxy
 from bridge.config import FolderConfig, MqttConfig
 from bridge.message import summarize
@@ -47,7 +50,6 @@ from rig.clients import app_token
 from rig.dovecot import Dovecot
 from rig.idp import IdentityPlatform
 from rig.mosquitto import Mosquitto
-from rig.mqttsub import Collector, Received
 from rig.pki import TestPKI
 from rig.samples import TINY_PDF, make_message
 
@@ -123,7 +125,7 @@ def naive_worker(spec: dict[str, Any]) -> dict[str, Any]:
     client.select_folder(folder.name, readonly=True)
     uids = sorted(client.search(["ALL"]))
     prefix = f"{spec['base']}/home/{folder.topic}"
-    started = time.monotonic()
+    mqtt.publish(f"{spec['base']}/bridge/state", "online").wait(10)  # the timer's start
     for uid in uids:
         data = client.fetch([uid], [b"FLAGS", b"INTERNALDATE", b"RFC822.SIZE", b"BODY.PEEK[]"])[uid]
         summary = summarize(
@@ -137,19 +139,25 @@ def naive_worker(spec: dict[str, Any]) -> dict[str, Any]:
                     ("filename", att.filename or ""), ("content_type", att.content_type),
                     ("size", str(att.size))]).wait(60)
         mqtt.publish(f"{prefix}/message", json.dumps(summary.payload)).wait(60)
-    seconds = time.monotonic() - started
     mqtt.stop()
     client.logout()
-    return {"seconds": seconds, "messages": len(uids), "round_trips": len(uids) + 2,
-            "fetches": len(uids), "vmhwm": vm_hwm(os.getpid())}
+    return {"messages": len(uids), "round_trips": len(uids) + 2, "fetches": len(uids),
+            "vmhwm": vm_hwm(os.getpid())}
 
 
-def run_naive(spec: dict[str, Any]) -> dict[str, Any]:
-    out = subprocess.run([sys.executable, "-m", "bench.throughput", "--naive-worker",
-                          json.dumps(spec)], capture_output=True, text=True, check=True,
-                         timeout=600)
+def run_naive(spec: dict[str, Any], count: int) -> dict[str, Any]:
+    """The naive loop in its own process, timed like the bridge (`bench.arrivals`)."""
+    arrivals = Arrivals(spec["mqtt_port"], f"{spec['base']}/bridge/state",
+                        f"{spec['base']}/home/{spec['topic']}/message", count)
+    try:
+        out = subprocess.run([sys.executable, "-m", "bench.throughput", "--naive-worker",
+                              json.dumps(spec)], capture_output=True, text=True, check=True,
+                             timeout=600)
+        timing = arrivals.result(timeout=30)
+    finally:
+        arrivals.close()
     result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
-    return result
+    return {**result, "seconds": timing.seconds}
 
 
 # -- the bridge -------------------------------------------------------------------------------
@@ -174,40 +182,29 @@ def _bridge_once(work: Path, config: dict[str, Any], broker_port: int, base: str
               "bridge": {"state_dir": str(work / f"state-{name}")}}
     path = write_config(work / f"{name}.toml", config)
     log = work / f"{name}.log"
-    done: dict[str, float] = {}
-    seen: list[int] = []
-
-    def on_message(msg: Received) -> None:
-        if msg.topic == f"{base}/bridge/state" and msg.payload == b"online":
-            done.setdefault("online", time.monotonic())
-        elif msg.topic == f"{base}/home/{topic}/message":
-            seen.append(msg.json()["uid"])
-            if len(seen) == count:
-                done["last"] = time.monotonic()
-
-    # Not the attachments: receiving them would take CPU from the bridge, on the same host.
-    topics = [f"{base}/bridge/state", f"{base}/home/{topic}/message"]
-    with Collector("127.0.0.1", broker_port, topics, on_message=on_message):
-        started = time.monotonic()
+    arrivals = Arrivals(broker_port, f"{base}/bridge/state", f"{base}/home/{topic}/message",
+                        count)
+    try:
+        started = time.time()
         with log.open("wb") as out:
             bridge = subprocess.Popen(
                 [sys.executable, "-m", "bridge", "run", "-c", str(path), "--log-level", level],
                 stdout=out, stderr=subprocess.STDOUT)
         try:
-            deadline = time.monotonic() + 600
-            while "last" not in done and time.monotonic() < deadline and bridge.poll() is None:
-                time.sleep(0.02)
+            timing = arrivals.result(timeout=600)
             time.sleep(0.2)
             hwm = vm_hwm(bridge.pid)
         finally:
             bridge.terminate()
             bridge.wait(30)
-    if "last" not in done:
-        raise RuntimeError(f"bridge published {len(seen)} of {count}; see {log}")
-    if seen != sorted(seen):
+    except RuntimeError as exc:
+        raise RuntimeError(f"{exc}; see {log}") from exc
+    finally:
+        arrivals.close()
+    if timing.uids != sorted(timing.uids):
         raise RuntimeError("summaries not in UID order")
-    return {"seconds": done["last"] - done["online"], "wall": done["last"] - started,
-            "messages": count, "vmhwm": hwm}
+    return {"seconds": timing.seconds, "wall": timing.last - started, "messages": count,
+            "vmhwm": hwm}
 
 
 # -- main -------------------------------------------------------------------------------------
@@ -268,7 +265,7 @@ def main() -> int:
                 spec = {"imap_port": port, "ca": str(pki.ca_file), "token": token,
                         "mqtt_port": broker.port, "folder": folder, "topic": topic,
                         "max_attachment_bytes": limit}
-                naive = median_run([run_naive({**spec, "base": f"naive{len(rows)}-{i}"})
+                naive = median_run([run_naive({**spec, "base": f"naive{len(rows)}-{i}"}, count)
                                     for i in range(naive_repeat)])
                 rows.append((f"naive loop{label}", naive))
                 print(_row(*rows[-1]), flush=True)
