@@ -12,24 +12,16 @@ import ssl
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
 
 from imapclient import IMAPClient
 
-from rig.bridgecfg import rig_config, write_config
-from rig.clients import app_token
-from rig.dovecot import Dovecot
-from rig.idp import IdentityPlatform
-from rig.mosquitto import Mosquitto
+from bench.servers import MAILBOX, servers
+from rig.bridgecfg import write_config
 from rig.mqttsub import Collector, Received
-from rig.pki import TestPKI
 from rig.samples import make_message
-
-MAILBOX = "bench@contoso.test"
-SECRET = "bench-secret-value"
 
 
 def _floor_watcher(port: int, ca: Path, token: str, seen: dict[int, float],
@@ -63,58 +55,46 @@ def main() -> int:
     parser.add_argument("--messages", type=int, default=30)
     parser.add_argument("--idle-seconds", type=float, default=60)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="o2m-bench-") as tmp:
-        work = Path(tmp)
-        work.chmod(0o755)
-        pki = TestPKI(work / "pki")
-        with (IdentityPlatform(pki) as idp,
-              Dovecot(pki, idp.introspection_url, work / "dovecot") as dovecot,
-              Mosquitto(work / "mqtt") as broker):
-            tenant = idp.add_tenant()
-            app = idp.register_app(tenant, secret=SECRET, mailboxes=[MAILBOX])
-            dovecot.deliver(MAILBOX, make_message(subject="seed", to=MAILBOX))
-            config = write_config(work / "config.toml", rig_config(
-                authority=idp.authority, ca_file=pki.ca_file, imap_port=dovecot.port,
-                mqtt_port=broker.port, tenant_id=tenant, client_id=app.client_id,
-                mailbox=MAILBOX, secret=SECRET, state_dir=work / "state", idle=True,
-                poll_interval=300,
-            ))
-            received: dict[int, float] = {}
+    with servers() as rig:
+        dovecot, broker = rig.dovecot, rig.broker
+        dovecot.deliver(MAILBOX, make_message(subject="seed", to=MAILBOX))
+        config = write_config(rig.work / "config.toml", rig.config())
+        received: dict[int, float] = {}
 
-            def on_message(msg: Received) -> None:
-                if msg.topic.endswith("/inbox/message"):
-                    received[msg.json()["uid"]] = time.monotonic()
+        def on_message(msg: Received) -> None:
+            if msg.topic.endswith("/inbox/message"):
+                received[msg.json()["uid"]] = time.monotonic()
 
-            bridge = subprocess.Popen(
-                [sys.executable, "-m", "bridge", "run", "-c", str(config), "--log-level",
-                 "warning"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            floor: dict[int, float] = {}
-            stop = threading.Event()
-            try:
-                with Collector("127.0.0.1", broker.port, ["outlook2mqtt/#"],
-                               on_message=on_message) as sub:
-                    sub.wait_for(lambda m: m.topic == "outlook2mqtt/bridge/state"
-                                 and m.payload == b"online", timeout=30)
-                    token = app_token(idp, pki, tenant, app.client_id, SECRET)
-                    watcher = threading.Thread(
-                        target=_floor_watcher,
-                        args=(dovecot.port, pki.ca_file, token, floor, stop), daemon=True)
-                    watcher.start()
-                    time.sleep(1)
-                    appended: dict[int, float] = {}
-                    for i in range(args.messages):
-                        uid = dovecot.deliver(MAILBOX, make_message(subject=f"l{i}", to=MAILBOX))
-                        appended[uid] = time.monotonic()
-                        time.sleep(1.0)
-                    time.sleep(2)
-                    cpu_before, wall_before = _cpu_seconds(bridge.pid), time.monotonic()
-                    time.sleep(args.idle_seconds)
-                    cpu = (_cpu_seconds(bridge.pid) - cpu_before) / (
-                        time.monotonic() - wall_before)
-            finally:
-                stop.set()
-                bridge.terminate()
-                bridge.wait(15)
+        bridge = subprocess.Popen(
+            [sys.executable, "-m", "bridge", "run", "-c", str(config), "--log-level",
+             "warning"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        floor: dict[int, float] = {}
+        stop = threading.Event()
+        try:
+            with Collector("127.0.0.1", broker.port, ["outlook2mqtt/#"],
+                           on_message=on_message) as sub:
+                sub.wait_for(lambda m: m.topic == "outlook2mqtt/bridge/state"
+                             and m.payload == b"online", timeout=30)
+                token = rig.token()
+                watcher = threading.Thread(
+                    target=_floor_watcher,
+                    args=(dovecot.port, rig.pki.ca_file, token, floor, stop), daemon=True)
+                watcher.start()
+                time.sleep(1)
+                appended: dict[int, float] = {}
+                for i in range(args.messages):
+                    uid = dovecot.deliver(MAILBOX, make_message(subject=f"l{i}", to=MAILBOX))
+                    appended[uid] = time.monotonic()
+                    time.sleep(1.0)
+                time.sleep(2)
+                cpu_before, wall_before = _cpu_seconds(bridge.pid), time.monotonic()
+                time.sleep(args.idle_seconds)
+                cpu = (_cpu_seconds(bridge.pid) - cpu_before) / (
+                    time.monotonic() - wall_before)
+        finally:
+            stop.set()
+            bridge.terminate()
+            bridge.wait(15)
     # message sequence numbers (floor) and UIDs coincide here: one folder, no expunges
     bridge_ms = [(received[u] - t) * 1000 for u, t in appended.items() if u in received]
     floor_ms = [(floor[u] - t) * 1000 for u, t in appended.items() if u in floor]

@@ -33,7 +33,6 @@ import re
 import ssl
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -42,19 +41,13 @@ from imapclient import IMAPClient
 
 from bench.arrivals import Arrivals
 from bench.delay import DelayProxy
+from bench.servers import MAILBOX, servers
 from bridge.config import FolderConfig, MqttConfig
 from bridge.message import summarize
 from bridge.mqtt import MqttClient
-from rig.bridgecfg import rig_config, write_config
-from rig.clients import app_token
-from rig.dovecot import Dovecot
-from rig.idp import IdentityPlatform
-from rig.mosquitto import Mosquitto
-from rig.pki import TestPKI
+from rig.bridgecfg import write_config
 from rig.samples import TINY_PDF, make_message
 
-MAILBOX = "bench@contoso.test"
-SECRET = "bench-secret-value"
 BIG = 25 * 1000 * 1000
 _COMMAND = re.compile(r"imapclient\.imaplib: > b'\S+ (?:UID )?([A-Z]+)")
 _WORDS = ("invoice", "parcel", "meeting", "report", "update", "delivery", "schedule",
@@ -237,57 +230,45 @@ def main() -> int:
         return 0
     n = args.messages
     rows: list[tuple[str, dict[str, Any]]] = []
-    with tempfile.TemporaryDirectory(prefix="o2m-bench-") as tmp:
-        work = Path(tmp)
-        work.chmod(0o755)
-        pki = TestPKI(work / "pki")
-        with (IdentityPlatform(pki) as idp,
-              Dovecot(pki, idp.introspection_url, work / "dovecot") as dovecot,
-              Mosquitto(work / "mqtt") as broker,
-              DelayProxy(dovecot.port, args.rtt_ms / 1000) as wan):
-            tenant = idp.add_tenant()
-            app = idp.register_app(tenant, secret=SECRET, mailboxes=[MAILBOX])
-            token = app_token(idp, pki, tenant, app.client_id, SECRET)
-            mail = corpus(n)
-            load(dovecot.port, pki.ca_file, token, "INBOX", mail)
-            print(f"loaded {n} messages, {sum(map(len, mail)) / 2**20:.1f} MiB, "
-                  f"{sum(b'filename=' in m for m in mail)} with attachments", flush=True)
-            big_mail = corpus(50, seed=2)
-            big_mail.insert(25, make_message(
-                subject="25 MB", to=MAILBOX, text="big one",
-                attachments=[("video.mp4", "video/mp4", random.Random(7).randbytes(BIG))]))
-            if not args.no_big:
-                load(dovecot.port, pki.ca_file, token, "Big", big_mail)
+    with servers() as rig, DelayProxy(rig.dovecot.port, args.rtt_ms / 1000) as wan:
+        work, pki, broker, dovecot = rig.work, rig.pki, rig.broker, rig.dovecot
+        token = rig.token()
+        mail = corpus(n)
+        load(dovecot.port, pki.ca_file, token, "INBOX", mail)
+        print(f"loaded {n} messages, {sum(map(len, mail)) / 2**20:.1f} MiB, "
+              f"{sum(b'filename=' in m for m in mail)} with attachments", flush=True)
+        big_mail = corpus(50, seed=2)
+        big_mail.insert(25, make_message(
+            subject="25 MB", to=MAILBOX, text="big one",
+            attachments=[("video.mp4", "video/mp4", random.Random(7).randbytes(BIG))]))
+        if not args.no_big:
+            load(dovecot.port, pki.ca_file, token, "Big", big_mail)
 
-            def measure(label: str, port: int, folder: str, count: int, limit: int,
-                        repeat: int, naive_repeat: int) -> None:
-                topic = folder.lower()
-                spec = {"imap_port": port, "ca": str(pki.ca_file), "token": token,
-                        "mqtt_port": broker.port, "folder": folder, "topic": topic,
-                        "max_attachment_bytes": limit}
-                naive = median_run([run_naive({**spec, "base": f"naive{len(rows)}-{i}"}, count)
-                                    for i in range(naive_repeat)])
-                rows.append((f"naive loop{label}", naive))
-                print(_row(*rows[-1]), flush=True)
-                config = rig_config(
-                    authority=idp.authority, ca_file=pki.ca_file, imap_port=port,
-                    mqtt_port=broker.port, tenant_id=tenant, client_id=app.client_id,
-                    mailbox=MAILBOX, secret=SECRET, state_dir=work / "state", idle=True,
-                    poll_interval=300, folders=[{"name": folder, "topic": topic,
-                                                 "backfill": count,
-                                                 "max_attachment_bytes": limit}])
-                bridge = run_bridge(work, config, broker.port, f"bridge{len(rows)}", topic,
-                                    count, f"bridge{len(rows)}", repeat)
-                rows.append((f"outlook2mqtt{label}", bridge))
-                print(_row(*rows[-1]), flush=True)
+        def measure(label: str, port: int, folder: str, count: int, limit: int,
+                    repeat: int, naive_repeat: int) -> None:
+            topic = folder.lower()
+            spec = {"imap_port": port, "ca": str(pki.ca_file), "token": token,
+                    "mqtt_port": broker.port, "folder": folder, "topic": topic,
+                    "max_attachment_bytes": limit}
+            naive = median_run([run_naive({**spec, "base": f"naive{len(rows)}-{i}"}, count)
+                                for i in range(naive_repeat)])
+            rows.append((f"naive loop{label}", naive))
+            print(_row(*rows[-1]), flush=True)
+            config = rig.config(imap_port=port, folders=[{
+                "name": folder, "topic": topic, "backfill": count,
+                "max_attachment_bytes": limit}])
+            bridge = run_bridge(work, config, broker.port, f"bridge{len(rows)}", topic,
+                                count, f"bridge{len(rows)}", repeat)
+            rows.append((f"outlook2mqtt{label}", bridge))
+            print(_row(*rows[-1]), flush=True)
 
-            measure("", dovecot.port, "INBOX", n, 10_000_000, args.repeat, args.repeat)
-            if args.rtt_ms:  # the naive loop's time is mostly the RTTs: one run will do
-                measure(f", {args.rtt_ms:g} ms RTT", wan.port, "INBOX", n, 10_000_000,
-                        args.repeat, 1)
-            if not args.no_big:
-                measure(", 25 MB attachment", dovecot.port, "Big", len(big_mail),
-                        30_000_000, 1, 1)
+        measure("", dovecot.port, "INBOX", n, 10_000_000, args.repeat, args.repeat)
+        if args.rtt_ms:  # the naive loop's time is mostly the RTTs: one run will do
+            measure(f", {args.rtt_ms:g} ms RTT", wan.port, "INBOX", n, 10_000_000,
+                    args.repeat, 1)
+        if not args.no_big:
+            measure(", 25 MB attachment", dovecot.port, "Big", len(big_mail),
+                    30_000_000, 1, 1)
     table = [
         "| run | messages | backlog s | messages/s | IMAP commands/msg | FETCH/msg "
         "| peak RSS MiB |",
