@@ -116,23 +116,23 @@ def _number(value: Any) -> int:
 FORWARDED = ("message/rfc822", "message/global")
 
 
-def parse(body: Any, *, forwarded: bool = False) -> Part:
+def parse(body: Any, *, message_leaves: bool = False) -> Part:
     """The part tree of a BODYSTRUCTURE; raise `Unsupported` for anything the part-wise
     fetch does not handle: nested messages (message/*), empty or malformed structures.
 
-    With `forwarded` (a message too big to fetch whole), every message/* part is a leaf
+    With `message_leaves` (a message too big to fetch whole), every message/* part is a leaf
     like an attachment: a forwarded message (message/rfc822, message/global) with its own
     parts not walked, and the others (a bounce's message/delivery-status, a read receipt's
     message/disposition-notification), which RFC 3501 §9 sends as basic bodies.
     """
     counter = [0]
     try:
-        return _parse(body, "", counter, forwarded)
+        return _parse(body, "", counter, message_leaves)
     except (IndexError, TypeError, AttributeError, UnicodeError) as exc:
         raise Unsupported(f"malformed BODYSTRUCTURE: {type(exc).__name__}") from None
 
 
-def _parse(body: Any, section: str, counter: list[int], forwarded: bool) -> Part:
+def _parse(body: Any, section: str, counter: list[int], message_leaves: bool) -> Part:
     counter[0] += 1
     if counter[0] > MAX_PARTS:
         raise Unsupported("too many parts")
@@ -140,7 +140,7 @@ def _parse(body: Any, section: str, counter: list[int], forwarded: bool) -> Part
         raise Unsupported("malformed BODYSTRUCTURE")
     if isinstance(body[0], list | tuple):  # multipart: children, subtype, extension data
         children = tuple(
-            _parse(child, f"{section}.{i}" if section else str(i), counter, forwarded)
+            _parse(child, f"{section}.{i}" if section else str(i), counter, message_leaves)
             for i, child in enumerate(body[0], start=1)
         )
         if not children:
@@ -152,7 +152,7 @@ def _parse(body: Any, section: str, counter: list[int], forwarded: bool) -> Part
                     disposition=disposition, disposition_params=dparams, children=children)
     maintype = (_text(body[0]) or "text").lower()
     subtype = (_text(body[1]) or "plain").lower()
-    if forwarded and f"{maintype}/{subtype}" in FORWARDED:
+    if message_leaves and f"{maintype}/{subtype}" in FORWARDED:
         # body-type-msg: body-fields, envelope, body, body-fld-lines, then the extension
         # data (RFC 3501 §9): md5, disposition, ...
         disposition, dparams = _disposition(body[10:], 1)
@@ -161,7 +161,7 @@ def _parse(body: Any, section: str, counter: list[int], forwarded: bool) -> Part
             encoding=(_text(body[5]) or "7bit").strip().lower(), size=_number(body[6]),
             disposition=disposition, disposition_params=dparams,
         )
-    if maintype == "multipart" or (maintype == "message" and not forwarded):
+    if maintype == "multipart" or (maintype == "message" and not message_leaves):
         # message/*: the stdlib parses the nested message (a forwarded mail's subject, the
         # re-serialized bytes); a multipart leaf has no usable boundary. Both: fetch whole.
         raise Unsupported(f"{maintype}/{subtype} part")

@@ -6,7 +6,6 @@ must not block: the service hands work to queues.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import ssl
 import threading
@@ -42,30 +41,35 @@ class Incoming:
 class Publication:
     """A publish in flight; `wait` returns True once the broker acknowledged it.
 
-    The latch is a bare lock, held until `_complete` (one per publish: a
-    `threading.Event` would be a Condition and two locks, on every summary)."""
+    One per summary and attachment, so it is kept cheap: a flag, and a bare lock held
+    until `_complete` for the waiters to block on (a `threading.Event` would be a
+    Condition and two locks)."""
 
-    __slots__ = ("_latch", "ok")
+    __slots__ = ("_done", "_latch", "ok")
 
     def __init__(self) -> None:
         self._latch = threading.Lock()
         self._latch.acquire()
+        self._done = False
         self.ok = True
 
     def _complete(self, ok: bool) -> None:
+        if self._done:
+            return
         self.ok = ok
-        with contextlib.suppress(RuntimeError):  # completed once already
-            self._latch.release()
+        self._done = True
+        self._latch.release()
 
     def wait(self, timeout: float | None = None) -> bool:
-        if not self._latch.acquire(timeout=-1 if timeout is None else max(timeout, 0)):
-            return False
-        self._latch.release()
+        if not self._done:
+            if not self._latch.acquire(timeout=-1 if timeout is None else max(timeout, 0)):
+                return False
+            self._latch.release()  # the next waiter's turn
         return self.ok
 
     @property
     def done(self) -> bool:
-        return not self._latch.locked()
+        return self._done
 
 
 class _PahoClient(paho.Client):

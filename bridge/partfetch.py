@@ -123,7 +123,7 @@ class PartFetcher:
             # the whole-message one, unless that would hold too much in memory: then such a
             # part is an attachment.
             big = int(meta.get(b"RFC822.SIZE") or 0) > WHOLE_MAX
-            message.root = bodystructure.parse(meta.get(b"BODYSTRUCTURE"), forwarded=big)
+            message.root = bodystructure.parse(meta.get(b"BODYSTRUCTURE"), message_leaves=big)
             message.headers = parse_headers(header if isinstance(header, bytes) else b"")
             message.walk = self._walk(message)
         except bodystructure.Unsupported as exc:

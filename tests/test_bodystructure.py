@@ -91,7 +91,7 @@ FORWARDED = (
 
 def test_a_forwarded_message_can_be_a_leaf_like_an_attachment() -> None:
     """For messages too big to fetch whole (bridge.partfetch.WHOLE_MAX)."""
-    root = parse(structure(FORWARDED), forwarded=True)
+    root = parse(structure(FORWARDED), message_leaves=True)
     forwarded = root.children[1]
     assert (forwarded.section, forwarded.content_type, forwarded.is_multipart) == (
         "2", "message/rfc822", False)
@@ -109,7 +109,7 @@ def test_in_a_big_message_other_message_parts_are_basic_leaves() -> None:
             b'"7bit" 142 NIL ("attachment" ("filename" "status.txt")) NIL NIL)'
             b'("message" "disposition-notification" NIL NIL NIL "7bit" 90 NIL NIL NIL NIL) '
             b'"report" ("report-type" "delivery-status" "boundary" "r") NIL NIL NIL)')
-    root = parse(structure(text), forwarded=True)
+    root = parse(structure(text), message_leaves=True)
     assert [(p.section, p.content_type, p.size, p.is_multipart, p.disposition)
             for p in root.children[1:]] == [
         ("2", "message/delivery-status", 142, False, "attachment"),
@@ -119,7 +119,7 @@ def test_in_a_big_message_other_message_parts_are_basic_leaves() -> None:
     with pytest.raises(Unsupported):  # the msg form where a basic body belongs: malformed
         parse(structure(b'("message" "delivery-status" NIL NIL NIL "7bit" 142 (NIL "s" NIL NIL '
                         b'NIL NIL NIL NIL NIL NIL) ("text" "plain" NIL NIL NIL "7bit" 3 1) 5 NIL '
-                        b'("attachment" NIL) NIL NIL)'), forwarded=True)
+                        b'("attachment" NIL) NIL NIL)'), message_leaves=True)
 
 
 def test_exchange_bare_string_dispositions_are_read_not_rejected() -> None:
