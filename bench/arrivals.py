@@ -15,21 +15,32 @@ import tempfile
 import time
 from dataclasses import dataclass
 
+from bench.servers import ACCOUNT
+from bridge.topics import Topics
+
 _UID = re.compile(r'"uid": (\d+)')
 
 
 @dataclass(frozen=True)
 class Timing:
-    seconds: float  # start marker to last summary
     started: float  # time.time() of the start marker
     last: float  # time.time() of the last summary
     uids: list[int]  # summary UIDs in arrival order
 
+    @property
+    def seconds(self) -> float:
+        """Start marker to last summary."""
+        return self.last - self.started
+
 
 class Arrivals:
-    """Subscribes to `start_topic` and `summary_topic` until `count` summaries arrived."""
+    """Subscribes to the start marker of `base` and the summaries of the bench account's
+    folder `folder_topic` until `count` summaries arrived."""
 
-    def __init__(self, port: int, start_topic: str, summary_topic: str, count: int) -> None:
+    def __init__(self, port: int, base: str, folder_topic: str, count: int) -> None:
+        topics = Topics(base)
+        start_topic = topics.bridge_state
+        summary_topic = topics.folder_message(ACCOUNT, folder_topic)
         self._start_topic, self._summary_topic, self._count = start_topic, summary_topic, count
         probe = f"{start_topic}/probe"
         # A file, not a pipe: a full pipe would stall mosquitto_sub and so the broker.
@@ -71,7 +82,7 @@ class Arrivals:
                 last = float(stamp)
         if started is None or len(uids) < self._count:
             raise RuntimeError(f"{len(uids)} of {self._count} summaries arrived")
-        return Timing(last - started, started, last, uids)
+        return Timing(started, last, uids)
 
     def close(self) -> None:
         if self._proc.poll() is None:

@@ -17,6 +17,7 @@ from rig.idp import App, IdentityPlatform
 from rig.mosquitto import Mosquitto
 from rig.pki import TestPKI
 
+ACCOUNT = "home"  # rig_config's account name
 MAILBOX = "bench@contoso.test"
 SECRET = "bench-secret-value"
 

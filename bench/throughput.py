@@ -41,10 +41,11 @@ from imapclient import IMAPClient
 
 from bench.arrivals import Arrivals
 from bench.delay import DelayProxy
-from bench.servers import MAILBOX, servers
+from bench.servers import ACCOUNT, MAILBOX, servers
 from bridge.config import FolderConfig, MqttConfig
 from bridge.message import summarize
 from bridge.mqtt import MqttClient
+from bridge.topics import Topics
 from rig.bridgecfg import write_config
 from rig.samples import TINY_PDF, make_message
 
@@ -117,21 +118,23 @@ def naive_worker(spec: dict[str, Any]) -> dict[str, Any]:
     mqtt.wait_connected(10)
     client.select_folder(folder.name, readonly=True)
     uids = sorted(client.search(["ALL"]))
-    prefix = f"{spec['base']}/home/{folder.topic}"
-    mqtt.publish(f"{spec['base']}/bridge/state", "online").wait(10)  # the timer's start
+    topics = Topics(spec["base"])
+    mqtt.publish(topics.bridge_state, "online").wait(10)  # the timer's start
     for uid in uids:
         data = client.fetch([uid], [b"FLAGS", b"INTERNALDATE", b"RFC822.SIZE", b"BODY.PEEK[]"])[uid]
         summary = summarize(
-            data[b"BODY[]"], account="home", folder=folder, folder_name=folder.name, uid=uid,
+            data[b"BODY[]"], account=ACCOUNT, folder=folder, folder_name=folder.name, uid=uid,
             uidvalidity=1, flags=list(data[b"FLAGS"]), internaldate=data[b"INTERNALDATE"],
-            size=data[b"RFC822.SIZE"], attachment_topic_prefix=f"{prefix}/attachment")
+            size=data[b"RFC822.SIZE"],
+            attachment_topic_prefix=topics.attachment_prefix(ACCOUNT, folder.topic))
         del data
         for att in summary.attachments:
             if att.topic is not None:
                 mqtt.publish(att.topic, att.data, user_properties=[
                     ("filename", att.filename or ""), ("content_type", att.content_type),
                     ("size", str(att.size))]).wait(60)
-        mqtt.publish(f"{prefix}/message", json.dumps(summary.payload)).wait(60)
+        mqtt.publish(topics.folder_message(ACCOUNT, folder.topic),
+                     json.dumps(summary.payload)).wait(60)
     mqtt.stop()
     client.logout()
     return {"messages": len(uids), "round_trips": len(uids) + 2, "fetches": len(uids),
@@ -140,8 +143,7 @@ def naive_worker(spec: dict[str, Any]) -> dict[str, Any]:
 
 def run_naive(spec: dict[str, Any], count: int) -> dict[str, Any]:
     """The naive loop in its own process, timed like the bridge (`bench.arrivals`)."""
-    arrivals = Arrivals(spec["mqtt_port"], f"{spec['base']}/bridge/state",
-                        f"{spec['base']}/home/{spec['topic']}/message", count)
+    arrivals = Arrivals(spec["mqtt_port"], spec["base"], spec["topic"], count)
     try:
         out = subprocess.run([sys.executable, "-m", "bench.throughput", "--naive-worker",
                               json.dumps(spec)], capture_output=True, text=True, check=True,
@@ -175,8 +177,7 @@ def _bridge_once(work: Path, config: dict[str, Any], broker_port: int, base: str
               "bridge": {"state_dir": str(work / f"state-{name}")}}
     path = write_config(work / f"{name}.toml", config)
     log = work / f"{name}.log"
-    arrivals = Arrivals(broker_port, f"{base}/bridge/state", f"{base}/home/{topic}/message",
-                        count)
+    arrivals = Arrivals(broker_port, base, topic, count)
     try:
         started = time.time()
         with log.open("wb") as out:
