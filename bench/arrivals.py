@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 
 from bench.servers import ACCOUNT
-from bridge.topics import Topics
+from bridge.mqtt.topics import Topics
 
 _UID = re.compile(r'"uid": (\d+)')
 

@@ -42,10 +42,10 @@ from imapclient import IMAPClient
 from bench.arrivals import Arrivals
 from bench.delay import DelayProxy
 from bench.servers import ACCOUNT, MAILBOX, servers
-from bridge.config import FolderConfig, MqttConfig
-from bridge.message import summarize
-from bridge.mqtt import MqttClient
-from bridge.topics import Topics
+from bridge.config.model import FolderConfig, MqttConfig
+from bridge.mail.message import summarize
+from bridge.mqtt.client import MqttClient
+from bridge.mqtt.topics import Topics
 from rig.bridgecfg import write_config
 from rig.samples import TINY_PDF, make_message
 

@@ -8,18 +8,18 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from . import __version__, sdnotify
-from .auth import token_provider
-from .command_worker import CommandWorker
-from .commands import response_topic_allowed
-from .config import AccountConfig, Config
-from .discovery import build_discovery, load_index, save_index, stale_topics
-from .fetch import MessagePublisher
-from .mqtt import Incoming, MqttClient
-from .state import StateStore
-from .status import AccountStatus
-from .topics import Topics
-from .watcher import FolderWatcher
+from bridge import __version__, sdnotify
+from bridge.auth.tokens import token_provider
+from bridge.commands.parse import response_topic_allowed
+from bridge.commands.worker import CommandWorker
+from bridge.config.model import AccountConfig, Config
+from bridge.mailbox.positions import StateStore
+from bridge.mailbox.publisher import MessagePublisher
+from bridge.mailbox.status import AccountStatus
+from bridge.mailbox.watcher import FolderWatcher
+from bridge.mqtt.client import Incoming, MqttClient
+from bridge.mqtt.discovery import build_discovery, load_index, save_index, stale_topics
+from bridge.mqtt.topics import Topics
 
 _LOGGER = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from bridge import cli
+from bridge.cli import main as cli
 from rig.idp import IdentityPlatform
 
 

@@ -19,7 +19,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from bridge.certs import (
+from bridge.cli.cert import (
     CLOCK_SKEW,
     CertificateError,
     CertInfo,

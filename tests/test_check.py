@@ -17,9 +17,10 @@ from typing import Any
 import pytest
 import trustme
 
-from bridge import check
-from bridge.check import Step, run_check
-from bridge.config import Config, parse_config
+from bridge.cli import check
+from bridge.cli.check import Step, run_check
+from bridge.config.load import parse_config
+from bridge.config.model import Config
 from bridge.errors import ImapAuthError
 from rig.bridgecfg import rig_config, write_config
 from rig.dovecot import Dovecot

@@ -114,7 +114,7 @@ def test_check_and_token_log_only_warnings_unless_asked(
     assert main("token", "-c", str(config_file), "--account", "home", "--log-level", "debug") \
         == 0
     err = capsys.readouterr().err
-    assert "INFO    bridge.auth: token acquired for account home" in err
+    assert "INFO    bridge.auth.tokens: token acquired for account home" in err
     assert "DEBUG" in err
 
 
@@ -139,7 +139,7 @@ def test_check_as_a_subprocess_exits_0_on_the_rig(config_file: Path) -> None:
 
 @pytest.mark.parametrize("level", ["debug", "info", "warning", "error"])
 def test_every_command_takes_config_and_log_level_after_its_name(level: str) -> None:
-    from bridge.cli import build_parser
+    from bridge.cli.main import build_parser
 
     parser = build_parser()
     for command in (["run"], ["check"], ["token"], ["init"]):

@@ -8,9 +8,8 @@ from typing import Any
 
 import pytest
 
-from bridge.actions import special_folder, uid_set
-from bridge.command_worker import CommandWorker
-from bridge.commands import (
+from bridge.commands.actions import special_folder, uid_set
+from bridge.commands.parse import (
     MAX_PAYLOAD,
     Command,
     InvalidCommand,
@@ -19,8 +18,9 @@ from bridge.commands import (
     reply,
     response_topic_allowed,
 )
-from bridge.config import DEFAULT_COMMANDS, AccountConfig, FolderConfig
-from bridge.mqtt import Incoming
+from bridge.commands.worker import CommandWorker
+from bridge.config.model import DEFAULT_COMMANDS, AccountConfig, FolderConfig
+from bridge.mqtt.client import Incoming
 
 ACCOUNT = AccountConfig(
     name="home",

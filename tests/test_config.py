@@ -17,21 +17,17 @@ from cryptography.x509.oid import NameOID
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bridge.config import (
+from bridge.config.load import (
     ACCOUNT_KEYS,
-    ALL_COMMANDS,
     BRIDGE_KEYS,
-    CLOUDS,
-    DEFAULT_COMMANDS,
     FOLDER_KEYS,
     HOMEASSISTANT_KEYS,
     MQTT_KEYS,
-    Config,
-    FolderConfig,
     config_search_path,
     load_config,
     parse_config,
 )
+from bridge.config.model import ALL_COMMANDS, CLOUDS, DEFAULT_COMMANDS, Config, FolderConfig
 from bridge.errors import ConfigError
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "config.toml.example"

@@ -12,8 +12,7 @@ from typing import Any
 
 import pytest
 
-from bridge import login as login_mod
-from bridge.auth import (
+from bridge.auth.tokens import (
     DelegatedTokenProvider,
     Token,
     TokenCacheFile,
@@ -22,14 +21,16 @@ from bridge.auth import (
     token_provider,
     wait_for_new_login,
 )
-from bridge.check import token_step
-from bridge.command_worker import CommandWorker
-from bridge.config import AccountConfig, Config, parse_config
-from bridge.discovery import build_discovery
+from bridge.cli import login as login_mod
+from bridge.cli.check import token_step
+from bridge.commands.worker import CommandWorker
+from bridge.config.load import parse_config
+from bridge.config.model import AccountConfig, Config
 from bridge.errors import LoginRequired
-from bridge.state import write_atomic
-from bridge.status import AccountStatus
-from bridge.topics import Topics
+from bridge.mailbox.status import AccountStatus
+from bridge.mqtt.discovery import build_discovery
+from bridge.mqtt.topics import Topics
+from bridge.util.files import write_atomic
 from tests.test_discovery import render
 
 MAILBOX = "Me@Outlook.test"

@@ -18,9 +18,10 @@ import jinja2.sandbox
 import pytest
 import yaml
 
-from bridge.commands import parse_command
-from bridge.config import ALL_COMMANDS, Config, parse_config
-from bridge.discovery import (
+from bridge.commands.parse import parse_command
+from bridge.config.load import parse_config
+from bridge.config.model import ALL_COMMANDS, Config
+from bridge.mqtt.discovery import (
     EVENT_TYPE,
     build_discovery,
     device_config,
@@ -29,7 +30,7 @@ from bridge.discovery import (
     save_index,
     stale_topics,
 )
-from bridge.topics import Topics
+from bridge.mqtt.topics import Topics
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "homeassistant.md"

@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from bridge import message, mime
+from bridge.mail import message, mime
 
 MAIL = Path(__file__).parent / "data" / "mail"
 CORPUS = sorted(MAIL.glob("*.eml"))

@@ -25,11 +25,12 @@ import pytest
 from imapclient import IMAPClient
 from imapclient.exceptions import ProtocolError
 
-from bridge import fetch, partfetch
-from bridge.config import FolderConfig
-from bridge.message import summarize
-from bridge.mqtt import Publication
-from bridge.topics import Topics
+from bridge.config.model import FolderConfig
+from bridge.imap import partfetch
+from bridge.mail.message import summarize
+from bridge.mailbox import publisher as fetch
+from bridge.mqtt.client import Publication
+from bridge.mqtt.topics import Topics
 from rig.samples import make_message
 
 MAIL = Path(__file__).parent / "data" / "mail"

@@ -23,7 +23,7 @@ from imapclient.exceptions import IMAPClientError, ProtocolError
 from imapclient.response_parser import parse_fetch_response
 from imapclient.response_types import BodyData
 
-from bridge.fetchparse import fetch, parse_fetch
+from bridge.imap.fetchparse import fetch, parse_fetch
 from rig.samples import TINY_PDF, make_message
 
 MAIL = Path(__file__).parent / "data" / "mail"

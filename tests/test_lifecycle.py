@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from bridge.config import parse_config
+from bridge.config.load import parse_config
 from bridge.service import Bridge
 from rig.bridgecfg import rig_config
 from rig.dovecot import Dovecot

@@ -13,12 +13,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bridge import message
-from bridge.config import FolderConfig
-from bridge.htmltext import html_to_text
-from bridge.ical import parse_calendar
-from bridge.message import Summary, skip_reason, summarize, type_allowed
-from bridge.mime import decode_words, sanitize_filename, split_header
+from bridge.config.model import FolderConfig
+from bridge.mail import message
+from bridge.mail.htmltext import html_to_text
+from bridge.mail.ical import parse_calendar
+from bridge.mail.message import Summary, skip_reason, summarize, type_allowed
+from bridge.mail.mime import decode_words, sanitize_filename, split_header
 
 MAIL = Path(__file__).parent / "data" / "mail"
 CORPUS = sorted(MAIL.glob("*.eml"))

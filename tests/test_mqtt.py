@@ -11,8 +11,8 @@ import threading
 import time
 import uuid
 
-from bridge.config import MqttConfig
-from bridge.mqtt import MqttClient, Publication
+from bridge.config.model import MqttConfig
+from bridge.mqtt.client import MqttClient, Publication
 from rig.mosquitto import Mosquitto
 from rig.mqttsub import Collector
 

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from bridge.readahead import ReadAhead
+from bridge.mailbox.readahead import ReadAhead
 
 
 def test_items_arrive_in_order_and_the_thread_ends() -> None:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from imapclient.exceptions import IMAPClientAbortError
 
-from bridge.watcher import FolderWatcher, _is_change
+from bridge.mailbox.watcher import FolderWatcher, _is_change
 
 
 class ScriptedIdle:

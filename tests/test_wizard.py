@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 
-from bridge import wizard
-from bridge.config import load_config
-from bridge.wizard import Invalid, Prompter
+from bridge.cli import init as wizard
+from bridge.cli.init import Invalid, Prompter
+from bridge.config.load import load_config
 from rig.dovecot import Dovecot
 from rig.idp import App, IdentityPlatform
 from rig.mosquitto import Mosquitto
@@ -213,7 +213,7 @@ def test_secret_from_stdin_stays_out_of_the_process_list(tmp_path: Path) -> None
 # -- interactive, in-process --------------------------------------------------------------------
 
 def run_dialog(tmp_path: Path, answers: list[str], *extra: str) -> tuple[int, str]:
-    from bridge.cli import build_parser
+    from bridge.cli.main import build_parser
 
     args: argparse.Namespace = build_parser().parse_args(
         ["init", "--output", str(tmp_path / "config.toml"), *extra])

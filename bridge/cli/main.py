@@ -13,13 +13,17 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from types import FrameType
 
-from . import __version__, certs, log, login, wizard
-from .auth import token_provider
-from .check import Step, format_step, run_check, token_step
-from .config import Config, config_search_path, load_config
-from .errors import ConfigError
-from .service import Bridge
-from .status import iso_ts
+from bridge import __version__, log
+from bridge.auth.tokens import token_provider
+from bridge.cli import cert as certs
+from bridge.cli import init as wizard
+from bridge.cli import login
+from bridge.cli.check import Step, format_step, run_check, token_step
+from bridge.config.load import config_search_path, load_config
+from bridge.config.model import Config
+from bridge.errors import ConfigError
+from bridge.service import Bridge
+from bridge.util.times import iso_ts
 
 _LOGGER = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from .errors import BridgeError
+from bridge.errors import BridgeError
 
 KEY_SIZES: tuple[int, ...] = (2048, 3072)
 MAX_DAYS = 3650

@@ -18,7 +18,7 @@ from typing import Any, TextIO
 
 import msal
 
-from .auth import (
+from bridge.auth.tokens import (
     MSAL_ERRORS,
     TokenCacheFile,
     error_from_result,
@@ -26,12 +26,13 @@ from .auth import (
     public_client,
     signed_in_user,
 )
-from .config import AccountConfig, Config
-from .errors import AuthError
-from .log import register_secret
-from .mqtt import MqttClient
-from .status import AccountStatus, iso_ts
-from .topics import Topics
+from bridge.config.model import AccountConfig, Config
+from bridge.errors import AuthError
+from bridge.log import register_secret
+from bridge.mailbox.status import AccountStatus
+from bridge.mqtt.client import MqttClient
+from bridge.mqtt.topics import Topics
+from bridge.util.times import iso_ts
 
 _LOGGER = logging.getLogger(__name__)
 

@@ -19,12 +19,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from typing import TextIO
 
-from . import certs, imap, log
-from .auth import Provider, Token, hint_for, login_hint, token_provider
-from .config import CLOUDS, AccountConfig, Config, MqttConfig
-from .errors import AuthError, FolderNotFound, ImapAuthError, ImapError, LoginRequired
-from .mqtt import Incoming, MqttClient
-from .status import iso_ts
+from bridge import log
+from bridge.auth.tokens import Provider, Token, hint_for, login_hint, token_provider
+from bridge.cli import cert as certs
+from bridge.config.model import CLOUDS, AccountConfig, Config, MqttConfig
+from bridge.errors import AuthError, FolderNotFound, ImapAuthError, ImapError, LoginRequired
+from bridge.imap import connection as imap
+from bridge.mqtt.client import Incoming, MqttClient
+from bridge.util.times import iso_ts
 
 IMAP_ROLE = "IMAP.AccessAsApp"
 IMAP_SCOPE = "IMAP.AccessAsUser.All"

@@ -23,13 +23,13 @@ from typing import Any
 
 import imapclient
 
-from .config import AccountConfig, FolderConfig
-from .message import Found, Summary, Walked, assemble, skip_reason, summarize
-from .mqtt import MqttClient, Publication
-from .partfetch import BIG_PART, PartFetcher, PartMissing, Pending, wanted
-from .partwise import PartWalk
-from .readahead import ReadAhead
-from .topics import Topics
+from bridge.config.model import AccountConfig, FolderConfig
+from bridge.imap.partfetch import BIG_PART, PartFetcher, PartMissing, Pending, wanted
+from bridge.mail.message import Found, Summary, Walked, assemble, skip_reason, summarize
+from bridge.mail.partwise import PartWalk
+from bridge.mailbox.readahead import ReadAhead
+from bridge.mqtt.client import MqttClient, Publication
+from bridge.mqtt.topics import Topics
 
 _LOGGER = logging.getLogger(__name__)
 

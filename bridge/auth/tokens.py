@@ -25,10 +25,10 @@ import requests
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
-from .config import AccountConfig
-from .errors import AuthError, LoginRequired
-from .log import register_secret
-from .state import write_atomic
+from bridge.config.model import AccountConfig
+from bridge.errors import AuthError, LoginRequired
+from bridge.log import register_secret
+from bridge.util.files import write_atomic
 
 _LOGGER = logging.getLogger(__name__)
 

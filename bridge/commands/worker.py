@@ -11,13 +11,14 @@ from collections.abc import Callable, Mapping
 
 import imapclient
 
-from . import actions, imap
-from .auth import Provider
-from .commands import Command, InvalidCommand, parse_command, peek, reply
-from .config import AccountConfig
-from .errors import AuthError, CommandError, ImapError, LoginRequired
-from .fetch import MessagePublisher
-from .mqtt import Incoming
+from bridge.auth.tokens import Provider
+from bridge.commands import actions
+from bridge.commands.parse import Command, InvalidCommand, parse_command, peek, reply
+from bridge.config.model import AccountConfig
+from bridge.errors import AuthError, CommandError, ImapError, LoginRequired
+from bridge.imap import connection as imap
+from bridge.mailbox.publisher import MessagePublisher
+from bridge.mqtt.client import Incoming
 
 _LOGGER = logging.getLogger(__name__)
 

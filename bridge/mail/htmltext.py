@@ -6,7 +6,7 @@ import html
 import re
 from html.parser import HTMLParser
 
-from bridge.mime import ZERO_WIDTH
+from bridge.mail.mime import ZERO_WIDTH
 
 # Elements whose content is never shown. Outlook adds <xml> islands and <o:p> paragraphs.
 _HIDDEN = frozenset({"head", "style", "script", "title", "noscript", "template", "xml"})

@@ -17,11 +17,11 @@ from dataclasses import dataclass
 
 import imapclient
 
-from . import imap
-from .commands import Command, close_matches
-from .errors import CommandError, FolderNotFound
-from .fetch import MessagePublisher
-from .mqtt import Publication
+from bridge.commands.parse import Command, close_matches
+from bridge.errors import CommandError, FolderNotFound
+from bridge.imap import connection as imap
+from bridge.mailbox.publisher import MessagePublisher
+from bridge.mqtt.client import Publication
 
 _LOGGER = logging.getLogger(__name__)
 

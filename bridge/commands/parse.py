@@ -13,8 +13,8 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .config import AccountConfig
-from .errors import CommandError
+from bridge.config.model import AccountConfig
+from bridge.errors import CommandError
 
 MAX_PAYLOAD = 64 * 1024
 MAX_UIDS = 1000

@@ -17,10 +17,10 @@ from typing import Any
 import imapclient
 from imapclient.exceptions import IMAPClientError, LoginError
 
-from .auth import Token
-from .config import AccountConfig
-from .errors import FolderNotFound, ImapAuthError, ImapError
-from .log import register_secret
+from bridge.auth.tokens import Token
+from bridge.config.model import AccountConfig
+from bridge.errors import FolderNotFound, ImapAuthError, ImapError
+from bridge.log import register_secret
 
 _LOGGER = logging.getLogger(__name__)
 

@@ -24,11 +24,12 @@ from typing import Any
 import imapclient
 from imapclient.exceptions import IMAPClientAbortError, IMAPClientError
 
-from . import bodystructure, transfer
-from .config import FolderConfig
-from .fetchparse import fetch as imap_fetch
-from .message import parse_headers, skip_reason
-from .partwise import Chunk, Leaf, PartWalk, Request
+from bridge.config.model import FolderConfig
+from bridge.imap import bodystructure
+from bridge.imap.fetchparse import fetch as imap_fetch
+from bridge.mail import transfer_encoding as transfer
+from bridge.mail.message import parse_headers, skip_reason
+from bridge.mail.partwise import Chunk, Leaf, PartWalk, Request
 
 _LOGGER = logging.getLogger(__name__)
 

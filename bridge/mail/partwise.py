@@ -22,18 +22,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from bridge import mime, transfer
-from bridge.bodystructure import FORWARDED, Part
-from bridge.htmltext import html_to_text
-from bridge.ical import parse_calendar
-from bridge.message import (
-    MAX_DEPTH,
-    Found,
-    collapse,
-    forwarded_filename,
-    guard,
-    parse_headers,
-)
+from bridge.imap.bodystructure import FORWARDED, Part
+from bridge.mail import mime
+from bridge.mail import transfer_encoding as transfer
+from bridge.mail.htmltext import html_to_text
+from bridge.mail.ical import parse_calendar
+from bridge.mail.message import MAX_DEPTH, Found, collapse, forwarded_filename, guard, parse_headers
 
 PREVIEW_BYTES = {"text/plain": 4096, "text/html": 32768}  # first fetch of a text part
 _TEXT_TYPES = ("text/plain", "text/html", "text/calendar")

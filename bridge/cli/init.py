@@ -23,12 +23,15 @@ from typing import Any, TextIO, TypeVar
 import tomli_w
 from cryptography import x509
 
-from . import __version__, certs, log, login
-from . import _validate as v
-from .check import run_check
-from .config import AUTHS, CLOUDS, CONFIG_ENV, MULTI_TENANTS, parse_config
-from .errors import ConfigError
-from .state import write_atomic
+from bridge import __version__, log
+from bridge.cli import cert as certs
+from bridge.cli import login
+from bridge.cli.check import run_check
+from bridge.config import fields as v
+from bridge.config.load import AUTHS, CONFIG_ENV, MULTI_TENANTS, parse_config
+from bridge.config.model import CLOUDS
+from bridge.errors import ConfigError
+from bridge.util.files import write_atomic
 
 EXIT_OK, EXIT_FAIL, EXIT_INVALID = 0, 1, 2
 T = TypeVar("T")

@@ -5,16 +5,8 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Callable
-from datetime import UTC, datetime
 
-
-def iso_now() -> str:
-    """Current time as ISO 8601 UTC with offset, seconds precision."""
-    return datetime.now(UTC).replace(microsecond=0).isoformat()
-
-
-def iso_ts(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).replace(microsecond=0).isoformat()
+from bridge.util.times import iso_now, iso_ts
 
 
 class AccountStatus:

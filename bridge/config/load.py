@@ -1,4 +1,5 @@
-"""Configuration: TOML parsed once into frozen dataclasses, with every problem collected."""
+"""Loading: TOML read once, every field checked by `bridge.config.fields`, problems collected.
+"""
 
 from __future__ import annotations
 
@@ -6,141 +7,22 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
-from bridge import _validate as v
-from bridge.errors import ConfigError
-
-DEFAULT_COMMANDS: tuple[str, ...] = (
-    "mark_read", "mark_unread", "flag", "unflag", "move", "copy", "archive",
-    "mark_all_read", "refresh", "fetch",
+from bridge.config import fields as v
+from bridge.config.model import (
+    ALL_COMMANDS,
+    CLOUDS,
+    DEFAULT_COMMANDS,
+    AccountConfig,
+    BridgeConfig,
+    Config,
+    FolderConfig,
+    HomeAssistantConfig,
+    MqttConfig,
 )
-ALL_COMMANDS: tuple[str, ...] = (*DEFAULT_COMMANDS, "delete")
-
-# cloud -> (authority host URL, IMAP host); the scope is https://<imap host>/.default
-CLOUDS: dict[str, tuple[str, str]] = {
-    "global": ("https://login.microsoftonline.com", "outlook.office365.com"),
-    "usgov": ("https://login.microsoftonline.us", "outlook.office365.us"),
-    "usgov-dod": ("https://login.microsoftonline.us", "outlook-dod.office365.us"),
-    "china": ("https://login.partner.microsoftonline.cn", "partner.outlook.cn"),
-}
-
-
-@dataclass(frozen=True)
-class MqttConfig:
-    host: str
-    port: int = 1883
-    username: str | None = None
-    password: str | None = field(default=None, repr=False)
-    client_id: str = "outlook2mqtt"
-    protocol: str = "5"  # "5" or "3.1.1"
-    base_topic: str = "outlook2mqtt"
-    qos: int = 1
-    keepalive: int = 60
-    tls: bool = False
-    ca_file: Path | None = None
-    cert_file: Path | None = None
-    key_file: Path | None = None
-    tls_insecure: bool = False
-
-
-@dataclass(frozen=True)
-class HomeAssistantConfig:
-    discovery: bool = True
-    prefix: str = "homeassistant"
-
-
-@dataclass(frozen=True)
-class BridgeConfig:
-    state_dir: Path = Path("./state")
-
-
-@dataclass(frozen=True)
-class FolderConfig:
-    name: str
-    topic: str
-    backfill: int = 0
-    attachments: bool = True
-    max_attachment_bytes: int = 10_000_000
-    inline_attachments: bool = False
-    attachment_types: tuple[str, ...] = ("*/*",)
-    include_body: bool = False
-    preview_chars: int = 280
-
-    def attachment_type_allowed(self, content_type: str) -> bool:
-        """Whether `attachment_types` lets this content type through: it must match an allow
-        glob (``*/*`` when only denials are listed) and no ``!`` denial glob."""
-        ctype = content_type.lower()
-        allow = [p for p in self.attachment_types if not p.startswith("!")] or ["*/*"]
-        deny = [p[1:] for p in self.attachment_types if p.startswith("!")]
-        return any(fnmatchcase(ctype, p) for p in allow) and not any(
-            fnmatchcase(ctype, p) for p in deny
-        )
-
-
-@dataclass(frozen=True)
-class AccountConfig:
-    name: str
-    mailbox: str
-    tenant_id: str
-    client_id: str
-    auth: str  # "client_secret", "client_certificate" or "device_code"
-    authority: str  # host URL without tenant, e.g. https://login.microsoftonline.com
-    scope: str
-    imap_host: str
-    folders: tuple[FolderConfig, ...]
-    client_secret: str | None = field(default=None, repr=False)
-    certificate_file: Path | None = None
-    private_key_file: Path | None = None
-    private_key_passphrase: str | None = field(default=None, repr=False)
-    # client assertion signing: "RS256" (x5t = SHA-1 thumbprint, works everywhere) or
-    # "PS256" (x5t#S256 = SHA-256 thumbprint, with the certificate chain in x5c)
-    assertion_algorithm: str = "RS256"
-    cloud: str = "global"
-    imap_port: int = 993
-    imap_security: str = "tls"  # "tls" (implicit) or "starttls"
-    ca_file: Path | None = None
-    poll_interval: float = 60
-    idle: bool = True
-    idle_renew: float = 540
-    token_cache: Path | None = None
-    commands: tuple[str, ...] = DEFAULT_COMMANDS
-
-    @property
-    def authority_url(self) -> str:
-        """The MSAL authority: host URL plus tenant, no trailing slash."""
-        return f"{self.authority.rstrip('/')}/{self.tenant_id}"
-
-    def folder(self, name: str) -> FolderConfig | None:
-        """The configured folder called `name` (INBOX compared case-insensitively)."""
-        for f in self.folders:
-            if f.name == name or (f.name.upper() == "INBOX" and name.upper() == "INBOX"):
-                return f
-        return None
-
-
-@dataclass(frozen=True)
-class Config:
-    mqtt: MqttConfig
-    accounts: tuple[AccountConfig, ...]
-    homeassistant: HomeAssistantConfig = HomeAssistantConfig()
-    bridge: BridgeConfig = BridgeConfig()
-    source: Path | None = None
-
-    def account(self, name: str) -> AccountConfig | None:
-        """The account called `name`, if configured."""
-        return next((a for a in self.accounts if a.name == name), None)
-
-    def secret_values(self) -> tuple[str, ...]:
-        """Every secret in the configuration, for redacting logs and error texts."""
-        values = [self.mqtt.password]
-        for a in self.accounts:
-            values += [a.client_secret, a.private_key_passphrase]
-        return tuple(s for s in values if s)
-
+from bridge.errors import ConfigError
 
 DEFAULT_CONFIG = Path("/etc/outlook2mqtt/config.toml")
 CONFIG_ENV = "OUTLOOK2MQTT_CONFIG"

@@ -26,10 +26,10 @@ from email.generator import BytesGenerator, Generator
 from email.message import Message
 from typing import Any, TypeVar
 
-from bridge import mime
-from bridge.config import FolderConfig
-from bridge.htmltext import html_to_text
-from bridge.ical import parse_calendar
+from bridge.config.model import FolderConfig
+from bridge.mail import mime
+from bridge.mail.htmltext import html_to_text
+from bridge.mail.ical import parse_calendar
 
 MAX_DEPTH = 30  # MIME nesting deeper than this is not followed (no real mail comes close)
 MAX_ERRORS = 20  # hostile mail can make thousands of distinct notes; the first ones tell

@@ -21,8 +21,8 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from .backoff import Backoff
-from .config import MqttConfig
+from bridge.config.model import MqttConfig
+from bridge.util.backoff import Backoff
 
 _LOGGER = logging.getLogger(__name__)
 

@@ -19,16 +19,17 @@ from typing import Any
 import imapclient
 from imapclient.exceptions import IMAPClientAbortError
 
-from . import imap
-from .auth import Provider, Token, wait_for_new_login
-from .backoff import Backoff
-from .config import AccountConfig, FolderConfig
-from .errors import AuthError, FolderNotFound, ImapAuthError, ImapError, LoginRequired
-from .fetch import MessagePublisher
-from .mqtt import MqttClient, Publication
-from .state import Position, StateStore
-from .status import AccountStatus, iso_now
-from .topics import Topics
+from bridge.auth.tokens import Provider, Token, wait_for_new_login
+from bridge.config.model import AccountConfig, FolderConfig
+from bridge.errors import AuthError, FolderNotFound, ImapAuthError, ImapError, LoginRequired
+from bridge.imap import connection as imap
+from bridge.mailbox.positions import Position, StateStore
+from bridge.mailbox.publisher import MessagePublisher
+from bridge.mailbox.status import AccountStatus
+from bridge.mqtt.client import MqttClient, Publication
+from bridge.mqtt.topics import Topics
+from bridge.util.backoff import Backoff
+from bridge.util.times import iso_now
 
 _LOGGER = logging.getLogger(__name__)
 

@@ -17,10 +17,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from . import __version__
-from .config import AccountConfig, Config, FolderConfig
-from .state import write_atomic
-from .topics import Topics
+from bridge import __version__
+from bridge.config.model import AccountConfig, Config, FolderConfig
+from bridge.mqtt.topics import Topics
+from bridge.util.files import write_atomic
 
 _LOGGER = logging.getLogger(__name__)
 

@@ -1,0 +1,14 @@
+"""Time stamps as the bridge publishes them: ISO 8601, UTC, whole seconds."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+
+def iso_now() -> str:
+    """Current time as ISO 8601 UTC with offset, seconds precision."""
+    return datetime.now(UTC).replace(microsecond=0).isoformat()
+
+
+def iso_ts(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).replace(microsecond=0).isoformat()
