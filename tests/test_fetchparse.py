@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import imaplib
 import itertools
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,10 +21,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError, ProtocolError
-from imapclient.response_parser import parse_fetch_response
-from imapclient.response_types import BodyData
+from imapclient.response_parser import parse_fetch_response, parse_response
+from imapclient.response_types import BodyData, Envelope
 
-from bridge.imap.fetchparse import fetch, parse_fetch
+from bridge.imap.fetchparse import (
+    convert_envelope,
+    fetch,
+    imaplib_connection,
+    literals_unlogged,
+    parse_fetch,
+)
 from rig.samples import TINY_PDF, make_message
 
 MAIL = Path(__file__).parent / "data" / "mail"
@@ -377,6 +384,32 @@ def test_fetch_of_an_unknown_item_fails_as_imapclient_does(session: IMAPClient) 
     with pytest.raises(IMAPClientError):
         fetch(session, [1], [b"NO-SUCH-ITEM"])
     assert fetch(session, [1], [b"FLAGS"]) == session.fetch([1], [b"FLAGS"])  # still usable
+
+
+# -- imapclient internals without a public API: still as relied on -------------------------
+
+
+def test_the_imaplib_connection_is_reached_and_its_literal_logging_lowered(
+    session: IMAPClient,
+) -> None:
+    imap = imaplib_connection(session)
+    assert isinstance(imap, imaplib.IMAP4)
+    assert imap.debug == 5  # imapclient's level, at which imaplib repr()s every literal
+    with literals_unlogged(session):
+        assert imap.debug == 4
+    assert imap.debug == 5
+    uid = min(session.search(["ALL"]))
+    assert fetch(session, [uid], [b"FLAGS"]) == session.fetch([uid], [b"FLAGS"])
+
+
+def test_an_envelope_is_converted_as_imapclient_converts_it() -> None:
+    text = (b'("Sat, 28 Nov 2026 09:00:00 +0100" "Hi" (("Ann" NIL "ann" "example.com")) '
+            b'NIL NIL (("Bob" NIL "bob" "example.com")) NIL NIL NIL "<id@example.com>")')
+    expected = parse_fetch_response([b"1 (UID 3 ENVELOPE " + text + b")"], True, True)
+    envelope = convert_envelope(parse_response([text])[0], True)
+    assert isinstance(envelope, Envelope)
+    assert envelope == expected[3][b"ENVELOPE"]
+    assert envelope.subject == b"Hi" and envelope.to[0].mailbox == b"bob"
 
 
 # -- fetch() with a stand-in for imaplib ------------------------------------------------------

@@ -1,28 +1,32 @@
-"""FETCH responses parsed by one regex: imapclient's results, about four times faster.
+"""FETCH responses parsed by one regex into imapclient's results.
 
 imapclient's lexer (`imapclient.response_lexer`) walks a response one byte at a time in
-Python; on a backlog it was about 15 % of the bridge's CPU (BODYSTRUCTURE and header
-literals of a 200-message metadata FETCH). Here a compiled regex cuts each line into tokens
-and a small stack builds the tuples; the result is what
-`imapclient.response_parser.parse_fetch_response(data, normalise_times, uid_is_key=True)`
-returns, with the same lexing rules (tests/test_fetchparse.py compares the two), except
-that every malformed response raises `ProtocolError`, never another exception, and lists
-nested deeper than Python's recursion limit parse. Dovecot's metadata for 200 messages
-(182 KiB): 6.3 ms instead of 24 ms; the dates' parsing, shared, is a fifth of the 6.3.
+Python, which is slow for the BODYSTRUCTURE and header literals of a backlog. Here a
+compiled regex cuts each line into tokens and a small stack builds the tuples; the result
+is what `imapclient.response_parser.parse_fetch_response(data, normalise_times,
+uid_is_key=True)` returns, with the same lexing rules (tests/test_fetchparse.py compares
+the two), except that every malformed response raises `ProtocolError`, never another
+exception, and lists nested deeper than Python's recursion limit parse.
+
+imapclient has no public API for two things done here: the imaplib connection under an
+`IMAPClient` and the conversion of an ENVELOPE. Each is used in one function below,
+checked against imapclient 4.1.0; tests/test_fetchparse.py fails if either changes.
 """
 
 from __future__ import annotations
 
+import contextlib
+import imaplib
 import re
 import reprlib  # short messages, even for deeply nested tuples
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import imapclient
+from imapclient import response_parser
 from imapclient.datetime_util import parse_to_datetime
 from imapclient.exceptions import IMAPClientError, ProtocolError
-from imapclient.response_parser import _convert_ENVELOPE
-from imapclient.response_types import BodyData
+from imapclient.response_types import BodyData, Envelope
 from imapclient.util import to_unicode
 
 Item = bytes | tuple[bytes, bytes]  # imaplib's: a line, or a line ending {N} and the literal
@@ -74,28 +78,49 @@ def parse_fetch(data: Sequence[Item] | Sequence[None], *,
 
 def fetch(client: imapclient.IMAPClient, uids: Sequence[int],
           items: Sequence[bytes | str]) -> dict[int, dict[bytes, Any]]:
-    """`client.fetch(uids, items)` (only the UIDs asked for), parsed by `parse_fetch`.
-
-    imapclient runs imaplib at debug level 5, which formats every literal received (whole
-    attachments) with repr() for the debug log, whether or not debug logging is on; level 4
-    still logs every line and command."""
+    """`client.fetch(uids, items)` (only the UIDs asked for), parsed by `parse_fetch`."""
     if not uids:
         return {}
-    imap = client._imap
-    saved = getattr(imap, "debug", 0)
-    if saved > 4:
-        imap.debug = 4
-    try:
-        status, data = imap.uid(
+    # imaplib sends bytes arguments as they are; its stubs only admit str
+    uid_command: Callable[..., tuple[str, list[Any]]] = imaplib_connection(client).uid
+    with literals_unlogged(client):
+        status, data = uid_command(
             "FETCH", b",".join(b"%d" % uid for uid in uids),
             b"(" + b" ".join(i if isinstance(i, bytes) else i.encode() for i in items) + b")")
-    finally:
-        if saved > 4:
-            imap.debug = saved
     if status != "OK":
         raise IMAPClientError(f"fetch failed: {to_unicode(data[0])}")
     response = parse_fetch(data, normalise_times=client.normalise_times)
     return {uid: response[uid] for uid in uids if uid in response}
+
+
+def imaplib_connection(client: imapclient.IMAPClient) -> imaplib.IMAP4:
+    """The imaplib connection an `IMAPClient` runs on: its `_imap` (imapclient 4.1.0), for
+    sending a UID FETCH whose response `parse_fetch` parses, not imapclient's lexer."""
+    imap: imaplib.IMAP4 = client._imap
+    return imap
+
+
+@contextlib.contextmanager
+def literals_unlogged(client: imapclient.IMAPClient) -> Iterator[None]:
+    """imaplib's debug level at most 4 for a block. imapclient (4.1.0) sets it to 5, where
+    imaplib formats every literal received (whole attachments) with repr() for the debug
+    log, whether or not debug logging is on; level 4 still logs every line and command."""
+    imap = imaplib_connection(client)
+    saved = getattr(imap, "debug", 0)
+    if saved > 4:
+        imap.debug = 4
+    try:
+        yield
+    finally:
+        if saved > 4:
+            imap.debug = saved
+
+
+def convert_envelope(value: Any, normalise: bool) -> Envelope:
+    """An ENVELOPE's tuple as imapclient types it (`response_parser._convert_ENVELOPE`,
+    imapclient 4.1.0: there is no public function for it)."""
+    envelope: Envelope = response_parser._convert_ENVELOPE(value, normalise)
+    return envelope
 
 
 def _atoms(data: Sequence[Item] | Sequence[None]) -> list[Any]:
@@ -194,7 +219,7 @@ def _convert(word: bytes, value: Any, normalise: bool) -> Any:
             except ValueError:
                 return None
         if word == b"ENVELOPE":
-            return _convert_ENVELOPE(value, normalise)
+            return convert_envelope(value, normalise)
         if word in {b"BODY", b"BODYSTRUCTURE"}:
             return BodyData.create(value)
     except (AttributeError, LookupError, TypeError, OverflowError, RecursionError) as exc:
