@@ -217,8 +217,9 @@ def _addresses_email(values: list[str], notes: list[str], where: str) -> list[Ad
 def addresses(values: list[str], notes: list[str], where: str) -> list[Address]:
     """Parse address headers into ``{"name", "address"}`` objects, names decoded.
 
-    Simple lists are split directly (`email._parseaddr` was ~8 % of a backlog's CPU),
-    anything else by the stdlib; both give the same result (tests/test_fastpaths.py)."""
+    Simple lists are split directly (`email._parseaddr` is slow for every message of a
+    backlog), anything else by the stdlib; both give the same result
+    (tests/test_fastpaths.py)."""
     pairs = _simple_addresses(", ".join([unfold(v) for v in values]))
     if pairs is None:
         return _addresses_email(values, notes, where)

@@ -3,10 +3,9 @@ bounds from the encoded size that BODYSTRUCTURE reports.
 
 Pure: no I/O. Parts up to `STDLIB_MAX` bytes decode exactly as in a whole-message parse
 (broken base64 included): valid base64 by pybase64 (SIMD; the stdlib's compat32 path
-copies every line and decodes at ~100 MB/s, a third of the bridge's CPU on a backlog with
-attachments), anything else by the stdlib's compat32 code path itself. Larger parts
-(attachments) are decoded by `Decoder`, piece by piece as they are fetched. For valid
-input all give the same bytes.
+copies every line, which makes attachments the bulk of a backlog's work), anything else
+by the stdlib's compat32 code path itself. Larger parts (attachments) are decoded by
+`Decoder`, piece by piece as they are fetched. For valid input all give the same bytes.
 """
 
 from __future__ import annotations
