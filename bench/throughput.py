@@ -16,7 +16,7 @@ folder's limit is raised), for peak memory.
 IMAP round trips: counted in one more bridge run at log level debug, where imapclient logs
 every command it sends ("> b'TAG COMMAND ...'"; login, SELECT, SEARCH included). Peak RSS:
 VmHWM of the process (/proc/PID/status). The naive loop gets the same imaplib fix as the
-bridge (no repr() of every literal, see `bridge.fetchparse.fetch`), so the comparison
+bridge (no repr() of every literal, `bridge.imap.fetchparse.literals_unlogged`), so the comparison
 is about fetching alone.
 
     .venv/bin/python -m bench.throughput [--messages 1000] [--rtt-ms 10] [--repeat 3]
@@ -43,7 +43,10 @@ from bench.arrivals import Arrivals
 from bench.delay import DelayProxy
 from bench.servers import ACCOUNT, MAILBOX, servers
 from bridge.config.model import FolderConfig, MqttConfig
-from bridge.mail.message import summarize
+from bridge.imap.fetchparse import literals_unlogged
+from bridge.mail.message import StoredMessage, summarize
+from bridge.mail.policy import SummaryOptions
+from bridge.mailbox.publisher import summary_options
 from bridge.mqtt.client import MqttClient
 from bridge.mqtt.topics import Topics
 from rig.bridgecfg import write_config
@@ -108,7 +111,6 @@ def vm_hwm(pid: int) -> int:
 
 def naive_worker(spec: dict[str, Any]) -> dict[str, Any]:
     client = _imap(spec["imap_port"], Path(spec["ca"]), spec["token"])
-    client._imap.debug = 4  # as bridge.partfetch does: no repr() of each literal
     client.normalise_times = False
     folder = FolderConfig(name=spec["folder"], topic=spec["topic"],
                           max_attachment_bytes=spec["max_attachment_bytes"])
@@ -119,26 +121,34 @@ def naive_worker(spec: dict[str, Any]) -> dict[str, Any]:
     client.select_folder(folder.name, readonly=True)
     uids = sorted(client.search(["ALL"]))
     topics = Topics(spec["base"])
+    options = summary_options(
+        folder, account=ACCOUNT, folder_name=folder.name, uidvalidity=1,
+        attachment_topic_prefix=topics.attachment_prefix(ACCOUNT, folder.topic))
     mqtt.publish(topics.bridge_state, "online").wait(10)  # the timer's start
-    for uid in uids:
-        data = client.fetch([uid], [b"FLAGS", b"INTERNALDATE", b"RFC822.SIZE", b"BODY.PEEK[]"])[uid]
-        summary = summarize(
-            data[b"BODY[]"], account=ACCOUNT, folder=folder, folder_name=folder.name, uid=uid,
-            uidvalidity=1, flags=list(data[b"FLAGS"]), internaldate=data[b"INTERNALDATE"],
-            size=data[b"RFC822.SIZE"],
-            attachment_topic_prefix=topics.attachment_prefix(ACCOUNT, folder.topic))
-        del data
-        for att in summary.attachments:
-            if att.topic is not None:
-                mqtt.publish(att.topic, att.data, user_properties=[
-                    ("filename", att.filename or ""), ("content_type", att.content_type),
-                    ("size", str(att.size))]).wait(60)
-        mqtt.publish(topics.folder_message(ACCOUNT, folder.topic),
-                     json.dumps(summary.payload)).wait(60)
+    with literals_unlogged(client):  # as the bridge fetches
+        for uid in uids:
+            _naive_publish(client, mqtt, options, topics.folder_message(ACCOUNT, folder.topic),
+                           uid)
     mqtt.stop()
     client.logout()
     return {"messages": len(uids), "round_trips": len(uids) + 2, "fetches": len(uids),
             "vmhwm": vm_hwm(os.getpid())}
+
+
+def _naive_publish(client: IMAPClient, mqtt: MqttClient, options: SummaryOptions,
+                   summary_topic: str, uid: int) -> None:
+    """One message: fetched whole, summarized, published, each publish awaited."""
+    data = client.fetch([uid], [b"FLAGS", b"INTERNALDATE", b"RFC822.SIZE", b"BODY.PEEK[]"])[uid]
+    stored = StoredMessage(uid, flags=list(data[b"FLAGS"]), internaldate=data[b"INTERNALDATE"],
+                           size=data[b"RFC822.SIZE"])
+    summary = summarize(data[b"BODY[]"], options, stored)
+    del data
+    for att in summary.attachments:
+        if att.topic is not None:
+            mqtt.publish(att.topic, att.data, user_properties=[
+                ("filename", att.filename or ""), ("content_type", att.content_type),
+                ("size", str(att.size))]).wait(60)
+    mqtt.publish(summary_topic, json.dumps(summary.payload)).wait(60)
 
 
 def run_naive(spec: dict[str, Any], count: int) -> dict[str, Any]:

@@ -14,11 +14,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from imapclient.response_parser import parse_fetch_response
 
-from bridge.imap.bodystructure import MAX_PARTS, Part, Unsupported, parse
+from bridge.imap.bodystructure import MAX_PARTS, Unsupported, parse
 from bridge.mail import message
 from bridge.mail import transfer_encoding as transfer
 from bridge.mail.mime import split_header
 from bridge.mail.partwise import Chunk, PartWalk, Request
+from bridge.mail.structure import Part
 
 PROPERTY = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -817,25 +817,6 @@ def test_folder_keys_are_read(source: Path) -> None:
         attachment_types=("application/pdf", "!image/gif"), include_body=True, preview_chars=0)
 
 
-@pytest.mark.parametrize(
-    ("types", "content_type", "allowed"),
-    [
-        (("*/*",), "application/pdf", True),
-        (("image/*",), "image/png", True),
-        (("image/*",), "application/pdf", False),
-        (("image/*", "!image/gif"), "image/gif", False),
-        (("image/*", "!image/gif"), "IMAGE/PNG", True),
-        (("!image/*",), "application/pdf", True),
-        (("!image/*",), "image/jpeg", False),
-    ],
-)
-def test_attachment_types_allow_by_glob_and_deny_with_bang(
-    types: tuple[str, ...], content_type: str, allowed: bool
-) -> None:
-    folder = FolderConfig(name="INBOX", topic="inbox", attachment_types=types)
-    assert folder.attachment_type_allowed(content_type) is allowed
-
-
 def test_delete_is_allowed_only_when_listed(source: Path) -> None:
     account = parse_config(build(account={"commands": [*ALL_COMMANDS, "flag"]}),
                            source=source).accounts[0]

@@ -1,7 +1,7 @@
 """Fast paths for header blocks and address lists: always equal to the stdlib parsers.
 
-`message.parse_headers` and `mime.addresses` split the common, simple shapes directly and
-fall back to `email`'s parsers (`message._parse_headers_email`, `mime._addresses_email`)
+`headers.parse_headers` and `mime.addresses` split the common, simple shapes directly and
+fall back to `email`'s parsers (`headers._parse_headers_email`, `mime._addresses_email`)
 for anything else. These are differential tests: generated inputs biased to the common
 shapes and to the edge cases, explicit tables and the mail corpus, all compared against the
 stdlib reference; and checks that typical inputs really take the fast path.
@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from bridge.mail import message, mime
+from bridge.mail import headers, mime
 
 MAIL = Path(__file__).parent / "data" / "mail"
 CORPUS = sorted(MAIL.glob("*.eml"))
@@ -43,11 +43,11 @@ TYPICAL_TO = ['Bob Builder <bob@example.org>, "Doe, Jane" <jane.doe@example.com>
 
 def check_headers(raw: bytes) -> dict[str, list[str]] | None:
     """Assert `parse_headers(raw)` equals the feedparser's result; the fast path's result."""
-    fast = message._parse_headers_fast(raw)
-    reference = message._parse_headers_email(raw)
+    fast = headers._parse_headers_fast(raw)
+    reference = headers._parse_headers_email(raw)
     if fast is not None:
         assert fast == reference
-    assert message.parse_headers(raw) == reference
+    assert headers.parse_headers(raw) == reference
     return fast
 
 
@@ -214,9 +214,9 @@ def test_parse_headers_typical_block_is_not_a_fallback(monkeypatch: pytest.Monke
     def fallback(raw: bytes) -> Any:
         raise AssertionError("fell back")
 
-    expected = message._parse_headers_email(TYPICAL_BLOCK)
-    monkeypatch.setattr(message, "_parse_headers_email", fallback)
-    assert message.parse_headers(TYPICAL_BLOCK) == expected
+    expected = headers._parse_headers_email(TYPICAL_BLOCK)
+    monkeypatch.setattr(headers, "_parse_headers_email", fallback)
+    assert headers.parse_headers(TYPICAL_BLOCK) == expected
     assert expected["to"] == ['Bob Builder <bob@example.org>,\r\n "Carol K." <carol@example.net>']
 
 
@@ -394,10 +394,10 @@ def test_addresses_cases(values: list[str], fast: bool) -> None:
 
 @pytest.mark.parametrize("path", CORPUS, ids=lambda p: p.stem)
 def test_addresses_corpus(path: Path) -> None:
-    headers = message._parse_headers_email(header_block(path.read_bytes()))
+    fields = headers._parse_headers_email(header_block(path.read_bytes()))
     for name in ("from", "to", "cc", "reply-to", "sender", "bcc"):
-        if name in headers:
-            check_addresses(headers[name])
+        if name in fields:
+            check_addresses(fields[name])
 
 
 def test_addresses_typical_list_is_not_a_fallback(monkeypatch: pytest.MonkeyPatch) -> None:

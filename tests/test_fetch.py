@@ -27,7 +27,7 @@ from imapclient.exceptions import ProtocolError
 
 from bridge.config.model import FolderConfig
 from bridge.imap import partfetch
-from bridge.mail.message import summarize
+from bridge.mail.message import StoredMessage, summarize
 from bridge.mailbox import publisher as fetch
 from bridge.mqtt.client import Publication
 from bridge.mqtt.topics import Topics
@@ -121,11 +121,12 @@ def reference(session: IMAPClient, uids: list[int], folder: FolderConfig,
     out = {}
     for uid, data in session.fetch(uids, ["FLAGS", "INTERNALDATE", "RFC822.SIZE",
                                           "BODY.PEEK[]"]).items():
-        out[uid] = summarize(
-            data[b"BODY[]"], account="home", folder=folder, folder_name="INBOX", uid=uid,
-            uidvalidity=7, flags=list(data[b"FLAGS"]), internaldate=data[b"INTERNALDATE"],
-            size=data[b"RFC822.SIZE"], attachment_topic_prefix=PREFIX,
-            include_body=include_body)
+        options = fetch.summary_options(folder, account="home", folder_name="INBOX",
+                                        uidvalidity=7, attachment_topic_prefix=PREFIX,
+                                        include_body=include_body)
+        stored = StoredMessage(uid, flags=list(data[b"FLAGS"]),
+                               internaldate=data[b"INTERNALDATE"], size=data[b"RFC822.SIZE"])
+        out[uid] = summarize(data[b"BODY[]"], options, stored)
     return out
 
 
@@ -291,6 +292,16 @@ def test_a_backlog_takes_a_few_fetch_commands_in_uid_order(
     # parts and batch; the PDFs come with their messages' texts.
     assert len(items) <= 8, items
     assert len(recorder.attachments()) == 10
+
+
+def test_an_empty_type_list_publishes_no_attachment_part_wise(session: IMAPClient) -> None:
+    folder = dataclasses.replace(INBOX, attachment_types=())
+    uids = append_all(session, [(MAIL / "mixed_pdf.eml").read_bytes(),
+                                GENERATED["mixed_two_texts"]])
+    recorder = check_equivalence(session, uids, ["mixed_pdf", "mixed_two_texts"], folder)
+    assert recorder.attachments() == {}
+    skipped = [a["skipped"] for m in recorder.messages() for a in m["attachments"]]
+    assert skipped == ["type", "type", "type"]
 
 
 def test_fetching_never_sets_seen(session: IMAPClient) -> None:

@@ -14,11 +14,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bridge.config.model import FolderConfig
-from bridge.mail import message
+from bridge.mail import message, walk
 from bridge.mail.htmltext import html_to_text
 from bridge.mail.ical import parse_calendar
-from bridge.mail.message import Summary, skip_reason, summarize, type_allowed
+from bridge.mail.message import StoredMessage, Summary, summarize
 from bridge.mail.mime import decode_words, sanitize_filename, split_header
+from bridge.mail.policy import skip_reason, type_allowed
+from bridge.mailbox.publisher import summary_options
 
 MAIL = Path(__file__).parent / "data" / "mail"
 CORPUS = sorted(MAIL.glob("*.eml"))
@@ -32,15 +34,18 @@ KEY_ORDER = [
 FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
-def run(raw: bytes, folder: FolderConfig = INBOX, **kwargs: Any) -> Summary:
-    args: dict[str, Any] = {
-        "account": "home", "folder": folder, "folder_name": "INBOX", "uid": 4123,
-        "uidvalidity": 14, "flags": [b"\\Seen"],
+def run(raw: bytes, folder: FolderConfig = INBOX, include_body: bool | None = None,
+        **stored: Any) -> Summary:
+    """`summarize` as the publisher calls it; `stored` overrides the message's UID, flags,
+    INTERNALDATE or size."""
+    options = summary_options(folder, account="home", folder_name="INBOX", uidvalidity=14,
+                              attachment_topic_prefix=PREFIX, include_body=include_body)
+    facts: dict[str, Any] = {
+        "uid": 4123, "flags": [b"\\Seen"],
         "internaldate": datetime(2026, 11, 28, 9, 15, 4, tzinfo=UTC), "size": None,
-        "attachment_topic_prefix": PREFIX,
     }
-    args.update(kwargs)
-    return summarize(raw, **args)
+    facts.update(stored)
+    return summarize(raw, options, StoredMessage(**facts))
 
 
 def check_invariants(summary: Summary, preview_chars: int = INBOX.preview_chars) -> None:
@@ -178,7 +183,9 @@ SEL = FolderConfig(name="INBOX", topic="inbox", max_attachment_bytes=100)
 def test_skip_reason_rules(
     folder: FolderConfig, content_type: str, size: int, inline: bool, reason: str | None,
 ) -> None:
-    assert skip_reason(folder, content_type=content_type, size=size, inline=inline) == reason
+    rules = summary_options(folder, account="home", folder_name="INBOX", uidvalidity=1,
+                            attachment_topic_prefix=PREFIX).attachments
+    assert skip_reason(rules, content_type=content_type, size=size, inline=inline) == reason
 
 
 @pytest.mark.parametrize(
@@ -193,6 +200,10 @@ def test_skip_reason_rules(
         (("!image/*",), "image/png", False),
         ((), "application/pdf", False),
         (("application/vnd.*",), "application/vnd.ms-excel", True),
+        (("image/*",), "image/png", True),
+        (("image/*", "!image/gif"), "image/gif", False),
+        (("image/*", "!image/gif"), "IMAGE/PNG", True),
+        (("!image/*",), "image/jpeg", False),
     ],
 )
 def test_type_allowed_globs_with_denials_winning(
@@ -215,6 +226,15 @@ def test_rules_apply_to_a_whole_message_and_keep_data_only_when_published() -> N
     }
     skipped = run(raw, folder=dataclasses.replace(INBOX, attachments=False)).attachments
     assert [a.skipped for a in skipped] == ["disabled", "disabled"]
+
+
+def test_an_empty_type_list_publishes_no_attachment() -> None:
+    raw = (MAIL / "mixed_pdf.eml").read_bytes()
+    folder = dataclasses.replace(INBOX, attachment_types=())
+    summary = run(raw, folder=folder)
+    assert [(a.skipped, a.topic, a.data) for a in summary.attachments] == [
+        ("type", None, b""), ("type", None, b"")]
+    assert summary.payload["has_attachments"] is True
 
 
 def test_inline_images_are_published_when_the_folder_wants_them() -> None:
@@ -384,7 +404,7 @@ def test_calendar_attachment_is_listed_and_parsed() -> None:
 
 
 def test_nesting_beyond_the_limit_is_reported_not_followed() -> None:
-    depth = message.MAX_DEPTH + 5
+    depth = walk.MAX_DEPTH + 5
     head = b"".join(
         b"--b%d\nContent-Type: multipart/mixed; boundary=b%d\n\n" % (i, i + 1) for i in range(depth)
     )
@@ -399,7 +419,7 @@ def test_a_failing_step_is_recorded_and_the_rest_still_returned(
     def boom(*args: object, **kwargs: object) -> list[str]:
         raise RuntimeError("bug")
 
-    monkeypatch.setattr(message._Walker, "walk", boom)
+    monkeypatch.setattr(walk.MimeWalk, "walk", boom)
     payload = run((MAIL / "plain.eml").read_bytes()).payload
     assert payload["errors"] == ["mime: RuntimeError"]
     assert payload["subject"] == "Your order has shipped"

@@ -6,7 +6,6 @@ Pure: imports nothing of the bridge. `bridge.config.load` builds these from TOML
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from fnmatch import fnmatchcase
 from pathlib import Path
 
 DEFAULT_COMMANDS: tuple[str, ...] = (
@@ -61,19 +60,9 @@ class FolderConfig:
     attachments: bool = True
     max_attachment_bytes: int = 10_000_000
     inline_attachments: bool = False
-    attachment_types: tuple[str, ...] = ("*/*",)
+    attachment_types: tuple[str, ...] = ("*/*",)  # globs, "!" denies: bridge.mail.policy
     include_body: bool = False
     preview_chars: int = 280
-
-    def attachment_type_allowed(self, content_type: str) -> bool:
-        """Whether `attachment_types` lets this content type through: it must match an allow
-        glob (``*/*`` when only denials are listed) and no ``!`` denial glob."""
-        ctype = content_type.lower()
-        allow = [p for p in self.attachment_types if not p.startswith("!")] or ["*/*"]
-        deny = [p[1:] for p in self.attachment_types if p.startswith("!")]
-        return any(fnmatchcase(ctype, p) for p in allow) and not any(
-            fnmatchcase(ctype, p) for p in deny
-        )
 
 
 @dataclass(frozen=True)

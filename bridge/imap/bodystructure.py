@@ -1,75 +1,23 @@
 """IMAP BODYSTRUCTURE (RFC 3501 §7.4.2), as imapclient returns it, as a tree of parts.
 
-Pure: no I/O. Each part carries its section number for ``BODY.PEEK[section]`` and its
-MIME fields as raw header text (8-bit bytes as lone surrogates, like the stdlib's compat32
-parser keeps them), so that `bridge.mime` decodes them exactly as it decodes the headers of
-a whole message. What the part-wise fetch does not handle raises `Unsupported`; the caller
-then fetches that message whole.
+Pure: no I/O. The tree is `bridge.mail.structure.Part`, which the part-wise walk reads.
+What the part-wise fetch does not handle raises `Unsupported`; the caller then fetches
+that message whole.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any
 
+from bridge.mail.structure import ParamList, Part
+from bridge.mail.walk import FORWARDED
+
 MAX_PARTS = 500  # more parts than this: fetch the message whole (hostile or absurd mail)
-_ParamList = tuple[tuple[str, str], ...]
 
 
 class Unsupported(ValueError):
     """A structure the part-wise fetch does not handle (the message is fetched whole)."""
-
-
-@dataclass(frozen=True)
-class Part:
-    """One MIME part: a leaf, or a multipart with children."""
-
-    section: str  # "1", "2.1"; "" for a top-level multipart (RFC 3501 §6.4.5)
-    maintype: str  # lower case
-    subtype: str
-    params: _ParamList = ()  # Content-Type parameters, raw, in order
-    content_id: str | None = None
-    encoding: str = "7bit"  # Content-Transfer-Encoding, lower case
-    size: int = 0  # octets of the encoded body (leaves)
-    disposition: str | None = None  # raw disposition token
-    disposition_params: _ParamList = ()
-    children: tuple[Part, ...] = ()
-
-    @property
-    def content_type(self) -> str:
-        return f"{self.maintype}/{self.subtype}"
-
-    @property
-    def is_multipart(self) -> bool:
-        return bool(self.children)
-
-    def headers(self) -> dict[str, list[str]]:
-        """The part's MIME header fields rebuilt as raw values, keyed like
-        `bridge.message`'s header maps: content-type, content-disposition, content-id."""
-        out = {"content-type": [_header_value(self.content_type, self.params)]}
-        if self.disposition is not None:
-            out["content-disposition"] = [_header_value(self.disposition,
-                                                        self.disposition_params)]
-        if self.content_id is not None:
-            out["content-id"] = [self.content_id]
-        return out
-
-    def walk(self) -> Iterator[Part]:
-        """This part and every part below it, in MIME (document) order."""
-        yield self
-        for child in self.children:
-            yield from child.walk()
-
-
-def _header_value(token: str, params: _ParamList) -> str:
-    """`token; name="value"; ...` with quoted-string escapes (RFC 2045 §5.1); the server
-    already removed the original quoting, so quoting again keeps every value intact."""
-    return "; ".join([token, *(f'{name}="{_escape(value)}"' for name, value in params)])
-
-
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"')
 
 
 def _text(value: Any) -> str | None:
@@ -83,7 +31,7 @@ def _text(value: Any) -> str | None:
     raise Unsupported(f"unexpected string {type(value).__name__}")
 
 
-def _params(value: Any) -> _ParamList:
+def _params(value: Any) -> ParamList:
     """body-fld-param: NIL or a flat list of alternating names and values."""
     if value is None:
         return ()
@@ -93,12 +41,12 @@ def _params(value: Any) -> _ParamList:
     return tuple((items[i].strip().lower(), items[i + 1]) for i in range(0, len(items), 2))
 
 
-def _disposition(ext: Sequence[Any], index: int) -> tuple[str | None, _ParamList]:
+def _disposition(ext: Sequence[Any], index: int) -> tuple[str | None, ParamList]:
     """body-fld-dsp at `index` of the extension data: NIL or (token, params)."""
     value = ext[index] if len(ext) > index else None
     if value is None:
         return None, ()
-    if isinstance(value, bytes | str):  # Exchange Online sends a bare "inline" (MailKit#919)
+    if isinstance(value, bytes | str):  # Exchange Online sends a bare "inline"
         return _text(value), ()
     if not isinstance(value, tuple | list) or not value:
         raise Unsupported("malformed disposition")
@@ -111,9 +59,6 @@ def _number(value: Any) -> int:
     if isinstance(value, bytes) and value.isdigit():
         return int(value)
     raise Unsupported("malformed size")
-
-
-FORWARDED = ("message/rfc822", "message/global")
 
 
 def parse(body: Any, *, message_leaves: bool = False) -> Part:

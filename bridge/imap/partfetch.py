@@ -2,11 +2,11 @@
 
 One FETCH per batch of UIDs brings flags, dates, sizes, BODYSTRUCTURE and the header
 fields the summary reads. Per window of messages (bounded by the bytes fetched ahead),
-one FETCH per distinct list of parts brings what `bridge.partwise` asks for (text
+one FETCH per distinct list of parts brings what `bridge.mail.partwise` asks for (text
 prefixes, whole texts, the first invitation) plus a message's attachments when they are
 small; messages of the same shape share a FETCH. A big attachment is fetched on its own
 in `CHUNK` pieces (RFC 3501 §6.4.5 partial fetch) and decoded as it comes. Messages whose
-structure `bridge.bodystructure` rejects are fetched whole (`BODY.PEEK[]`), the small
+structure `bridge.imap.bodystructure` rejects are fetched whole (`BODY.PEEK[]`), the small
 ones together; so are messages with message/* parts inside (forwarded mail, bounce
 reports) up to `WHOLE_MAX` (above it, such a part is an attachment like any other: a
 forwarded message's subject from its header, the bytes in pieces, or skipped as too large,
@@ -24,12 +24,13 @@ from typing import Any
 import imapclient
 from imapclient.exceptions import IMAPClientAbortError, IMAPClientError
 
-from bridge.config.model import FolderConfig
 from bridge.imap import bodystructure
 from bridge.imap.fetchparse import fetch as imap_fetch
 from bridge.mail import transfer_encoding as transfer
-from bridge.mail.message import parse_headers, skip_reason
+from bridge.mail.headers import parse_headers
 from bridge.mail.partwise import Chunk, Leaf, PartWalk, Request
+from bridge.mail.policy import AttachmentRules, SummaryOptions, skip_reason
+from bridge.mail.structure import Part
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ class Pending:
 
     uid: int
     meta: dict[bytes, Any] | None  # None: expunged meanwhile
-    root: bodystructure.Part | None = None
+    root: Part | None = None
     headers: dict[str, list[str]] = field(default_factory=dict)
     fetched: dict[str, Chunk] = field(default_factory=dict)
     walk: PartWalk | None = None  # None: fetch and summarise it whole
@@ -65,10 +66,10 @@ class Pending:
         return chunk is not None and chunk.complete
 
 
-def wanted(folder: FolderConfig, leaf: Leaf) -> bool:
+def wanted(rules: AttachmentRules, leaf: Leaf) -> bool:
     """Whether an attachment may be published, so must be fetched (its decoded size, known
     once fetched, decides); a part certainly too large is never fetched."""
-    return skip_reason(folder, content_type=leaf.found.content_type, size=leaf.bounds.lower,
+    return skip_reason(rules, content_type=leaf.found.content_type, size=leaf.bounds.lower,
                        inline=leaf.found.inline) is None
 
 
@@ -87,9 +88,9 @@ class PartFetcher:
     publisher fetching a big attachment. Each FETCH holds `_lock` for its whole round
     trip, so commands never interleave on the connection."""
 
-    def __init__(self, folder: FolderConfig, *, include_body: bool) -> None:
-        self.folder = folder
-        self.include_body = include_body
+    def __init__(self, options: SummaryOptions, *, log_name: str) -> None:
+        self.options = options
+        self.log_name = log_name  # the folder, as the log names it
         self.round_trips = 0  # FETCH commands sent
         self.stop = threading.Event()  # set: every further fetch raises Cancelled
         self._lock = threading.Lock()
@@ -109,7 +110,7 @@ class PartFetcher:
             raise
         except IMAPClientError as exc:  # NO/BAD or an unparseable BODYSTRUCTURE: go whole
             _LOGGER.warning("%s: metadata FETCH failed (%s); fetching messages whole",
-                            self.folder.name, exc)
+                            self.log_name, exc)
             return [Pending(uid, {}) for uid in batch]
         messages = [Pending(uid, response.get(uid)) for uid in batch]
         for message in messages:
@@ -123,8 +124,9 @@ class PartFetcher:
             # A message with message/* parts inside is fetched whole, so that its summary is
             # the whole-message one, unless that would hold too much in memory: then such a
             # part is an attachment.
-            big = int(meta.get(b"RFC822.SIZE") or 0) > WHOLE_MAX
-            message.root = bodystructure.parse(meta.get(b"BODYSTRUCTURE"), message_leaves=big)
+            too_big_whole = int(meta.get(b"RFC822.SIZE") or 0) > WHOLE_MAX
+            message.root = bodystructure.parse(meta.get(b"BODYSTRUCTURE"),
+                                               message_leaves=too_big_whole)
             message.headers = parse_headers(header if isinstance(header, bytes) else b"")
             message.walk = self._walk(message)
         except bodystructure.Unsupported as exc:
@@ -136,8 +138,9 @@ class PartFetcher:
     def _walk(self, message: Pending) -> PartWalk:
         if message.root is None:
             raise bodystructure.Unsupported("no structure")
-        return PartWalk(message.root, message.fetched, preview_chars=self.folder.preview_chars,
-                        include_body=self.include_body)
+        return PartWalk(message.root, message.fetched,
+                        preview_chars=self.options.preview_chars,
+                        include_body=self.options.include_body)
 
     def windows(self, messages: list[Pending]) -> Iterator[list[Pending]]:
         """Consecutive messages whose parts fetched ahead stay under WINDOW_BYTES."""
@@ -160,7 +163,8 @@ class PartFetcher:
         if message.walk is None:
             return []
         requests = {r.section: r for r in message.walk.needs}
-        parts = [leaf.part for leaf in message.walk.leaves if wanted(self.folder, leaf)]
+        rules = self.options.attachments
+        parts = [leaf.part for leaf in message.walk.leaves if wanted(rules, leaf)]
         if sum(part.size for part in parts) <= BIG_PART:
             requests.update((part.section, Request(part.section)) for part in parts)
         return list(requests.values())
@@ -203,7 +207,7 @@ class PartFetcher:
                     message.meta = message.walk = None
                     continue
                 for request in group:
-                    chunk = answer(data, request)
+                    chunk = chunk_in_response(data, request)
                     if chunk is not None:  # else asked again next round, or fetched whole
                         message.fetched[request.section] = chunk
 
@@ -228,13 +232,14 @@ class PartFetcher:
         return True
 
     def attachment(self, client: imapclient.IMAPClient, message: Pending,
-                   part: bodystructure.Part) -> bytes | None:
+                   part: Part) -> bytes | None:
         """The decoded attachment (None if the message is gone). A small one not fetched
         yet comes with the next small ones of the message; a big one alone, in pieces."""
         leaves = message.walk.leaves if message.walk is not None else []
         if part.size < BIG_PART and not message.complete(part.section):
             start = next(i for i, leaf in enumerate(leaves) if leaf.part == part)
-            later = [leaf.part for leaf in leaves[start:] if wanted(self.folder, leaf)]
+            rules = self.options.attachments
+            later = [leaf.part for leaf in leaves[start:] if wanted(rules, leaf)]
             if not self._fetch_small(client, message, later):
                 return None
         chunk = message.fetched.pop(part.section, None)
@@ -247,7 +252,7 @@ class PartFetcher:
             data = self.fetch(client, [message.uid], [request.item]).get(message.uid)
             if data is None:
                 return None
-            piece = answer(data, request)
+            piece = chunk_in_response(data, request)
             if piece is None:
                 raise PartMissing(f"UID {message.uid}: no {request.item} in the response")
             decoder.feed(piece.data)
@@ -256,7 +261,7 @@ class PartFetcher:
                 return decoder.finish()
 
     def _fetch_small(self, client: imapclient.IMAPClient, message: Pending,
-                     parts: list[bodystructure.Part]) -> bool:
+                     parts: list[Part]) -> bool:
         """One FETCH for the small parts among `parts` not fetched yet, up to WINDOW_BYTES."""
         requests: list[Request] = []
         size = 0
@@ -271,18 +276,18 @@ class PartFetcher:
         if data is None:
             return False
         for request in requests:
-            chunk = answer(data, request)
+            chunk = chunk_in_response(data, request)
             if chunk is not None:  # else fetched in pieces, or PartMissing
                 message.fetched[request.section] = chunk
         return True
 
 
-def answer(data: dict[bytes, Any], request: Request) -> Chunk | None:
+def chunk_in_response(data: dict[bytes, Any], request: Request) -> Chunk | None:
     """What a FETCH response holds for `request`: its bytes, complete if they are the whole
     part (all of it was asked for, or fewer octets came than asked); None if the response
-    lacks them. Exchange has been seen answering a partial fetch with the whole part, under
-    `BODY[n]` without the origin or with more octets than asked (jakartaee/mail-api#370):
-    at the first piece that is the whole part; later it makes no sense."""
+    lacks them. Exchange may answer a partial fetch with the whole part, under `BODY[n]`
+    without the origin or with more octets than asked: at the first piece that is the
+    whole part; later it makes no sense."""
     raw = data.get(request.key)
     if raw is None and request.length is not None and request.offset == 0:
         whole = data.get(Request(request.section).key)

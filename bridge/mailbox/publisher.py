@@ -3,16 +3,17 @@
 Used by the folder watchers (new mail) and by the `fetch` command (re-publish). The
 caller waits for the returned publications before it advances anything.
 
-The fetching is `bridge.partfetch`'s: metadata and BODYSTRUCTURE for `META_BATCH` UIDs
-in one FETCH, then only the parts a summary needs and the attachments that will be
-published (issue 3 §4); a message whose structure it does not handle is fetched whole
-and summarised by `summarize`, as before. Here: the summary from the parts
-(`bridge.message.assemble`), attachments published as they are fetched (one big one in
-memory at a time), then the summary, all in UID order.
+The fetching is `bridge.imap.partfetch`'s: metadata and BODYSTRUCTURE for `META_BATCH`
+UIDs in one FETCH, then only the parts a summary needs and the attachments that will be
+published; a message whose structure it does not handle is fetched whole and summarised
+by `summarize`. Here: the summary from the parts (`bridge.mail.message.assemble`),
+attachments published as they are fetched (one big one in memory at a time), then the
+summary, all in UID order.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
@@ -25,8 +26,10 @@ import imapclient
 
 from bridge.config.model import AccountConfig, FolderConfig
 from bridge.imap.partfetch import BIG_PART, PartFetcher, PartMissing, Pending, wanted
-from bridge.mail.message import Found, Summary, Walked, assemble, skip_reason, summarize
+from bridge.mail.message import StoredMessage, Summary, assemble, summarize
 from bridge.mail.partwise import PartWalk
+from bridge.mail.policy import AttachmentRules, SummaryOptions, skip_reason
+from bridge.mail.walk import FoundAttachment, MessageContent
 from bridge.mailbox.readahead import ReadAhead
 from bridge.mqtt.client import MqttClient, Publication
 from bridge.mqtt.topics import Topics
@@ -80,32 +83,32 @@ class MessagePublisher:
 
         A batch is handed over once the next one has been published: its PUBACKs have
         arrived by then. (Mosquitto's default `set_tcp_nodelay false` holds back the last
-        PUBACKs of a burst until the client's delayed TCP ACK, up to 40 ms, unless the
-        client sends more.) After YIELD_BYTES of attachments, everything is handed over.
+        PUBACKs of a burst until the client's delayed TCP ACK unless the client sends
+        more.) After YIELD_BYTES of attachments, everything is handed over.
         """
         self.folder = self._within_broker_limit(self._configured)
-        body = self.folder.include_body if include_body is None else include_body
-        run = _Run(server_name, uidvalidity, include_body)
-        fetcher = PartFetcher(self.folder, include_body=body)
-        previous: list[Published] = []  # published, handed over after the next batch
-        results: list[Published] = []
-        previous_bytes = 0
-        windows = ReadAhead(lambda: self._windows(client, fetcher, sorted(uids)),
+        run = _PublishRun(summary_options(
+            self.folder, account=self.account.name, folder_name=server_name,
+            uidvalidity=uidvalidity, attachment_topic_prefix=self._prefix,
+            include_body=include_body))
+        handover = _Handover(run)
+        with contextlib.closing(self._published(client, sorted(uids), run)) as published:
+            for item in published:
+                if ready := handover.add(item):
+                    yield ready
+        if rest := handover.rest():
+            yield rest
+
+    def _published(self, client: imapclient.IMAPClient, uids: Sequence[int],
+                   run: _PublishRun) -> Generator[Published, None, None]:
+        """Each message of `uids` published, in order, the next window fetched meanwhile."""
+        fetcher = PartFetcher(run.options, log_name=self.folder.name)
+        windows = ReadAhead(lambda: self._windows(client, fetcher, uids),
                             name=f"{threading.current_thread().name}-fetch", stop=fetcher.stop)
         with windows:
             for window in windows:
                 for message in window:
-                    results.append(self._publish(client, fetcher, message, run))
-                    if run.unawaited >= YIELD_BYTES:
-                        yield previous + results
-                        previous, results, previous_bytes, run.unawaited = [], [], 0, 0
-                    elif len(results) >= PUBLISH_BATCH:
-                        if previous:
-                            yield previous
-                        run.unawaited -= previous_bytes
-                        previous, results, previous_bytes = results, [], run.unawaited
-        if previous or results:
-            yield previous + results
+                    yield self._publish(client, fetcher, message, run)
 
     def _windows(self, client: imapclient.IMAPClient, fetcher: PartFetcher,
                  uids: Sequence[int]) -> Iterator[list[Pending]]:
@@ -135,7 +138,7 @@ class MessagePublisher:
         return replace(folder, max_attachment_bytes=room)
 
     def _publish(self, client: imapclient.IMAPClient, fetcher: PartFetcher,
-                 message: Pending, run: _Run) -> Published:
+                 message: Pending, run: _PublishRun) -> Published:
         meta, walk = message.meta, message.walk
         if meta is None:
             return Published(message.uid, (), None)  # expunged meanwhile
@@ -150,70 +153,73 @@ class MessagePublisher:
 
     def _publish_parts(self, client: imapclient.IMAPClient, fetcher: PartFetcher,
                        message: Pending, walk: PartWalk, meta: dict[bytes, Any],
-                       run: _Run) -> Published:
+                       run: _PublishRun) -> Published:
         publications: list[Publication] = []
-        found: list[Found] = []
+        found = self._publish_leaves(client, fetcher, message, walk, run, publications)
+        if found is None:
+            return Published(message.uid, tuple(publications), None)  # expunged
+
+        def content() -> MessageContent:
+            notes.extend(walk.notes)
+            return MessageContent(walk.texts, found, walk.calendar)
+
+        notes: list[str] = []
+        summary = self._summary(message.uid, lambda: assemble(
+            message.headers, notes, content, run.options, _stored(message.uid, meta),
+            int(meta.get(b"RFC822.SIZE") or 0)))
+        return self._publish_summary(message.uid, summary, publications)
+
+    def _publish_leaves(self, client: imapclient.IMAPClient, fetcher: PartFetcher,
+                        message: Pending, walk: PartWalk, run: _PublishRun,
+                        publications: list[Publication]) -> list[FoundAttachment] | None:
+        """Fetch and publish the attachments that may be published, one big one in memory
+        at a time; return them all as found, with their sizes (None if expunged)."""
+        rules = run.options.attachments
+        found: list[FoundAttachment] = []
         for index, leaf in enumerate(walk.leaves):
-            if not wanted(self.folder, leaf):
+            if not wanted(rules, leaf):
                 found.append(replace(leaf.found, size=leaf.bounds.estimate))
                 continue
             if leaf.part.size >= BIG_PART:
                 self._wait_for_big(run)
             data = fetcher.attachment(client, message, leaf.part)
             if data is None:
-                return Published(message.uid, tuple(publications), None)  # expunged
+                return None
             item = replace(leaf.found, size=len(data))
             found.append(item)
-            if skip_reason(self.folder, content_type=item.content_type, size=len(data),
+            if skip_reason(rules, content_type=item.content_type, size=len(data),
                            inline=item.inline) is None:
                 publication = self._publish_attachment(
                     run, message.uid, index, item.filename, item.content_type, data)
                 publications.append(publication)
                 if len(data) >= BIG_PART:
-                    run.big = publication
+                    run.last_big_attachment = publication
             del data  # one big part in memory at a time
+        return found
 
-        def walked() -> Walked:
-            notes.extend(walk.notes)
-            return Walked(walk.texts, found, walk.calendar)
-
-        notes: list[str] = []
-        summary = self._summary(message.uid, lambda: assemble(
-            message.headers, notes, walked, **self._fields(message.uid, meta, run),
-            size=int(meta.get(b"RFC822.SIZE") or 0)))
-        return self._publish_summary(message.uid, summary, publications)
-
-    def _wait_for_big(self, run: _Run) -> None:
+    def _wait_for_big(self, run: _PublishRun) -> None:
         """Let the broker take the previous big attachment before the next is read, so that
         only one is in memory; not forever: a broker outage is the watcher's to handle."""
-        big, run.big = run.big, None
+        big, run.last_big_attachment = run.last_big_attachment, None
         deadline = time.monotonic() + BIG_PART_WAIT
         while (big is not None and not big.done and self._mqtt.connected.is_set()
                and time.monotonic() < deadline):
             big.wait(0.2)
 
     def _publish_whole(self, client: imapclient.IMAPClient, fetcher: PartFetcher,
-                       message: Pending, run: _Run) -> Published:
+                       message: Pending, run: _PublishRun) -> Published:
         if not fetcher.whole(client, message) or message.meta is None:
             return Published(message.uid, (), None)
         meta, raw = message.meta, message.raw or b""
         message.raw = None
-        summary = self._summary(message.uid, lambda: summarize(
-            raw, **self._fields(message.uid, meta, run), size=meta.get(b"RFC822.SIZE")))
+        stored = replace(_stored(message.uid, meta), size=meta.get(b"RFC822.SIZE"))
+        summary = self._summary(message.uid, lambda: summarize(raw, run.options, stored))
         publications = [] if isinstance(summary, Exception) else [
             self._publish_attachment(run, message.uid, att.index, att.filename,
                                      att.content_type, att.data)
             for att in summary.attachments if att.topic is not None
         ]
         return self._publish_summary(message.uid, summary, publications)
-
-    def _fields(self, uid: int, meta: dict[bytes, Any], run: _Run) -> dict[str, Any]:
-        return {
-            "account": self.account.name, "folder": self.folder,
-            "folder_name": run.server_name, "uid": uid, "uidvalidity": run.uidvalidity,
-            "flags": list(meta.get(b"FLAGS", ())), "internaldate": meta.get(b"INTERNALDATE"),
-            "attachment_topic_prefix": self._prefix, "include_body": run.include_body,
-        }
 
     def _summary(self, uid: int, build: Callable[[], Summary]) -> Summary | Exception:
         try:
@@ -224,9 +230,9 @@ class MessagePublisher:
                               self.folder.name, uid)
             return exc
 
-    def _publish_attachment(self, run: _Run, uid: int, index: int, filename: str | None,
+    def _publish_attachment(self, run: _PublishRun, uid: int, index: int, filename: str | None,
                             content_type: str, data: bytes) -> Publication:
-        run.unawaited += len(data)
+        run.unawaited_bytes += len(data)
         return self._mqtt.publish(
             f"{self._prefix}/{uid}/{index}",
             data,
@@ -251,12 +257,62 @@ class MessagePublisher:
         return Published(uid, tuple(publications), summary.payload)
 
 
+def summary_options(folder: FolderConfig, *, account: str, folder_name: str,
+                    uidvalidity: int, attachment_topic_prefix: str,
+                    include_body: bool | None = None) -> SummaryOptions:
+    """The options of the summaries of `folder`; `include_body` (when given) overrides the
+    folder's."""
+    rules = AttachmentRules(publish=folder.attachments, inline=folder.inline_attachments,
+                            types=folder.attachment_types,
+                            max_bytes=folder.max_attachment_bytes)
+    return SummaryOptions(
+        account=account, folder=folder_name, uidvalidity=uidvalidity,
+        attachment_topic_prefix=attachment_topic_prefix, attachments=rules,
+        preview_chars=folder.preview_chars,
+        include_body=folder.include_body if include_body is None else include_body)
+
+
+def _stored(uid: int, meta: dict[bytes, Any]) -> StoredMessage:
+    return StoredMessage(uid, flags=list(meta.get(b"FLAGS", ())),
+                         internaldate=meta.get(b"INTERNALDATE"))
+
+
 @dataclass
-class _Run:
+class _PublishRun:
     """One `publish_batches` call."""
 
-    server_name: str
-    uidvalidity: int
-    include_body: bool | None  # as asked (None: the folder's setting)
-    big: Publication | None = None  # the last big attachment published
-    unawaited: int = 0  # attachment bytes published that the caller has not awaited yet
+    options: SummaryOptions
+    last_big_attachment: Publication | None = None  # its successor waits for its PUBACK
+    unawaited_bytes: int = 0  # attachment bytes published that the caller has not awaited
+
+
+class _Handover:
+    """When published messages go to the caller: a batch once the next one is published
+    (its PUBACKs have arrived by then), everything after YIELD_BYTES of attachments."""
+
+    def __init__(self, run: _PublishRun) -> None:
+        self._run = run
+        self._previous: list[Published] = []  # published, handed over after the next batch
+        self._current: list[Published] = []
+        self._previous_bytes = 0
+
+    def add(self, published: Published) -> list[Published]:
+        """Take `published`; return what is ready for the caller (often nothing)."""
+        run = self._run
+        self._current.append(published)
+        if run.unawaited_bytes >= YIELD_BYTES:
+            ready = self._previous + self._current
+            self._previous, self._current, self._previous_bytes = [], [], 0
+            run.unawaited_bytes = 0
+            return ready
+        if len(self._current) >= PUBLISH_BATCH:
+            ready = self._previous
+            run.unawaited_bytes -= self._previous_bytes
+            self._previous, self._current = self._current, []
+            self._previous_bytes = run.unawaited_bytes
+            return ready
+        return []
+
+    def rest(self) -> list[Published]:
+        """What is left once every message is published."""
+        return self._previous + self._current
