@@ -50,7 +50,7 @@ WHOLE_ITEMS = [b"FLAGS", b"INTERNALDATE", b"RFC822.SIZE", b"BODY.PEEK[]"]
 
 
 @dataclass
-class Pending:
+class MessageInFlight:
     """One message between its metadata FETCH and its publication."""
 
     uid: int
@@ -103,7 +103,8 @@ class PartFetcher:
             self.round_trips += 1
             return imap_fetch(client, uids, items)
 
-    def metadata(self, client: imapclient.IMAPClient, batch: Sequence[int]) -> list[Pending]:
+    def metadata(self, client: imapclient.IMAPClient,
+                 batch: Sequence[int]) -> list[MessageInFlight]:
         try:
             response = self.fetch(client, batch, META_ITEMS)
         except IMAPClientAbortError:
@@ -111,14 +112,14 @@ class PartFetcher:
         except IMAPClientError as exc:  # NO/BAD or an unparseable BODYSTRUCTURE: go whole
             _LOGGER.warning("%s: metadata FETCH failed (%s); fetching messages whole",
                             self.log_name, exc)
-            return [Pending(uid, {}) for uid in batch]
-        messages = [Pending(uid, response.get(uid)) for uid in batch]
+            return [MessageInFlight(uid, {}) for uid in batch]
+        messages = [MessageInFlight(uid, response.get(uid)) for uid in batch]
         for message in messages:
             if message.meta is not None:
                 self._plan(message, message.meta)
         return messages
 
-    def _plan(self, message: Pending, meta: dict[bytes, Any]) -> None:
+    def _plan(self, message: MessageInFlight, meta: dict[bytes, Any]) -> None:
         header = next((v for k, v in meta.items() if k.startswith(b"BODY[HEADER")), None)
         try:
             # A message with message/* parts inside is fetched whole, so that its summary is
@@ -135,16 +136,16 @@ class PartFetcher:
             _LOGGER.exception("UID %d: cannot plan a part-wise fetch", message.uid)
             message.walk = None
 
-    def _walk(self, message: Pending) -> PartWalk:
+    def _walk(self, message: MessageInFlight) -> PartWalk:
         if message.root is None:
             raise bodystructure.Unsupported("no structure")
         return PartWalk(message.root, message.fetched,
                         preview_chars=self.options.preview_chars,
                         include_body=self.options.include_body)
 
-    def windows(self, messages: list[Pending]) -> Iterator[list[Pending]]:
+    def windows(self, messages: list[MessageInFlight]) -> Iterator[list[MessageInFlight]]:
         """Consecutive messages whose parts fetched ahead stay under WINDOW_BYTES."""
-        window: list[Pending] = []
+        window: list[MessageInFlight] = []
         size = 0
         for message in messages:
             estimate = sum(r.length or _part_size(message, r.section)
@@ -157,7 +158,7 @@ class PartFetcher:
         if window:
             yield window
 
-    def _first_requests(self, message: Pending) -> list[Request]:
+    def _first_requests(self, message: MessageInFlight) -> list[Request]:
         """The first round for `message`: the walk's needs and, if small, the attachments
         that will be published."""
         if message.walk is None:
@@ -169,7 +170,7 @@ class PartFetcher:
             requests.update((part.section, Request(part.section)) for part in parts)
         return list(requests.values())
 
-    def fetch_window(self, client: imapclient.IMAPClient, window: list[Pending]) -> None:
+    def fetch_window(self, client: imapclient.IMAPClient, window: list[MessageInFlight]) -> None:
         """Fetch what the window's summaries need, one FETCH per distinct list of parts,
         until every walk is certain; then the small messages that go whole, together."""
         needs: dict[int, list[Request]] = {}
@@ -192,7 +193,7 @@ class PartFetcher:
                 message.walk = None
         self._fetch_small_wholes(client, window)
 
-    def _fetch_grouped(self, client: imapclient.IMAPClient, window: list[Pending],
+    def _fetch_grouped(self, client: imapclient.IMAPClient, window: list[MessageInFlight],
                        needs: dict[int, list[Request]]) -> None:
         by_uid = {m.uid: m for m in window}
         groups: dict[tuple[Request, ...], list[int]] = {}
@@ -212,7 +213,7 @@ class PartFetcher:
                         message.fetched[request.section] = chunk
 
     def _fetch_small_wholes(self, client: imapclient.IMAPClient,
-                            window: list[Pending]) -> None:
+                            window: list[MessageInFlight]) -> None:
         small = [m for m in window if m.meta is not None and m.walk is None
                  and 0 < int(m.meta.get(b"RFC822.SIZE") or 0) <= BIG_PART]
         if small:
@@ -222,7 +223,7 @@ class PartFetcher:
                 if message.meta is not None:
                     message.raw = _bytes(message.meta.get(b"BODY[]"))
 
-    def whole(self, client: imapclient.IMAPClient, message: Pending) -> bool:
+    def whole(self, client: imapclient.IMAPClient, message: MessageInFlight) -> bool:
         """Fetch `message` whole if not yet done; False if it is gone."""
         if message.raw is None:
             message.meta = self.fetch(client, [message.uid], WHOLE_ITEMS).get(message.uid)
@@ -231,7 +232,7 @@ class PartFetcher:
             message.raw = _bytes(message.meta.get(b"BODY[]"))
         return True
 
-    def attachment(self, client: imapclient.IMAPClient, message: Pending,
+    def attachment(self, client: imapclient.IMAPClient, message: MessageInFlight,
                    part: Part) -> bytes | None:
         """The decoded attachment (None if the message is gone). A small one not fetched
         yet comes with the next small ones of the message; a big one alone, in pieces."""
@@ -260,7 +261,7 @@ class PartFetcher:
             if piece.complete:
                 return decoder.finish()
 
-    def _fetch_small(self, client: imapclient.IMAPClient, message: Pending,
+    def _fetch_small(self, client: imapclient.IMAPClient, message: MessageInFlight,
                      parts: list[Part]) -> bool:
         """One FETCH for the small parts among `parts` not fetched yet, up to WINDOW_BYTES."""
         requests: list[Request] = []
@@ -305,7 +306,7 @@ def _bytes(value: Any) -> bytes:
     return value if isinstance(value, bytes) else b""
 
 
-def _part_size(message: Pending, section: str) -> int:
+def _part_size(message: MessageInFlight, section: str) -> int:
     root = message.root
     if root is None:
         return 0

@@ -25,7 +25,7 @@ from typing import Any
 import imapclient
 
 from bridge.config.model import AccountConfig, FolderConfig
-from bridge.imap.partfetch import BIG_PART, PartFetcher, PartMissing, Pending, wanted
+from bridge.imap.partfetch import BIG_PART, MessageInFlight, PartFetcher, PartMissing, wanted
 from bridge.mail.message import StoredMessage, Summary, assemble, summarize
 from bridge.mail.partwise import PartWalk
 from bridge.mail.policy import AttachmentRules, SummaryOptions, skip_reason
@@ -83,8 +83,8 @@ class MessagePublisher:
 
         A batch is handed over once the next one has been published: its PUBACKs have
         arrived by then. (Mosquitto's default `set_tcp_nodelay false` holds back the last
-        PUBACKs of a burst until the client's delayed TCP ACK unless the client sends
-        more.) After YIELD_BYTES of attachments, everything is handed over.
+        PUBACKs of a burst until the client's delayed TCP ACK, up to 40 ms, unless the
+        client sends more.) After YIELD_BYTES of attachments, everything is handed over.
         """
         self.folder = self._within_broker_limit(self._configured)
         run = _PublishRun(summary_options(
@@ -111,7 +111,7 @@ class MessagePublisher:
                     yield self._publish(client, fetcher, message, run)
 
     def _windows(self, client: imapclient.IMAPClient, fetcher: PartFetcher,
-                 uids: Sequence[int]) -> Iterator[list[Pending]]:
+                 uids: Sequence[int]) -> Iterator[list[MessageInFlight]]:
         """The messages of `uids`, a window at a time, with the parts fetched that their
         summaries need (run a window ahead of the publishing, in its own thread)."""
         for batch in chunks(uids, META_BATCH):
@@ -138,7 +138,7 @@ class MessagePublisher:
         return replace(folder, max_attachment_bytes=room)
 
     def _publish(self, client: imapclient.IMAPClient, fetcher: PartFetcher,
-                 message: Pending, run: _PublishRun) -> Published:
+                 message: MessageInFlight, run: _PublishRun) -> Published:
         meta, walk = message.meta, message.walk
         if meta is None:
             return Published(message.uid, (), None)  # expunged meanwhile
@@ -152,7 +152,7 @@ class MessagePublisher:
             return self._publish_whole(client, fetcher, message, run)
 
     def _publish_parts(self, client: imapclient.IMAPClient, fetcher: PartFetcher,
-                       message: Pending, walk: PartWalk, meta: dict[bytes, Any],
+                       message: MessageInFlight, walk: PartWalk, meta: dict[bytes, Any],
                        run: _PublishRun) -> Published:
         publications: list[Publication] = []
         found = self._publish_leaves(client, fetcher, message, walk, run, publications)
@@ -170,7 +170,7 @@ class MessagePublisher:
         return self._publish_summary(message.uid, summary, publications)
 
     def _publish_leaves(self, client: imapclient.IMAPClient, fetcher: PartFetcher,
-                        message: Pending, walk: PartWalk, run: _PublishRun,
+                        message: MessageInFlight, walk: PartWalk, run: _PublishRun,
                         publications: list[Publication]) -> list[FoundAttachment] | None:
         """Fetch and publish the attachments that may be published, one big one in memory
         at a time; return them all as found, with their sizes (None if expunged)."""
@@ -207,7 +207,7 @@ class MessagePublisher:
             big.wait(0.2)
 
     def _publish_whole(self, client: imapclient.IMAPClient, fetcher: PartFetcher,
-                       message: Pending, run: _PublishRun) -> Published:
+                       message: MessageInFlight, run: _PublishRun) -> Published:
         if not fetcher.whole(client, message) or message.meta is None:
             return Published(message.uid, (), None)
         meta, raw = message.meta, message.raw or b""
