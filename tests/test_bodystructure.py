@@ -92,7 +92,7 @@ FORWARDED = (
 
 
 def test_a_forwarded_message_can_be_a_leaf_like_an_attachment() -> None:
-    """For messages too big to fetch whole (bridge.partfetch.WHOLE_MAX)."""
+    """For messages too big to fetch whole (bridge.imap.partfetch.WHOLE_MAX)."""
     root = parse(structure(FORWARDED), message_leaves=True)
     forwarded = root.children[1]
     assert (forwarded.section, forwarded.content_type, forwarded.is_multipart) == (

@@ -23,7 +23,7 @@ from bridge.mail import headers, mime
 MAIL = Path(__file__).parent / "data" / "mail"
 CORPUS = sorted(MAIL.glob("*.eml"))
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-# The fields a summary fetches (BODY[HEADER.FIELDS (...)] in bridge.partfetch).
+# The fields a summary fetches (BODY[HEADER.FIELDS (...)] in bridge.imap.partfetch).
 SUMMARY_FIELDS = (
     "message-id", "date", "from", "to", "cc", "reply-to", "subject", "importance",
     "x-priority", "priority", "x-msmail-priority",

@@ -1,4 +1,4 @@
-"""bridge.fetchparse gives imapclient's FETCH results: on a table of Dovecot-style responses,
+"""bridge.imap.fetchparse gives imapclient's FETCH results: on a table of Dovecot-style responses,
 on generated and mangled ones (Hypothesis), and against a real Dovecot.
 
 The reference is `imapclient.response_parser.parse_fetch_response(data, normalise, True)`;
