@@ -157,14 +157,21 @@ class HomeAssistant(ChildService):
         """Start it; ready when it runs, has an owner and its MQTT entry is loaded."""
         if self.running:
             return
-        self._write_config()
         if not installed():
             raise RuntimeError(f"Home Assistant {HA_VERSION} is not installed: run "
                                "scripts/setup.sh (or python -m rig.homeassistant install)")
+        self._write_config()
         self._proc = spawn([str(venv_dir() / "bin" / "hass"), "--skip-pip", "-c",
                             str(self.config_dir), "--log-file", str(self.log_file)],
                            self.workdir / "hass.out")
-        deadline = time.monotonic() + timeout
+        try:
+            self._until_ready(time.monotonic() + timeout)
+        except BaseException:
+            self.stop()
+            raise
+        _LOGGER.debug("Home Assistant on %s", self.url)
+
+    def _until_ready(self, deadline: float) -> None:
         # the onboarding API answers without a login, so waiting logs no failed one
         self._wait(lambda: self._request("GET", "/api/onboarding") is not None, deadline,
                    "HTTP API")
@@ -173,7 +180,6 @@ class HomeAssistant(ChildService):
         self._wait(lambda: self.rest("GET", "/api/config")["state"] == "RUNNING", deadline,
                    "the RUNNING state")
         self._wait(self._mqtt_loaded, deadline, "its MQTT integration")
-        _LOGGER.debug("Home Assistant on %s", self.url)
 
     def stop(self) -> None:
         """Stop it (SIGTERM: it shuts down in order and writes its storage)."""
@@ -192,7 +198,7 @@ class HomeAssistant(ChildService):
                 pass  # not up yet (urllib's errors are OSErrors)
             if time.monotonic() > deadline:
                 raise RuntimeError(f"Home Assistant: no {what} in time:\n"
-                                   f"{log_tail(self.log_file)}")
+                                   f"{log_tail(self.workdir / 'hass.out')}")
             time.sleep(0.1)
 
     def _mqtt_loaded(self) -> bool:
