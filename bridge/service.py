@@ -217,11 +217,11 @@ class Bridge:
         state_dir = self.config.bridge.state_dir
         previous = load_index(state_dir)
         current = discovery_index(self.config, self.topics)
+        stale = stale_topics(previous, current)
         removed = removed_components(previous, current)
+        changes = {t: b"" for t in stale}
         # Sent besides the plain configs of _on_mqtt_connect: in either order, Home
         # Assistant deletes the removed components and keeps the others.
-        stale = stale_topics(previous, current)
-        changes = {t: b"" for t in stale}
         changes.update(removal_configs(self.config, self.topics, removed))
 
         def send() -> None:
