@@ -118,8 +118,12 @@ def expected_entities(folders: list[dict[str, str]]) -> dict[str, str]:
 def registered(ha: HomeAssistant, folders: list[dict[str, str]]) -> dict[str, dict[str, Any]]:
     """Wait until exactly the entities of `folders` are registered; their entries."""
     expected = set(expected_entities(folders))
-    return wait_until(lambda: (found := ours(ha.entity_registry())) and set(found) == expected
-                      and found, f"the entities of {[f['name'] for f in folders]}")
+
+    def exactly_those() -> dict[str, dict[str, Any]] | None:
+        found = ours(ha.entity_registry())
+        return found if set(found) == expected else None
+
+    return wait_until(exactly_those, f"the entities of {[f['name'] for f in folders]}")
 
 
 def state_of(ha: HomeAssistant, entity_id: str) -> str | None:
@@ -180,10 +184,13 @@ def test_a_new_mail_fires_the_event_and_the_docs_automations_notify(
     wait_state(ha, "binary_sensor.outlook_home_connection", "on")
     imap_session.append("INBOX", make_message(subject="Lunch on Friday?", to=mailbox))
 
-    event = wait_until(lambda: (s := ha.state("event.outlook_home_inbox_new_mail"))
-                       and s["attributes"].get("subject") == "Lunch on Friday?" and s,
-                       "the new_message event")
-    attributes = event["attributes"]
+    def lunch_event() -> dict[str, Any] | None:
+        event = ha.state("event.outlook_home_inbox_new_mail")
+        if event and event["attributes"].get("subject") == "Lunch on Friday?":
+            return dict(event["attributes"])
+        return None
+
+    attributes = wait_until(lunch_event, "the new_message event")
     assert attributes["event_type"] == "new_message"
     assert attributes["from_address"] == "alice@example.com"
     assert attributes["from_name"] == "Alice"
