@@ -18,7 +18,16 @@ from bridge.mailbox.publisher import MessagePublisher
 from bridge.mailbox.status import AccountStatus
 from bridge.mailbox.watcher import FolderWatcher
 from bridge.mqtt.client import Incoming, MqttClient
-from bridge.mqtt.discovery import build_discovery, load_index, save_index, stale_topics
+from bridge.mqtt.discovery import (
+    build_discovery,
+    discovery_index,
+    load_index,
+    merge_index,
+    removal_configs,
+    removed_components,
+    save_index,
+    stale_topics,
+)
 from bridge.mqtt.topics import Topics
 
 _LOGGER = logging.getLogger(__name__)
@@ -191,7 +200,7 @@ class Bridge:
         if self.discovery:
             self.mqtt.subscribe([self.ha_status_topic])
         self.mqtt.start()
-        self._clear_stale_discovery()
+        self._update_discovery()
         for group in self.accounts.values():
             for watcher in group.watchers:
                 watcher.start()
@@ -199,29 +208,39 @@ class Bridge:
                 group.commands.start()
         threading.Thread(target=self._announce_online, name="announce-online", daemon=True).start()
 
-    def _clear_stale_discovery(self) -> None:
-        """Once connected, empty the retained discovery configs published last time and
-        not now (an account removed from the config); record what is published now."""
+    def _update_discovery(self) -> None:
+        """Once connected, remove from Home Assistant what was published last time and
+        not now: empty the config of an account removed from the config, and send each
+        removed component once as its platform alone. Then record what is published."""
         if not self.config.homeassistant.discovery:
             return  # nothing under the prefix; the index waits until discovery is back on
         state_dir = self.config.bridge.state_dir
-        stale = stale_topics(load_index(state_dir), self.discovery)
+        previous = load_index(state_dir)
+        current = discovery_index(self.config, self.topics)
+        stale = stale_topics(previous, current)
+        removed = removed_components(previous, current)
+        changes = {t: b"" for t in stale}
+        # Sent besides the plain configs of _on_mqtt_connect: in either order, Home
+        # Assistant deletes the removed components and keeps the others.
+        changes.update(removal_configs(self.config, self.topics, removed))
 
-        def clear() -> None:
+        def send() -> None:
             while not self.mqtt.connected.wait(0.5):
                 if self.stop_event.is_set():
                     return
-            if stale:
-                _LOGGER.info("clearing %d stale Home Assistant discovery config(s)", len(stale))
-            sent = {t: self.mqtt.publish(t, b"", retain=True, qos=1) for t in stale}
-            # A clearing the broker did not acknowledge stays in the index for next time.
-            left = {t for t, publication in sent.items() if not publication.wait(10)}
+            if changes:
+                _LOGGER.info("removing from Home Assistant: %d device(s), %d entity(ies)",
+                             len(stale), sum(map(len, removed.values())))
+            sent = {t: self.mqtt.publish(t, p, retain=True, qos=1) for t, p in changes.items()}
+            # What the broker did not acknowledge stays in the index for next time.
+            unsent = {t: previous[t] for t, publication in sent.items()
+                      if not publication.wait(10)}
             try:
-                save_index(state_dir, set(self.discovery) | left)
+                save_index(state_dir, merge_index(current, unsent))
             except OSError as exc:
                 _LOGGER.warning("cannot record the discovery topics in %s: %s", state_dir, exc)
 
-        threading.Thread(target=clear, name="discovery-cleanup", daemon=True).start()
+        threading.Thread(target=send, name="discovery-cleanup", daemon=True).start()
 
     def _announce_online(self) -> None:
         watchers = [w for g in self.accounts.values() for w in g.watchers]

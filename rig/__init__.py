@@ -1,4 +1,5 @@
-"""Real servers on loopback for tests and the demo: identity platform, Dovecot, Mosquitto."""
+"""Real servers on loopback for tests and the demo: identity platform, Dovecot, Mosquitto,
+Home Assistant."""
 
 from rig.procs import free_port
 

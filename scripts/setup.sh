@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Idempotent set-up on a fresh Debian machine (as root): the Debian packages the
-# bridge's rig needs, and a venv with the project and its test extras.
+# bridge's rig needs, a venv with the project and its test extras, and the Home
+# Assistant the discovery tests run (its own venv, cached in ~/.cache/outlook2mqtt).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,3 +26,6 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     .venv/bin/pip install -q -e '.[test]'
     touch "$stamp"
 fi
+
+# ~2 min and ~820 MB the first time; a no-op once cached (rig/homeassistant.py).
+.venv/bin/python -m rig.homeassistant install

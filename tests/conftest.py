@@ -1,7 +1,8 @@
 """Shared fixtures: real servers started once per session, fresh identities per test.
 
 Session-scoped: `pki` (test CA), `idp` (Entra ID stand-in over HTTPS), `dovecot` (IMAP with
-XOAUTH2, checked against `idp`), `mosquitto` (anonymous broker). Each test gets its own
+XOAUTH2, checked against `idp`), `mosquitto` (anonymous broker), `homeassistant` (a real
+one on `mosquitto`, with the docs' examples loaded). Each test gets its own
 `tenant`, `mailbox` and `app` (secret in `app.secrets[0]`, granted `mailbox`), so tests never
 see each other's mail or tokens. Tests that change a shared server (`idp.down`,
 `idp.token_lifetime`, a Dovecot restart) must put it back; `_restore_idp` does it for the idp.
@@ -20,6 +21,7 @@ from imapclient import IMAPClient
 from rig.bridgecfg import rig_config
 from rig.clients import app_token
 from rig.dovecot import Dovecot
+from rig.homeassistant import HomeAssistant
 from rig.idp import App, IdentityPlatform, random_secret
 from rig.mosquitto import Mosquitto
 from rig.mqttsub import Collector
@@ -66,6 +68,60 @@ def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
     """The running anonymous Mosquitto broker."""
     with Mosquitto(tmp_path_factory.mktemp("mosquitto")) as broker:
         yield broker
+
+
+# Home Assistant's discovery prefix (and birth topic's) on the shared broker: no other test
+# publishes under it.
+HA_PREFIX = "ha-rig"
+HA_EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "homeassistant"
+# The docs' examples as a user adds them: automations and scripts in the YAML files that
+# configuration.yaml includes, cards on a YAML dashboard, and a `notify.notify` (the
+# automations notify) that shows up as a persistent notification.
+HA_EXAMPLES_CONFIGURATION = """\
+automation: !include_dir_list automations
+script: !include scripts.yaml
+notify:
+  - platform: group
+    name: notify
+    services:
+      - action: persistent_notification
+lovelace:
+  dashboards:
+    outlook-mail:
+      mode: yaml
+      filename: dashboard.yaml
+      title: Mail
+      show_in_sidebar: false
+"""
+
+
+def ha_example_files() -> dict[str, str]:
+    """The example files, placed where HA_EXAMPLES_CONFIGURATION includes them."""
+    files: dict[str, str] = {}
+    cards = []
+    for path in sorted(HA_EXAMPLES.glob("*.yaml")):
+        kind = path.name.split("_")[0]
+        if kind == "automation":
+            files[f"automations/{path.name}"] = path.read_text()
+        elif kind == "script":
+            files["scripts.yaml"] = files.get("scripts.yaml", "") + path.read_text()
+        elif kind == "card":
+            files[f"cards/{path.name}"] = path.read_text()
+            cards.append(f"      - !include cards/{path.name}\n")
+        else:
+            raise ValueError(f"{path.name}: not an automation_, script_ or card_ example")
+    files["dashboard.yaml"] = "views:\n  - title: Mail\n    cards:\n" + "".join(cards)
+    return files
+
+
+@pytest.fixture(scope="session")
+def homeassistant(mosquitto: Mosquitto,
+                  tmp_path_factory: pytest.TempPathFactory) -> Iterator[HomeAssistant]:
+    """The running Home Assistant, its MQTT integration on `mosquitto` with HA_PREFIX."""
+    with HomeAssistant(tmp_path_factory.mktemp("homeassistant"), mqtt_port=mosquitto.port,
+                       discovery_prefix=HA_PREFIX, configuration=HA_EXAMPLES_CONFIGURATION,
+                       files=ha_example_files()) as ha:
+        yield ha
 
 
 @pytest.fixture

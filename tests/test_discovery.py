@@ -25,8 +25,12 @@ from bridge.mqtt.discovery import (
     EVENT_TYPE,
     build_discovery,
     device_config,
+    discovery_index,
     load_index,
+    merge_index,
     node_id,
+    removal_configs,
+    removed_components,
     save_index,
     stale_topics,
 )
@@ -355,7 +359,18 @@ def test_account_templates(config: Config) -> None:
     assert render(expires["value_template"], {**status, "token_expires": None}) == "None"
 
 
-# -- the index of published configs ---------------------------------------------------------
+# -- removing what is no longer published -------------------------------------------------
+
+HOME = "homeassistant/device/outlook2mqtt_home/config"
+WORK = "homeassistant/device/outlook2mqtt_work/config"
+
+
+def test_the_index_lists_every_device_and_its_components_platforms(config: Config) -> None:
+    index = discovery_index(config, Topics("outlook2mqtt"))
+    assert set(index) == {HOME, WORK}
+    for topic, device in payloads(config).items():
+        assert index[topic] == {k: c["platform"] for k, c in device["components"].items()}
+    assert index[HOME]["inbox_receipts_new_mail"] == "event"
 
 
 def test_stale_topics_are_those_no_longer_published() -> None:
@@ -363,21 +378,70 @@ def test_stale_topics_are_those_no_longer_published() -> None:
     assert stale_topics(set(), ["b"]) == []
 
 
+def test_removed_components_are_those_a_remaining_device_no_longer_has() -> None:
+    previous = {HOME: {"inbox_unread": "sensor", "old_unread": "sensor", "old_read": "button"},
+                WORK: {"inbox_unread": "sensor"}}
+    current = {HOME: {"inbox_unread": "sensor", "new_unread": "sensor"}}
+    # the gone device is cleared as a whole, not component by component
+    assert removed_components(previous, current) == {
+        HOME: {"old_unread": "sensor", "old_read": "button"}}
+    assert removed_components({}, current) == {}
+    assert removed_components(current, current) == {}
+
+
+def test_a_removal_config_is_the_whole_config_plus_each_removed_platform_alone(
+    config: Config,
+) -> None:
+    topics = Topics("outlook2mqtt")
+    removed = {HOME: {"spam_unread": "sensor", "spam_mark_all_read": "button"}}
+    configs = removal_configs(config, topics, removed)
+    assert set(configs) == {HOME}
+    sent = json.loads(configs[HOME])
+    plain = payloads(config)[HOME]
+    assert sent["components"] == {**plain["components"], "spam_unread": {"platform": "sensor"},
+                                  "spam_mark_all_read": {"platform": "button"}}
+    assert {k: v for k, v in sent.items() if k != "components"} == {
+        k: v for k, v in plain.items() if k != "components"}
+    assert removal_configs(config, topics, {}) == {}
+    assert removal_configs(config, topics, {"homeassistant/device/gone/config": {"x": "sensor"}}
+                           ) == {}
+
+
+def test_the_recorded_index_keeps_removals_the_broker_did_not_acknowledge() -> None:
+    current = {HOME: {"inbox_unread": "sensor"}}
+    assert merge_index(current, {}) == current
+    unsent = {HOME: {"inbox_unread": "button", "old_unread": "sensor"}, WORK: {"a": "event"}}
+    assert merge_index(current, unsent) == {
+        HOME: {"inbox_unread": "sensor", "old_unread": "sensor"}, WORK: {"a": "event"}}
+    assert current == {HOME: {"inbox_unread": "sensor"}}  # not changed in place
+
+
 def test_index_round_trip(tmp_path: Path) -> None:
-    assert load_index(tmp_path) == set()
-    save_index(tmp_path, ["ha/device/x/config", "ha/device/y/config"])
-    assert load_index(tmp_path) == {"ha/device/x/config", "ha/device/y/config"}
-    save_index(tmp_path, [])
-    assert load_index(tmp_path) == set()
+    assert load_index(tmp_path) == {}
+    index = {HOME: {"inbox_unread": "sensor", "inbox_new_mail": "event"}, WORK: {}}
+    save_index(tmp_path, index)
+    assert load_index(tmp_path) == index
+    save_index(tmp_path, {})
+    assert load_index(tmp_path) == {}
     assert [p.name for p in tmp_path.iterdir()] == ["discovery-topics.json"]  # no temp left
 
 
-@pytest.mark.parametrize("content", ["{not json", '{"topics": "x"}', '{"other": []}', "[1]"])
+def test_an_index_of_topics_only_reads_as_devices_without_known_components(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "discovery-topics.json").write_text(json.dumps({"topics": [HOME, WORK]}))
+    assert load_index(tmp_path) == {HOME: {}, WORK: {}}
+
+
+@pytest.mark.parametrize("content", [
+    "{not json", '{"topics": "x"}', '{"other": []}', "[1]", '{"devices": []}',
+    '{"devices": {"t": ["sensor"]}}', '{"devices": {"t": {"a": 1}}}',
+])
 def test_unreadable_index_is_ignored(tmp_path: Path, content: str,
                                      caplog: pytest.LogCaptureFixture) -> None:
     (tmp_path / "discovery-topics.json").write_text(content)
     with caplog.at_level(logging.WARNING):
-        assert load_index(tmp_path) == set()
+        assert load_index(tmp_path) == {}
     assert "discovery-topics.json" in caplog.text
 
 

@@ -142,7 +142,7 @@ def test_discovery_configs_birth_republish_and_a_pressed_button(
     assert bridge.stop() == 0
 
 
-def test_shrunk_config_clears_stale_configs(
+def test_shrunk_config_clears_stale_configs_and_removes_components_once(
     two_accounts: dict[str, Any], bridges: list[BridgeProcess], collector: Collector,
     mosquitto: Any, names: dict[str, str], tmp_path: Path,
 ) -> None:
@@ -159,20 +159,39 @@ def test_shrunk_config_clears_stale_configs(
     run(bridges, tmp_path, shrunk)
     cleared = collector.wait_for(lambda m: m.topic == work and m.payload == b"", timeout=30)
     assert cleared[0].retain
-    latest: list[Received] = []
 
-    def home_without_receipts(m: Received) -> bool:
-        if m.topic != home or not m.payload or "receipts_unread" in m.json()["components"]:
-            return False
-        latest.append(m)
-        return True
+    def home_config(m: Received) -> bool:
+        return m.topic == home and bool(m.payload) and "inbox_unread" in m.json()["components"]
 
-    collector.wait_for(home_without_receipts, timeout=30)
-    assert "inbox_unread" in latest[-1].json()["components"]
+    # Each Receipts component once as its platform alone (Home Assistant keeps an
+    # omitted one), beside the plain config of the remaining ones.
+    receipts = {"receipts_unread": "sensor", "receipts_total": "sensor",
+                "receipts_last_subject": "sensor", "receipts_new_mail": "event",
+                "receipts_mark_all_read": "button", "receipts_refresh": "button"}
+    removal = collector.wait_for(
+        lambda m: home_config(m) and "receipts_unread" in m.json()["components"], timeout=30)
+    sent = removal[-1].json()["components"]
+    assert {k: c for k, c in sent.items() if k.startswith("receipts_")} == {
+        k: {"platform": p} for k, p in receipts.items()}
+    collector.wait_for(lambda m: home_config(m) and not any(
+        k.startswith("receipts_") for k in m.json()["components"]), timeout=30)
     assert set(retained_under(mosquitto.port, names["prefix"])) == {home}
     index = json.loads((tmp_path / "state" / "discovery-topics.json").read_text())
-    assert index == {"topics": [home]}
+    assert list(index["devices"]) == [home]
+    assert not set(receipts) & set(index["devices"][home])
+    assert index["devices"][home]["inbox_unread"] == "sensor"
     assert bridges[1].stop() == 0
+
+    # the next start sends the removal no more
+    before = len(collector.messages)
+    configs_before = sum(m.topic == home for m in collector.messages)
+    run(bridges, tmp_path, shrunk)
+    wait_online(collector, names["base"], after=2)
+    collector.publish(f"{names['prefix']}/status", "online")  # one more plain config
+    collector.wait_for(lambda m: m.topic == home, count=configs_before + 2, timeout=10)
+    assert not [m for m in collector.messages[before:]
+                if m.topic == home and "receipts_unread" in m.json()["components"]]
+    assert bridges[2].stop() == 0
 
 
 def test_discovery_off_publishes_nothing_under_the_prefix(

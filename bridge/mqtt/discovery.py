@@ -2,10 +2,11 @@
 
 One device-based discovery config per account, `<prefix>/device/<node>/config`, with
 the device, origin, availability and QoS given once and every entity in `components`
-(Home Assistant's `mqtt` docs, "Device discovery payload"). Entities that disappear
-from a device's `components` are removed by Home Assistant; a device whose account is
-gone from the config gets an empty retained payload, found through a small index of
-the topics published last time (`load_index` / `save_index` / `stale_topics`).
+(Home Assistant's `mqtt` docs, "Device discovery payload"). Home Assistant keeps a
+component that is left out of a later config: it removes one only when the component is
+sent with its platform alone. A device whose account is gone from the config gets an
+empty retained payload, which removes all of its components. Both are found through an
+index of what each device published last time (`load_index` / `save_index`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,8 @@ from bridge.util.files import write_atomic
 _LOGGER = logging.getLogger(__name__)
 
 INDEX_FILE = "discovery-topics.json"
+# device config topic -> component id -> platform: what each device published
+DiscoveryIndex = dict[str, dict[str, str]]
 EVENT_TYPE = "new_message"
 ORIGIN = {"name": "outlook2mqtt", "sw_version": __version__}
 
@@ -206,42 +209,106 @@ def device_config(config: Config, account: AccountConfig, topics: Topics) -> dic
     }
 
 
-def build_discovery(config: Config, topics: Topics) -> dict[str, bytes]:
-    """Every retained discovery config: topic -> JSON payload."""
+def device_configs(config: Config, topics: Topics) -> dict[str, dict[str, Any]]:
+    """Every account's discovery payload, by its device config topic."""
     prefix = config.homeassistant.prefix
     return {
-        device_topic(prefix, node_id(config.mqtt.base_topic, account.name)): json.dumps(
-            device_config(config, account, topics), sort_keys=True
-        ).encode()
+        device_topic(prefix, node_id(config.mqtt.base_topic, account.name)): device_config(
+            config, account, topics
+        )
         for account in config.accounts
     }
 
 
-# -- clearing configs of accounts removed from the config ---------------------------------
+def _encode(payload: Mapping[str, Any]) -> bytes:
+    return json.dumps(payload, sort_keys=True).encode()
+
+
+def build_discovery(config: Config, topics: Topics) -> dict[str, bytes]:
+    """Every retained discovery config: topic -> JSON payload."""
+    return {topic: _encode(payload) for topic, payload in device_configs(config, topics).items()}
+
+
+# -- removing what is no longer published -----------------------------------------------
+
+
+def discovery_index(config: Config, topics: Topics) -> DiscoveryIndex:
+    """What the config publishes: each device topic with its components' platforms."""
+    return {
+        topic: {cid: component["platform"] for cid, component in payload["components"].items()}
+        for topic, payload in device_configs(config, topics).items()
+    }
 
 
 def stale_topics(previous: Iterable[str], current: Iterable[str]) -> list[str]:
-    """Topics published last time and not now: each gets an empty retained payload."""
+    """Device topics published last time and not now: each gets an empty retained payload."""
     return sorted(set(previous) - set(current))
 
 
-def load_index(state_dir: Path) -> set[str]:
-    """The discovery topics recorded by `save_index`; empty when there is none."""
+def removed_components(previous: DiscoveryIndex, current: DiscoveryIndex) -> DiscoveryIndex:
+    """Per device still published, the components it published last time and not now."""
+    removed: DiscoveryIndex = {}
+    for topic, components in current.items():
+        gone = {cid: p for cid, p in previous.get(topic, {}).items() if cid not in components}
+        if gone:
+            removed[topic] = gone
+    return removed
+
+
+def removal_configs(config: Config, topics: Topics, removed: DiscoveryIndex) -> dict[str, bytes]:
+    """The configs that remove components: a device's whole config plus each removed
+    component as its platform alone, which is how Home Assistant is told to delete it
+    (the rest of the config stays, as this may be the retained one)."""
+    configs: dict[str, bytes] = {}
+    for topic, payload in device_configs(config, topics).items():
+        if gone := removed.get(topic):
+            payload["components"].update({cid: {"platform": p} for cid, p in gone.items()})
+            configs[topic] = _encode(payload)
+    return configs
+
+
+def merge_index(current: DiscoveryIndex, unsent: DiscoveryIndex) -> DiscoveryIndex:
+    """The index to record: what is published now, plus the removals the broker did not
+    acknowledge (they are tried again at the next start)."""
+    merged = {topic: dict(components) for topic, components in unsent.items()}
+    for topic, components in current.items():
+        merged.setdefault(topic, {}).update(components)
+    return merged
+
+
+def load_index(state_dir: Path) -> DiscoveryIndex:
+    """The index recorded by `save_index`; empty when there is none or it is unreadable.
+
+    An index that lists only topics (written before components were recorded) reads as
+    devices with no known components: their stale configs are still cleared.
+    """
     path = state_dir / INDEX_FILE
     try:
-        data = json.loads(path.read_text("utf-8"))
-        topics = data["topics"]
-        if not isinstance(topics, list) or not all(isinstance(t, str) for t in topics):
-            raise TypeError("'topics' is not a list of strings")
+        return _parse_index(json.loads(path.read_text("utf-8")))
     except FileNotFoundError:
-        return set()
+        return {}
     except (OSError, ValueError, KeyError, TypeError) as exc:
         _LOGGER.warning("ignoring unreadable %s (%s): stale discovery configs stay", path, exc)
-        return set()
-    return set(topics)
+        return {}
 
 
-def save_index(state_dir: Path, topics: Iterable[str]) -> None:
-    """Record the discovery topics now published (atomically; no secrets in them)."""
-    data = json.dumps({"topics": sorted(set(topics))}, indent=1)
+def _parse_index(data: Any) -> DiscoveryIndex:
+    if isinstance(data, dict) and "devices" in data:
+        devices = data["devices"]
+        if not isinstance(devices, dict) or not all(
+            isinstance(components, dict)
+            and all(isinstance(k, str) and isinstance(v, str) for k, v in components.items())
+            for components in devices.values()
+        ):
+            raise TypeError("'devices' is not an object of {component: platform} objects")
+        return {topic: dict(components) for topic, components in devices.items()}
+    topics = data["topics"]
+    if not isinstance(topics, list) or not all(isinstance(t, str) for t in topics):
+        raise TypeError("'topics' is not a list of strings")
+    return {topic: {} for topic in topics}
+
+
+def save_index(state_dir: Path, index: DiscoveryIndex) -> None:
+    """Record what each device now publishes (atomically; no secrets in it)."""
+    data = json.dumps({"devices": index}, indent=1, sort_keys=True)
     write_atomic(state_dir / INDEX_FILE, data.encode())
