@@ -9,6 +9,7 @@ import os
 import shutil
 import stat
 import subprocess
+import tempfile
 import tomllib
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -267,13 +268,34 @@ def test_key_file_is_created_private_never_chmod_ed_afterwards(
     assert mode == 0o600
 
 
-def test_creates_a_missing_out_dir_private(tmp_path: Path) -> None:
+def test_creates_a_missing_out_dir_that_others_can_enter(tmp_path: Path) -> None:
     out = tmp_path / "a" / "b"
 
     new_certificate(out, now=NOW)
 
-    assert stat.S_IMODE(out.stat().st_mode) == 0o700
+    # the service's dynamic user reads the certificate; the key alone is private
+    assert stat.S_IMODE(out.stat().st_mode) == 0o755
     assert len(files_in(out)) == 4
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("runuser"),
+                    reason="switching to user nobody needs root and runuser")
+def test_an_unprivileged_user_reads_the_certificate_but_not_the_key() -> None:
+    base = Path(tempfile.mkdtemp(prefix="o2m-cert-"))
+    try:
+        base.chmod(0o755)  # stands in for /etc
+        made = new_certificate(base / "outlook2mqtt", now=NOW)
+
+        def as_nobody(path: Path) -> subprocess.CompletedProcess[bytes]:
+            return subprocess.run(["runuser", "-u", "nobody", "--", "cat", str(path)],
+                                  capture_output=True, timeout=30, check=False)
+
+        assert as_nobody(made.cert_file).stdout == made.cert_file.read_bytes()
+        assert as_nobody(made.der_file).returncode == 0
+        refused = as_nobody(made.key_file)
+        assert refused.returncode != 0 and b"Permission denied" in refused.stderr
+    finally:
+        shutil.rmtree(base)
 
 
 def test_leaves_an_existing_out_dir_mode_alone(tmp_path: Path) -> None:

@@ -31,6 +31,7 @@ _NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
 _PEM_CERT_MARKER = b"-----BEGIN CERTIFICATE-----"
 _KEY_MODE = 0o600
 _PUBLIC_MODE = 0o644
+_DIR_MODE = 0o755
 
 
 class CertificateError(BridgeError):
@@ -341,8 +342,10 @@ def _info(path: Path, cert: x509.Certificate) -> CertInfo:
 def _ensure_dir(out_dir: Path) -> None:
     if out_dir.is_dir():
         return
-    out_dir.mkdir(mode=0o700, parents=True)
-    os.chmod(out_dir, 0o700)  # mkdir's mode is filtered by the umask
+    # 0755: the service's unprivileged (dynamic) user must reach the certificate; the key
+    # itself is 0600, so the directory's mode protects nothing.
+    out_dir.mkdir(mode=_DIR_MODE, parents=True)
+    os.chmod(out_dir, _DIR_MODE)  # mkdir's mode is filtered by the umask
 
 
 def _write_all(contents: Sequence[tuple[Path, bytes, int]], *, force: bool) -> None:
