@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import re
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -144,6 +145,22 @@ def test_example_config_is_valid_as_shipped() -> None:
     assert account.folders == (FolderConfig(name="INBOX", topic="inbox"),)
     assert account.commands == DEFAULT_COMMANDS
     assert config.bridge.state_dir == EXAMPLE.parent / "state"
+
+
+@pytest.mark.parametrize(("where", "environ", "state"), [
+    pytest.param("/etc/outlook2mqtt", {}, "/var/lib/outlook2mqtt", id="copied-to-etc"),
+    pytest.param("/etc/outlook2mqtt", {"STATE_DIRECTORY": "/var/lib/o2m:/x"}, "/var/lib/o2m",
+                 id="etc-under-systemd"),
+    pytest.param("/srv/o2m", {"STATE_DIRECTORY": "/var/lib/o2m"}, "/var/lib/o2m",
+                 id="anywhere-under-systemd"),
+    pytest.param("/srv/o2m", {}, "/srv/o2m/state", id="beside-the-config"),
+])
+def test_the_example_keeps_state_out_of_the_config_directory(
+    where: str, environ: dict[str, str], state: str
+) -> None:
+    data = tomllib.loads(EXAMPLE.read_text())
+    config = parse_config(data, source=Path(where) / "config.toml", environ=environ)
+    assert config.bridge.state_dir == Path(state)
 
 
 @pytest.mark.parametrize(

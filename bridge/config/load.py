@@ -24,7 +24,9 @@ from bridge.config.model import (
 )
 from bridge.errors import ConfigError
 
-DEFAULT_CONFIG = Path("/etc/outlook2mqtt/config.toml")
+ETC = Path("/etc")
+DEFAULT_CONFIG = ETC / "outlook2mqtt" / "config.toml"
+DEFAULT_STATE = Path("/var/lib/outlook2mqtt")  # where systemd's StateDirectory= puts it
 CONFIG_ENV = "OUTLOOK2MQTT_CONFIG"
 AUTHS = ("client_secret", "client_certificate", "device_code")
 # these tenants only work for delegated sign-in; app-only tokens need the tenant itself
@@ -103,6 +105,17 @@ def load_config(path: Path, *, environ: Mapping[str, str] | None = None) -> Conf
     return parse_config(data, source=path, environ=environ)
 
 
+def default_state_dir(config_dir: Path, environ: Mapping[str, str]) -> Path:
+    """Where state goes when the config names no `state_dir`."""
+    # systemd's StateDirectory= sets $STATE_DIRECTORY: the natural default under systemd.
+    if environ.get("STATE_DIRECTORY"):
+        return Path(environ["STATE_DIRECTORY"].split(":")[0])
+    # A config in /etc is a system install: /etc is configuration, often read-only.
+    if config_dir == ETC or ETC in config_dir.parents:
+        return DEFAULT_STATE
+    return config_dir / "state"
+
+
 def parse_config(
     data: Mapping[str, Any],
     *,
@@ -124,10 +137,8 @@ def parse_config(
     homeassistant = _homeassistant(root.table("homeassistant"))
     bridge_table = root.table("bridge")
     bridge_table.check_keys(BRIDGE_KEYS, _elsewhere("[bridge]"))
-    # systemd's StateDirectory= sets $STATE_DIRECTORY: the natural default under systemd.
-    default_state = Path(environ["STATE_DIRECTORY"].split(":")[0]) if environ.get(
-        "STATE_DIRECTORY") else base / "state"
-    bridge = BridgeConfig(state_dir=bridge_table.path("state_dir") or default_state)
+    bridge = BridgeConfig(
+        state_dir=bridge_table.path("state_dir") or default_state_dir(base, environ))
     accounts = _accounts(root, bridge.state_dir, environ)
     if problems.items:
         raise ConfigError(problems.items)
