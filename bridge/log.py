@@ -127,3 +127,7 @@ def setup(level: str = "info") -> None:
     # would catch the tokens, but the noise drowns the bridge's own lines.
     for noisy in ("urllib3", "msal"):
         logging.getLogger(noisy).setLevel(max(logging.INFO, root.level))
+    # urllib3 warns of every retried connection ("Retrying ... NameResolutionError"); the
+    # failure that matters is reported once by the caller, with a hint. Kept at debug.
+    if root.level > logging.DEBUG:
+        logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)

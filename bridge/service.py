@@ -250,7 +250,11 @@ class Bridge:
             while not watcher.settled.wait(0.5):
                 if self.stop_event.is_set():
                     return
-        _LOGGER.info("all folders ready: bridge online")
+        if self.mqtt.connected.is_set():
+            _LOGGER.info("all folders ready: bridge online")
+        else:  # `online` is queued and reaches the broker with the connection
+            _LOGGER.warning("all folders ready, but no MQTT broker (%s): online once it "
+                            "connects", self.mqtt.last_error or "not connected yet")
         self.online.set()
         self.mqtt.publish(self.topics.bridge_state, "online", retain=True)
         sdnotify.notify("READY=1\nSTATUS=online")

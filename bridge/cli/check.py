@@ -25,7 +25,7 @@ from bridge.cli import cert as certs
 from bridge.config.model import CLOUDS, AccountConfig, Config, MqttConfig
 from bridge.errors import AuthError, FolderNotFound, ImapAuthError, ImapError, LoginRequired
 from bridge.imap import connection as imap
-from bridge.mqtt.client import Incoming, MqttClient
+from bridge.mqtt.client import Incoming, MqttClient, connect_failure
 from bridge.util.times import iso_ts
 
 IMAP_ROLE = "IMAP.AccessAsApp"
@@ -320,10 +320,9 @@ def _preflight(config: MqttConfig, timeout: float) -> tuple[str, str] | None:
     where = f"{config.host}:{config.port}"
     try:
         sock = socket.create_connection((config.host, config.port), timeout=timeout)
-    except socket.gaierror as exc:
-        return "dns", f"cannot resolve {config.host}: {exc.strerror}"
     except OSError as exc:
-        return "connect", f"cannot connect to {where}: {exc.strerror or exc}"
+        code = "dns" if isinstance(exc, socket.gaierror) else "connect"
+        return code, connect_failure(where, exc)
     with sock:
         if not config.tls:
             return None

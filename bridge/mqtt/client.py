@@ -7,6 +7,7 @@ must not block: the service hands work to queues.
 from __future__ import annotations
 
 import logging
+import socket
 import ssl
 import threading
 import time
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
@@ -72,17 +73,33 @@ class Publication:
         return self._done
 
 
+def connect_failure(target: str, exc: OSError) -> str:
+    """Why a TCP (or TLS) connection to the broker at `target` failed, in a few words."""
+    if isinstance(exc, socket.gaierror):
+        return f"cannot resolve {target.rsplit(':', 1)[0]}: {exc.strerror}"
+    return f"cannot connect to {target}: {exc.strerror or exc}"
+
+
 class _PahoClient(paho.Client):
     """paho's client with jittered reconnect delays (paho's own doubling has no jitter, so
     every bridge of a fleet would hit a restarted broker in the same second)."""
 
     backoff: Backoff
     target: str = ""
+    failure: str | None = None  # why the last attempt failed
+
+    def reconnect(self) -> MQTTErrorCode:
+        try:
+            return super().reconnect()
+        except OSError as exc:  # paho's loop swallows it: keep the reason for the log
+            self.failure = connect_failure(self.target, exc)
+            raise
 
     def _reconnect_wait(self) -> None:  # paho 2.x: called between reconnect attempts
         delay = self.backoff.next_delay()
-        level = logging.INFO if self.backoff.attempts <= 1 else logging.DEBUG
-        _LOGGER.log(level, "MQTT %s: reconnecting in %.1f s", self.target, delay)
+        level = logging.WARNING if self.backoff.attempts <= 1 else logging.DEBUG
+        _LOGGER.log(level, "MQTT: %s; reconnecting in %.1f s",
+                    self.failure or f"not connected to {self.target}", delay)
         deadline = time.monotonic() + delay
         while not self._thread_terminate and (remaining := deadline - time.monotonic()) > 0:
             time.sleep(min(remaining, 0.5))
@@ -115,7 +132,6 @@ class MqttClient:
         self._pending: dict[int, Publication] = {}
         self._early: dict[int, bool] = {}  # PUBACKs that beat publish() back to us
         self.connected = threading.Event()
-        self.last_error: str | None = None
         self.max_packet_size: int | None = None
         self._stopping = False
         client = _PahoClient(
@@ -150,6 +166,11 @@ class MqttClient:
         self._client.connect_async(self._config.host, self._config.port, self._config.keepalive)
         self._client.loop_start()
 
+    @property
+    def last_error(self) -> str | None:
+        """Why the broker is not connected, when an attempt failed."""
+        return self._client.failure
+
     def wait_connected(self, timeout: float) -> bool:
         return self.connected.wait(timeout)
 
@@ -166,12 +187,10 @@ class MqttClient:
         self, _c: paho.Client, _u: Any, _f: Any, reason: ReasonCode, _p: Properties | None
     ) -> None:
         if reason.is_failure:
-            self.last_error = f"broker refused the connection: {reason.getName()}"
-            _LOGGER.warning(
-                "MQTT %s:%d: %s", self._config.host, self._config.port, self.last_error
-            )
-            return
-        self.last_error = None
+            self._client.failure = (f"broker {self._client.target} refused the connection: "
+                                    f"{reason.getName()}")
+            return  # logged by the reconnect wait that follows
+        self._client.failure = None
         self._client.backoff.reset()
         # MQTT 5 §3.2.2.3.6: the broker's Maximum Packet Size, when it announces one.
         limit = getattr(_p, "MaximumPacketSize", None) if self.v5 else None
