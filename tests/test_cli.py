@@ -146,3 +146,19 @@ def test_every_command_takes_config_and_log_level_after_its_name(level: str) -> 
         args: Any = parser.parse_args([*command, "-c", f"{uuid.uuid4()}.toml",
                                        "--log-level", level])
         assert args.log_level == level
+
+
+@pytest.mark.parametrize(("command", "says"), [
+    ("run", "until SIGTERM"), ("check", "step by step"), ("token", "never the token"),
+    ("login", "device_code"), ("init", "Write a config"), ("cert", "certificate"),
+])
+def test_every_command_help_describes_it(
+    command: str, says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as done:
+        main(command, "--help")
+
+    assert done.value.code == 0
+    usage, _, rest = capsys.readouterr().out.partition("\n\n")
+    assert usage.startswith("usage: outlook2mqtt " + command)
+    assert says in rest.split("\n\n")[0]  # the description, before the options

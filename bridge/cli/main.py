@@ -162,16 +162,29 @@ def build_parser() -> argparse.ArgumentParser:
         prog="outlook2mqtt", description="Bridge Outlook / Exchange Online mailboxes to MQTT.")
     parser.add_argument("--version", action="version", version=f"outlook2mqtt {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("run", parents=[common], help="run the bridge in the foreground")
+    p = sub.add_parser("run", parents=[common], help="run the bridge in the foreground",
+                       description="Run the bridge in the foreground until SIGTERM or Ctrl-C "
+                       "(SIGHUP reloads the config). Exit 0 on a clean stop, 2 on a config "
+                       "error, with every problem listed.")
     p.set_defaults(func=cmd_run)
-    p = sub.add_parser("check", parents=[common], help="test token, IMAP, folders and MQTT")
+    p = sub.add_parser("check", parents=[common], help="test token, IMAP, folders and MQTT",
+                       description="Test each account step by step (config, token, IMAP "
+                       "login, each folder) and the MQTT broker; one ok/FAIL line per step "
+                       "with a hint. Exit 0 if all passed, 1 if one failed, 2 on a config "
+                       "error.")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_check, default_log_level="warning")
-    p = sub.add_parser("token", parents=[common], help="print the claims of a fresh token")
+    p = sub.add_parser("token", parents=[common], help="print the claims of a fresh token",
+                       description="Acquire a token for each account and print its expiry "
+                       "and claims (aud, roles, tid, appid, oid ...) as JSON; never the "
+                       "token itself. Exit 1 if a token could not be acquired.")
     p.add_argument("--account", help="only this account")
     p.set_defaults(func=cmd_token, default_log_level="warning")
     p = sub.add_parser("login", parents=[common],
-                       help="sign in a device_code account (personal Outlook.com)")
+                       help="sign in a device_code account (personal Outlook.com)",
+                       description="Sign in an auth = \"device_code\" account: print a URL "
+                       "and a code to enter on any device, wait for the sign-in as the "
+                       "account's mailbox, and save the token cache (mode 0600) for run.")
     p.add_argument("--account", help="the account (needed when several use device_code)")
     p.set_defaults(func=cmd_login, default_log_level="warning")
     certs.add_cert_parser(sub, parents=[common])
