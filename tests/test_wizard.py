@@ -68,6 +68,9 @@ def test_good_answers_are_taken(check: Any, good: str, value: Any) -> None:
     (wizard.account_name, "bridge", "not 'bridge'"),
     (wizard.auth, "4", "choose 1 (client_secret)"),
     (wizard.cloud, "germany", "one of global, usgov"),
+    (wizard.cloud, "gcc", "gcc is cloud 'global'"),
+    (wizard.cloud, "GCC High", "GCC High is cloud 'usgov'"),
+    (wizard.cloud, "DoD", "DoD is cloud 'usgov-dod'"),
     (wizard.host, "mqtt://broker", "without scheme or port"),
     (wizard.host, "broker:1883", "without scheme or port"),
     (wizard.port, "70000", "1 to 65535"),
@@ -208,6 +211,47 @@ def test_secret_from_stdin_stays_out_of_the_process_list(tmp_path: Path) -> None
 
     assert done.returncode == 0, done.stderr
     assert load_config(path).accounts[0].client_secret == SECRET
+
+
+def test_mqtt_password_from_stdin_stays_out_of_the_process_list(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    argv = flags(path, "--client-secret", "-", "--mqtt-username", "o2m", "--mqtt-password", "-")
+
+    done = subprocess.run([sys.executable, "-m", "bridge", *argv],
+                          input=f"{SECRET}\nbroker-pw-from-stdin\n", capture_output=True,
+                          text=True, cwd=ROOT, timeout=60, check=False)
+
+    assert done.returncode == 0, done.stderr
+    config = load_config(path)
+    assert config.accounts[0].client_secret == SECRET
+    assert config.mqtt.password == "broker-pw-from-stdin"
+
+
+def test_mqtt_password_file_is_referenced_not_copied(tmp_path: Path) -> None:
+    secret_file = tmp_path / "mqtt.password"
+    secret_file.write_text("broker-pw-in-a-file\n")
+    path = tmp_path / "config.toml"
+
+    assert main(*flags(path, "--client-secret", SECRET, "--mqtt-username", "o2m",
+                       "--mqtt-password-file", str(secret_file))) == 0
+
+    assert "broker-pw-in-a-file" not in path.read_text()
+    assert load_config(path).mqtt.password == "broker-pw-in-a-file"
+
+
+def test_mqtt_password_needs_a_user_and_only_one_source(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    secret_file = tmp_path / "mqtt.password"
+    secret_file.write_text("pw\n")
+
+    code = main(*flags(tmp_path / "config.toml", "--client-secret", SECRET,
+                       "--mqtt-password", "pw", "--mqtt-password-file", str(secret_file)))
+
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "--mqtt-password-file needs --mqtt-username" in err
+    assert "give one of them" in err
 
 
 # -- interactive, in-process --------------------------------------------------------------------

@@ -107,10 +107,20 @@ def auth(text: str) -> str:
     return text
 
 
+# what Microsoft and admins call the clouds -> the value `cloud` takes
+_CLOUD_NAMES = {"gcc": "global", "commercial": "global", "public": "global",
+                "worldwide": "global", "gcc high": "usgov", "gcc-high": "usgov",
+                "gcchigh": "usgov", "dod": "usgov-dod", "gcc-dod": "usgov-dod",
+                "21vianet": "china"}
+
+
 def cloud(text: str) -> str:
     text = text.strip()
     if text not in CLOUDS:
-        raise Invalid("one of " + ", ".join(CLOUDS))
+        known = _CLOUD_NAMES.get(text.lower())
+        use = f"{text} is cloud '{known}'; " if known else ""
+        raise Invalid(f"{use}one of " + ", ".join(CLOUDS)
+                      + " (GCC: global, GCC High: usgov, DoD: usgov-dod, 21Vianet: china)")
     return text
 
 
@@ -243,7 +253,9 @@ def build_config(a: dict[str, Any]) -> dict[str, Any]:
     mqtt: dict[str, Any] = {"host": a["mqtt_host"], "port": a["mqtt_port"]}
     if a.get("mqtt_username"):
         mqtt["username"] = a["mqtt_username"]
-        if a.get("mqtt_password"):
+        if a.get("mqtt_password_file"):
+            mqtt["password_file"] = str(a["mqtt_password_file"])
+        elif a.get("mqtt_password"):
             mqtt["password"] = a["mqtt_password"]
     account: dict[str, Any] = {"name": a["account_name"], "mailbox": a["mailbox"],
                                "tenant_id": a["tenant_id"], "client_id": a["client_id"],
@@ -305,7 +317,7 @@ _FLAG_CHECKS: dict[str, Callable[[str], Any]] = {
     "account_name": account_name, "cloud": cloud, "mqtt_host": host,
     "mqtt_port": port, "authority": authority, "imap_host": host, "imap_port": port,
     "ca_file": ca_file, "certificate_file": certificate_file,
-    "client_secret_file": existing_file,
+    "client_secret_file": existing_file, "mqtt_password_file": existing_file,
 }
 
 
@@ -322,9 +334,7 @@ def _from_flags(args: argparse.Namespace, problems: list[str]) -> dict[str, Any]
         except Invalid as exc:
             problems.append(f"--{key.replace('_', '-')}: {exc}")
     if args.client_secret is not None:
-        # "-" reads it from stdin, which keeps the secret out of the process list
-        from_stdin = args.client_secret == "-"  # noqa: S105 - "-" is not a password
-        secret = sys.stdin.readline().strip() if from_stdin else args.client_secret
+        secret = _flag_secret(args.client_secret)
         try:
             answers["client_secret"] = client_secret(secret)
         except Invalid as exc:
@@ -346,8 +356,15 @@ def _from_flags(args: argparse.Namespace, problems: list[str]) -> dict[str, Any]
     if args.state_dir is not None:
         answers["state_dir"] = Path(args.state_dir).expanduser().absolute()
     answers["mqtt_username"] = args.mqtt_username
-    answers["mqtt_password"] = args.mqtt_password
+    answers["mqtt_password"] = (None if args.mqtt_password is None
+                                else _flag_secret(args.mqtt_password))
     return answers
+
+
+def _flag_secret(value: str) -> str:
+    """A secret flag's value; "-" reads a line of stdin, which keeps the secret out of the
+    process list (the client secret's line comes first when both read it)."""
+    return sys.stdin.readline().strip() if value == "-" else value
 
 
 def non_interactive(args: argparse.Namespace) -> dict[str, Any] | list[str]:
@@ -375,8 +392,11 @@ def non_interactive(args: argparse.Namespace) -> dict[str, Any] | list[str]:
             problems.append(f"--{key.replace('_', '-')} is required"
                             + (f" with --auth {a['auth']}" if "_file" in key
                                or key == "client_secret" else ""))
-    if args.mqtt_password and not args.mqtt_username:
-        problems.append("--mqtt-password needs --mqtt-username")
+    for flag in ("mqtt_password", "mqtt_password_file"):
+        if getattr(args, flag) and not args.mqtt_username:
+            problems.append(f"--{flag.replace('_', '-')} needs --mqtt-username")
+    if args.mqtt_password and args.mqtt_password_file:
+        problems.append("--mqtt-password and --mqtt-password-file: give one of them")
     return problems or a
 
 
@@ -430,7 +450,8 @@ def interactive(args: argparse.Namespace, p: Prompter) -> dict[str, Any] | list[
     need("mailbox", "Mailbox address", mailbox)
     need("account_name", "Account name (used in MQTT topics)", account_name, "home")
     if "cloud" not in a and "authority" not in a:
-        need("cloud", "Cloud (global, usgov, usgov-dod, china)", cloud, "global")
+        need("cloud", "Cloud: global (also GCC), usgov (GCC High), usgov-dod, china", cloud,
+             "global")
     output = default_output(args)
     if method == "client_secret" and "client_secret" not in a and "client_secret_file" not in a:
         need("client_secret", "Client secret Value (input hidden)", client_secret, secret=True)
@@ -448,7 +469,7 @@ def interactive(args: argparse.Namespace, p: Prompter) -> dict[str, Any] | list[
     need("mqtt_port", "MQTT broker port", port, "1883")
     if a.get("mqtt_username") is None:
         a["mqtt_username"] = p.ask("MQTT username", str, optional=True)
-    if a["mqtt_username"] and a.get("mqtt_password") is None:
+    if a["mqtt_username"] and a.get("mqtt_password") is None and not a.get("mqtt_password_file"):
         a["mqtt_password"] = p.ask("MQTT password (input hidden)", str, secret=True,
                                    optional=True)
     need("folders", "Folders to watch, comma-separated", folders, "INBOX")
@@ -544,7 +565,9 @@ def add_init_parser(subparsers: Any, *, parents: Sequence[argparse.ArgumentParse
     g.add_argument("--mqtt-host", help="broker host (default: localhost)")
     g.add_argument("--mqtt-port", help="broker port (default: 1883)")
     g.add_argument("--mqtt-username", help="broker user name")
-    g.add_argument("--mqtt-password", help="broker password")
+    g.add_argument("--mqtt-password", help="broker password; '-' reads it from stdin")
+    g.add_argument("--mqtt-password-file", help="file holding the broker password "
+                   "(referenced)")
     g.add_argument("--folder", action="append", help="folder to watch, repeatable "
                    "(default: INBOX)")
     g.add_argument("--authority", help="identity platform host URL (override)")
