@@ -303,6 +303,9 @@ def test_missing_mailbox_grant_prints_the_powershell_with_both_ids(
         in hint
     assert "Enterprise applications" in hint and "NOT the Object ID on the App registrations" \
         in hint
+    # the one query that sees an Add-MailboxPermission grant
+    assert f"Get-MailboxPermission -Identity {mailbox} -User {sp}" in hint
+    assert "Test-ServicePrincipalAuthorization" not in hint
     assert f"            New-ServicePrincipal -AppId {ungranted.client_id}" in text
 
 

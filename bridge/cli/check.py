@@ -226,7 +226,8 @@ def authenticate_failed_hint(account: AccountConfig, token: Token | None) -> str
         "-DisplayName outlook2mqtt",
         f"    Add-MailboxPermission -Identity {account.mailbox} -User {sp_id} "
         "-AccessRights FullAccess",
-        f"    Test-ServicePrincipalAuthorization -Identity {sp_id} -Resource {account.mailbox}",
+        # Test-ServicePrincipalAuthorization sees only RBAC for Applications, not this grant
+        f"    Get-MailboxPermission -Identity {account.mailbox} -User {sp_id}",
         f"-ObjectId is the Object ID shown under Entra ID -> Enterprise applications -> the app "
         f"(the token's oid claim, {sp_id}), NOT the Object ID on the App registrations page. "
         "Changes take up to 30 minutes to apply.",
