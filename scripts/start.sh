@@ -1,12 +1,19 @@
 #!/usr/bin/env bash
-# Run the bridge: with a config (./config.toml or $OUTLOOK2MQTT_CONFIG) against your
-# tenant; without one, a self-contained local demo on loopback (Ctrl-C to stop).
+# Run the bridge with the config the command line finds ($OUTLOOK2MQTT_CONFIG, else
+# ./config.toml, else /etc/outlook2mqtt/config.toml); without any, a self-contained local
+# demo on loopback (Ctrl-C to stop). Installs only what that needs.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-scripts/setup.sh
-config="${OUTLOOK2MQTT_CONFIG:-config.toml}"
-if [ -f "$config" ]; then
-    exec .venv/bin/outlook2mqtt run -c "$config" "$@"
+repo="$(cd "$(dirname "$0")/.." && pwd)"
+"$repo/scripts/setup.sh" run
+config="$("$repo/.venv/bin/python" -I -c 'import os
+from bridge.config.load import config_search_path
+print(config_search_path(None, os.environ))')"
+if [ -n "${OUTLOOK2MQTT_CONFIG:-}" ] || [ -f "$config" ]; then
+    exec "$repo/.venv/bin/outlook2mqtt" run -c "$config" "$@"
 fi
-echo "No $config found: starting the local demo (see README to configure your tenant)." >&2
+echo "start: no config found (\$OUTLOOK2MQTT_CONFIG, ./config.toml," \
+     "/etc/outlook2mqtt/config.toml): starting the local demo." \
+     "Write a config with: $repo/.venv/bin/outlook2mqtt init" >&2
+"$repo/scripts/setup.sh" demo
+cd "$repo"
 exec .venv/bin/python -m rig.demo "$@"
