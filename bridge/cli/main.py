@@ -18,6 +18,7 @@ from bridge.auth.tokens import token_provider
 from bridge.cli import cert as certs
 from bridge.cli import init as wizard
 from bridge.cli import login
+from bridge.cli import service as service_cli
 from bridge.cli.check import Step, format_step, run_check, token_step
 from bridge.config.load import config_search_path, load_config
 from bridge.config.model import Config
@@ -189,6 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_login, default_log_level="warning")
     certs.add_cert_parser(sub, parents=[common])
     wizard.add_init_parser(sub, parents=[common])
+    service_cli.add_service_parser(sub, parents=[common])
     return parser
 
 

@@ -1,0 +1,268 @@
+"""`outlook2mqtt service install|uninstall`: files, owners and modes, and the installed unit's
+command line run as an unprivileged user against the rig.
+
+systemd is not PID 1 on the test machines: every install here passes `--no-start` (no
+systemctl) and directories under a temporary root; the unit is checked with
+`systemd-analyze verify` and its ExecStart run as user `nobody` with the credentials its
+LoadCredential= lines name, as systemd would hand them over.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import tempfile
+import tomllib
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from rig.bridgecfg import rig_config, write_config
+from rig.dovecot import Dovecot
+from rig.idp import IdentityPlatform
+from rig.mosquitto import Mosquitto
+from rig.mqttsub import Collector
+from rig.pki import TestPKI
+from tests.bridgeproc import run_cli
+from tests.test_systemd import directives
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="a system install needs root")
+PROGRAM = Path(sys.executable).parent / "outlook2mqtt"
+ANALYZE = shutil.which("systemd-analyze")
+
+
+@dataclass
+class Host:
+    """A stand-in for / : where the install writes, and what the rig needs."""
+
+    base: Path
+    base_topic: str
+
+    @property
+    def units(self) -> Path:
+        return self.base / "etc" / "systemd" / "system"
+
+    @property
+    def etc(self) -> Path:
+        return self.base / "etc" / "outlook2mqtt"
+
+    @property
+    def credstore(self) -> Path:
+        return self.base / "etc" / "credstore"
+
+    @property
+    def state(self) -> Path:
+        return self.base / "var" / "lib" / "outlook2mqtt"
+
+    def locations(self) -> list[str]:
+        return ["--no-start", "--unit-dir", str(self.units), "--config-dir", str(self.etc),
+                "--credstore", str(self.credstore), "--state-dir", str(self.state)]
+
+
+@pytest.fixture
+def host() -> Iterator[Host]:
+    # not pytest's tmp_path: its parents are 0700, and user nobody must reach the files
+    base = Path(tempfile.mkdtemp(prefix="o2m-host-"))
+    base.chmod(0o755)
+    yield Host(base, f"o2m-{uuid.uuid4().hex[:8]}")
+    shutil.rmtree(base)
+
+
+@pytest.fixture
+def rig_settings(idp: IdentityPlatform, pki: TestPKI, dovecot: Dovecot, mosquitto: Mosquitto,
+                 tenant: str, mailbox: str, host: Host) -> dict[str, object]:
+    return {"authority": idp.authority, "ca_file": pki.ca_file, "imap_port": dovecot.port,
+            "mqtt_port": mosquitto.port, "tenant_id": tenant, "mailbox": mailbox,
+            "base_topic": host.base_topic, "state_dir": host.base / "src" / "state"}
+
+
+def certificate_config(idp: IdentityPlatform, host: Host, settings: dict[str, object]) -> Path:
+    """A config beside a fresh `cert new` pair, with relative paths, as a user writes it."""
+    src = host.base / "src"
+    assert run_cli("cert", "new", "--out-dir", str(src)).returncode == 0
+    app = idp.register_app(str(settings["tenant_id"]),
+                           certificates=[(src / "outlook2mqtt.crt").read_bytes()],
+                           mailboxes=[str(settings["mailbox"])])
+    data = rig_config(client_id=app.client_id, certificate_file=Path("x"),
+                      private_key_file=Path("x"), **settings)  # type: ignore[arg-type]
+    data["accounts"][0].update(certificate_file="outlook2mqtt.crt",
+                               private_key_file="outlook2mqtt.key")
+    return write_config(src / "config.toml", data)
+
+
+def install(host: Host, config: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    return run_cli("service", "install", "-c", str(config), *host.locations(), *extra,
+                   timeout=120)
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_install_moves_the_key_into_the_credential_store_and_writes_a_service_config(
+    idp: IdentityPlatform, host: Host, rig_settings: dict[str, object],
+) -> None:
+    config = certificate_config(idp, host, rig_settings)
+
+    done = install(host, config)
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "ok    config" in done.stdout and "check, as the service would" in done.stdout
+    key = host.credstore / "outlook2mqtt.home.private_key"
+    assert mode(host.credstore) == 0o700 and mode(key) == 0o600
+    assert key.read_bytes().startswith(b"-----BEGIN PRIVATE KEY-----")
+    assert not (host.base / "src" / "outlook2mqtt.key").exists()  # moved, not copied
+    installed = tomllib.loads((host.etc / "config.toml").read_text())
+    account = installed["accounts"][0]
+    assert mode(host.etc / "config.toml") == 0o600 and mode(host.etc) == 0o755
+    assert "private_key_file" not in account and "bridge" not in installed  # $STATE_DIRECTORY
+    assert account["certificate_file"] == str(host.etc / "home.crt")
+    assert mode(host.etc / "home.crt") == 0o644 and mode(host.etc / "home.ca.pem") == 0o644
+    unit = directives((host.units / "outlook2mqtt.service").read_text())
+    assert unit["ExecStart"] == [f"{PROGRAM} run -c ${{CREDENTIALS_DIRECTORY}}/config.toml"]
+    dropin = directives((host.units / "outlook2mqtt.service.d" / "credentials.conf").read_text())
+    assert dropin["LoadCredential"] == [
+        "", f"config.toml:{host.etc}/config.toml", f"home.private_key:{key}"]
+
+
+def test_installed_unit_verifies_and_its_command_line_runs_as_an_unprivileged_user(
+    idp: IdentityPlatform, host: Host, rig_settings: dict[str, object], mosquitto: Mosquitto,
+) -> None:
+    assert install(host, certificate_config(idp, host, rig_settings)).returncode == 0
+    unit = host.units / "outlook2mqtt.service"
+    assert ANALYZE is not None, "systemd-analyze missing: apt-get install systemd"
+    verified = subprocess.run([ANALYZE, "verify", "--man=no", str(unit)], capture_output=True,
+                              text=True, timeout=60, check=False)
+    assert verified.returncode == 0 and verified.stderr.strip() == "", verified.stderr
+
+    with Collector("127.0.0.1", mosquitto.port, [f"{host.base_topic}/#"]) as seen:
+        proc = start_as_the_unit_would(host)
+        try:
+            seen.wait_for(lambda m: m.topic == f"{host.base_topic}/bridge/state"
+                          and m.payload == b"online", timeout=30)
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(20) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert any(p.is_file() for p in (host.base / "state").rglob("*")), "positions kept"
+
+
+def start_as_the_unit_would(host: Host) -> subprocess.Popen[bytes]:
+    """ExecStart as user nobody: the LoadCredential= files (the drop-in's list replaces the
+    unit's after its empty reset) in a private $CREDENTIALS_DIRECTORY, a $STATE_DIRECTORY."""
+    unit = directives((host.units / "outlook2mqtt.service").read_text())
+    credentials = directives(
+        (host.units / "outlook2mqtt.service.d" / "credentials.conf").read_text())
+    loaded = credentials["LoadCredential"]
+    nobody = pwd.getpwnam("nobody")
+    creds, state = host.base / "run-credentials", host.base / "state"
+    for directory in (creds, state):
+        directory.mkdir(mode=0o700)
+        os.chown(directory, nobody.pw_uid, nobody.pw_gid)
+    for entry in loaded[loaded.index("") + 1:]:
+        name, source = entry.split(":", 1)
+        shutil.copyfile(source, creds / name)
+        os.chown(creds / name, nobody.pw_uid, nobody.pw_gid)
+    argv = unit["ExecStart"][0].replace("${CREDENTIALS_DIRECTORY}", str(creds)).split()
+    env = {"PATH": "/usr/bin:/bin", "CREDENTIALS_DIRECTORY": str(creds),
+           "STATE_DIRECTORY": str(state), "PYTHONUNBUFFERED": "1"}
+    log = (host.base / "journal").open("wb")
+    return subprocess.Popen(argv, env=env, user=nobody.pw_uid, group=nobody.pw_gid,
+                            extra_groups=[], umask=0o077, cwd="/", stdout=log, stderr=log)
+
+
+def test_secret_goes_to_the_store_and_a_second_install_reuses_it(
+    idp: IdentityPlatform, host: Host, rig_settings: dict[str, object],
+) -> None:
+    app = idp.register_app(str(rig_settings["tenant_id"]),
+                           mailboxes=[str(rig_settings["mailbox"])])
+    (host.base / "src").mkdir()
+    config = write_config(host.base / "src" / "config.toml", rig_config(
+        client_id=app.client_id, secret=app.secrets[0], **rig_settings))  # type: ignore[arg-type]
+
+    first = install(host, config)
+    again = install(host, host.etc / "config.toml")  # its secret now lives in the store
+
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert app.secrets[0] not in (host.etc / "config.toml").read_text()
+    stored = host.credstore / "outlook2mqtt.home.client_secret"
+    assert stored.read_text() == app.secrets[0] and mode(stored) == 0o600
+    assert f"note: {config} still holds secrets inline" in first.stdout
+    assert app.secrets[0] not in first.stdout + first.stderr + again.stdout + again.stderr
+
+
+def test_a_failing_check_stops_the_install_before_anything_is_started(
+    idp: IdentityPlatform, host: Host, rig_settings: dict[str, object],
+) -> None:
+    app = idp.register_app(str(rig_settings["tenant_id"]))  # no mailbox granted
+    (host.base / "src").mkdir()
+    config = write_config(host.base / "src" / "config.toml", rig_config(
+        client_id=app.client_id, secret=app.secrets[0], **rig_settings))  # type: ignore[arg-type]
+
+    done = install(host, config)
+
+    assert done.returncode == 1
+    assert "FAIL  [home] IMAP login" in done.stdout
+    assert "fix the config, then run `outlook2mqtt service install` again" in done.stdout
+
+
+def test_uninstall_removes_the_unit_and_purge_everything_else(
+    idp: IdentityPlatform, host: Host, rig_settings: dict[str, object],
+) -> None:
+    assert install(host, certificate_config(idp, host, rig_settings),
+                   "--no-check").returncode == 0
+    host.state.mkdir(parents=True)
+
+    kept = run_cli("service", "uninstall", *host.locations())
+    assert kept.returncode == 0
+    assert not (host.units / "outlook2mqtt.service").exists()
+    assert not (host.units / "outlook2mqtt.service.d").exists()
+    assert (host.etc / "config.toml").exists() and host.state.exists()
+    assert "kept" in kept.stdout and "--purge removes it" in kept.stdout
+
+    purged = run_cli("service", "uninstall", "--purge", *host.locations())
+    assert purged.returncode == 0
+    assert not host.etc.exists() and not host.state.exists()
+    assert list(host.credstore.iterdir()) == []
+
+
+def test_a_user_service_keeps_its_secrets_in_its_own_config(
+    idp: IdentityPlatform, host: Host, rig_settings: dict[str, object],
+) -> None:
+    app = idp.register_app(str(rig_settings["tenant_id"]),
+                           mailboxes=[str(rig_settings["mailbox"])])
+    (host.base / "src").mkdir()
+    config = write_config(host.base / "src" / "config.toml", rig_config(
+        client_id=app.client_id, secret=app.secrets[0], **rig_settings))  # type: ignore[arg-type]
+
+    done = run_cli("service", "install", "--user", "-c", str(config), "--no-start",
+                   "--unit-dir", str(host.units), "--config-dir", str(host.etc), timeout=120)
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    installed = tomllib.loads((host.etc / "config.toml").read_text())
+    assert installed["accounts"][0]["client_secret"] == app.secrets[0]
+    assert "bridge" not in installed and mode(host.etc / "config.toml") == 0o600
+    unit = directives((host.units / "outlook2mqtt.service").read_text())
+    assert unit["ExecStart"] == [f"{PROGRAM} run -c {host.etc}/config.toml"]
+    assert unit["StateDirectory"] == ["outlook2mqtt"] and unit["Type"] == ["notify"]
+    assert not host.credstore.exists()
+
+
+def test_a_system_install_needs_root(host: Host) -> None:
+    done = subprocess.run(["runuser", "-u", "nobody", "--", str(PROGRAM), "service", "install",
+                           *host.locations()], capture_output=True, text=True, timeout=60,
+                          check=False, cwd="/")
+
+    assert done.returncode == 1
+    assert "service install needs root; --user installs a user service" in done.stdout
