@@ -10,6 +10,7 @@ see each other's mail or tokens. Tests that change a shared server (`idp.down`,
 
 from __future__ import annotations
 
+import shutil
 import ssl
 import uuid
 from collections.abc import Callable, Iterator
@@ -27,6 +28,7 @@ from rig.mosquitto import Mosquitto
 from rig.mqttsub import Collector
 from rig.pki import TestPKI
 from tests.bridgeproc import BridgeProcess
+from tests.installs import FreshInstall, service_install
 
 
 @pytest.fixture(scope="session")
@@ -224,3 +226,11 @@ def wait_online(collector: Collector, base_topic: str, timeout: float = 30) -> N
         lambda m: m.topic == f"{base_topic}/bridge/state" and m.payload == b"online",
         timeout=timeout,
     )
+
+
+@pytest.fixture(scope="session")
+def fresh_install() -> Iterator[FreshInstall]:
+    """This repository cloned and installed as docs/setup.md's service install does."""
+    made = service_install()
+    yield made
+    shutil.rmtree(made.base)

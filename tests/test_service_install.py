@@ -15,7 +15,6 @@ import shutil
 import signal
 import stat
 import subprocess
-import sys
 import tempfile
 import tomllib
 import uuid
@@ -32,10 +31,10 @@ from rig.mosquitto import Mosquitto
 from rig.mqttsub import Collector
 from rig.pki import TestPKI
 from tests.bridgeproc import run_cli
+from tests.installs import FreshInstall, clean_env
 from tests.test_systemd import directives
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="a system install needs root")
-PROGRAM = Path(sys.executable).parent / "outlook2mqtt"
 ANALYZE = shutil.which("systemd-analyze")
 
 
@@ -45,6 +44,7 @@ class Host:
 
     base: Path
     base_topic: str
+    program: Path  # a fresh install's outlook2mqtt, which the unit will run
 
     @property
     def units(self) -> Path:
@@ -68,11 +68,11 @@ class Host:
 
 
 @pytest.fixture
-def host() -> Iterator[Host]:
+def host(fresh_install: FreshInstall) -> Iterator[Host]:
     # not pytest's tmp_path: its parents are 0700, and user nobody must reach the files
     base = Path(tempfile.mkdtemp(prefix="o2m-host-"))
     base.chmod(0o755)
-    yield Host(base, f"o2m-{uuid.uuid4().hex[:8]}")
+    yield Host(base, f"o2m-{uuid.uuid4().hex[:8]}", fresh_install.program)
     shutil.rmtree(base)
 
 
@@ -98,9 +98,15 @@ def certificate_config(idp: IdentityPlatform, host: Host, settings: dict[str, ob
     return write_config(src / "config.toml", data)
 
 
+def outlook2mqtt(host: Host, *argv: str) -> subprocess.CompletedProcess[str]:
+    """The fresh install's command, as root in a clean environment."""
+    return subprocess.run([str(host.program), *argv], capture_output=True, text=True,
+                          timeout=120, check=False, cwd=host.base, env=clean_env())
+
+
 def install(host: Host, config: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-    return run_cli("service", "install", "-c", str(config), *host.locations(), *extra,
-                   timeout=120)
+    return outlook2mqtt(host, "service", "install", "-c", str(config), *host.locations(),
+                        *extra)
 
 
 def mode(path: Path) -> int:
@@ -127,7 +133,7 @@ def test_install_moves_the_key_into_the_credential_store_and_writes_a_service_co
     assert account["certificate_file"] == str(host.etc / "home.crt")
     assert mode(host.etc / "home.crt") == 0o644 and mode(host.etc / "home.ca.pem") == 0o644
     unit = directives((host.units / "outlook2mqtt.service").read_text())
-    assert unit["ExecStart"] == [f"{PROGRAM} run -c ${{CREDENTIALS_DIRECTORY}}/config.toml"]
+    assert unit["ExecStart"] == [f"{host.program} run -c ${{CREDENTIALS_DIRECTORY}}/config.toml"]
     dropin = directives((host.units / "outlook2mqtt.service.d" / "credentials.conf").read_text())
     assert dropin["LoadCredential"] == [
         "", f"config.toml:{host.etc}/config.toml", f"home.private_key:{key}"]
@@ -224,14 +230,14 @@ def test_uninstall_removes_the_unit_and_purge_everything_else(
                    "--no-check").returncode == 0
     host.state.mkdir(parents=True)
 
-    kept = run_cli("service", "uninstall", *host.locations())
+    kept = outlook2mqtt(host, "service", "uninstall", *host.locations())
     assert kept.returncode == 0
     assert not (host.units / "outlook2mqtt.service").exists()
     assert not (host.units / "outlook2mqtt.service.d").exists()
     assert (host.etc / "config.toml").exists() and host.state.exists()
     assert "kept" in kept.stdout and "--purge removes it" in kept.stdout
 
-    purged = run_cli("service", "uninstall", "--purge", *host.locations())
+    purged = outlook2mqtt(host, "service", "uninstall", "--purge", *host.locations())
     assert purged.returncode == 0
     assert not host.etc.exists() and not host.state.exists()
     assert list(host.credstore.iterdir()) == []
@@ -246,21 +252,21 @@ def test_a_user_service_keeps_its_secrets_in_its_own_config(
     config = write_config(host.base / "src" / "config.toml", rig_config(
         client_id=app.client_id, secret=app.secrets[0], **rig_settings))  # type: ignore[arg-type]
 
-    done = run_cli("service", "install", "--user", "-c", str(config), "--no-start",
-                   "--unit-dir", str(host.units), "--config-dir", str(host.etc), timeout=120)
+    done = outlook2mqtt(host, "service", "install", "--user", "-c", str(config), "--no-start",
+                        "--unit-dir", str(host.units), "--config-dir", str(host.etc))
 
     assert done.returncode == 0, done.stdout + done.stderr
     installed = tomllib.loads((host.etc / "config.toml").read_text())
     assert installed["accounts"][0]["client_secret"] == app.secrets[0]
     assert "bridge" not in installed and mode(host.etc / "config.toml") == 0o600
     unit = directives((host.units / "outlook2mqtt.service").read_text())
-    assert unit["ExecStart"] == [f"{PROGRAM} run -c {host.etc}/config.toml"]
+    assert unit["ExecStart"] == [f"{host.program} run -c {host.etc}/config.toml"]
     assert unit["StateDirectory"] == ["outlook2mqtt"] and unit["Type"] == ["notify"]
     assert not host.credstore.exists()
 
 
 def test_a_system_install_needs_root(host: Host) -> None:
-    done = subprocess.run(["runuser", "-u", "nobody", "--", str(PROGRAM), "service", "install",
+    done = subprocess.run(["runuser", "-u", "nobody", "--", str(host.program), "service", "install",
                            *host.locations()], capture_output=True, text=True, timeout=60,
                           check=False, cwd="/")
 
