@@ -26,7 +26,7 @@ import pytest
 
 from rig.bridgecfg import rig_config, write_config
 from rig.dovecot import Dovecot
-from rig.idp import IdentityPlatform
+from rig.idp import IdentityPlatform, random_secret
 from rig.mosquitto import Mosquitto
 from rig.mqttsub import Collector
 from rig.pki import TestPKI
@@ -96,6 +96,17 @@ def certificate_config(idp: IdentityPlatform, host: Host, settings: dict[str, ob
     data["accounts"][0].update(certificate_file="outlook2mqtt.crt",
                                private_key_file="outlook2mqtt.key")
     return write_config(src / "config.toml", data)
+
+
+def secret_config(idp: IdentityPlatform, host: Host, settings: dict[str, object], *,
+                  granted: bool = True) -> tuple[Path, str]:
+    """(config, secret): a client-secret config; `granted` lets the app open the mailbox."""
+    secret = random_secret()
+    app = idp.register_app(str(settings["tenant_id"]), secret=secret,
+                           mailboxes=[str(settings["mailbox"])] if granted else [])
+    (host.base / "src").mkdir()
+    data = rig_config(client_id=app.client_id, secret=secret, **settings)  # type: ignore[arg-type]
+    return write_config(host.base / "src" / "config.toml", data), secret
 
 
 def outlook2mqtt(host: Host, *argv: str) -> subprocess.CompletedProcess[str]:
@@ -190,31 +201,24 @@ def start_as_the_unit_would(host: Host) -> subprocess.Popen[bytes]:
 def test_secret_goes_to_the_store_and_a_second_install_reuses_it(
     idp: IdentityPlatform, host: Host, rig_settings: dict[str, object],
 ) -> None:
-    app = idp.register_app(str(rig_settings["tenant_id"]),
-                           mailboxes=[str(rig_settings["mailbox"])])
-    (host.base / "src").mkdir()
-    config = write_config(host.base / "src" / "config.toml", rig_config(
-        client_id=app.client_id, secret=app.secrets[0], **rig_settings))  # type: ignore[arg-type]
+    config, secret = secret_config(idp, host, rig_settings)
 
     first = install(host, config)
     again = install(host, host.etc / "config.toml")  # its secret now lives in the store
 
     assert first.returncode == 0, first.stdout + first.stderr
     assert again.returncode == 0, again.stdout + again.stderr
-    assert app.secrets[0] not in (host.etc / "config.toml").read_text()
+    assert secret not in (host.etc / "config.toml").read_text()
     stored = host.credstore / "outlook2mqtt.home.client_secret"
-    assert stored.read_text() == app.secrets[0] and mode(stored) == 0o600
+    assert stored.read_text() == secret and mode(stored) == 0o600
     assert f"note: {config} still holds secrets inline" in first.stdout
-    assert app.secrets[0] not in first.stdout + first.stderr + again.stdout + again.stderr
+    assert secret not in first.stdout + first.stderr + again.stdout + again.stderr
 
 
 def test_a_failing_check_stops_the_install_before_anything_is_started(
     idp: IdentityPlatform, host: Host, rig_settings: dict[str, object],
 ) -> None:
-    app = idp.register_app(str(rig_settings["tenant_id"]))  # no mailbox granted
-    (host.base / "src").mkdir()
-    config = write_config(host.base / "src" / "config.toml", rig_config(
-        client_id=app.client_id, secret=app.secrets[0], **rig_settings))  # type: ignore[arg-type]
+    config, _secret = secret_config(idp, host, rig_settings, granted=False)
 
     done = install(host, config)
 
@@ -246,18 +250,14 @@ def test_uninstall_removes_the_unit_and_purge_everything_else(
 def test_a_user_service_keeps_its_secrets_in_its_own_config(
     idp: IdentityPlatform, host: Host, rig_settings: dict[str, object],
 ) -> None:
-    app = idp.register_app(str(rig_settings["tenant_id"]),
-                           mailboxes=[str(rig_settings["mailbox"])])
-    (host.base / "src").mkdir()
-    config = write_config(host.base / "src" / "config.toml", rig_config(
-        client_id=app.client_id, secret=app.secrets[0], **rig_settings))  # type: ignore[arg-type]
+    config, secret = secret_config(idp, host, rig_settings)
 
     done = outlook2mqtt(host, "service", "install", "--user", "-c", str(config), "--no-start",
                         "--unit-dir", str(host.units), "--config-dir", str(host.etc))
 
     assert done.returncode == 0, done.stdout + done.stderr
     installed = tomllib.loads((host.etc / "config.toml").read_text())
-    assert installed["accounts"][0]["client_secret"] == app.secrets[0]
+    assert installed["accounts"][0]["client_secret"] == secret
     assert "bridge" not in installed and mode(host.etc / "config.toml") == 0o600
     unit = directives((host.units / "outlook2mqtt.service").read_text())
     assert unit["ExecStart"] == [f"{host.program} run -c {host.etc}/config.toml"]
