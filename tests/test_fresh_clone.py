@@ -25,6 +25,7 @@ from rig.mqttsub import Collector
 from rig.pki import TestPKI
 from tests.installs import FreshInstall, clean_env, clone_repository
 
+RUNUSER = shutil.which("runuser") or "runuser"
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("runuser"),
                                 reason="playing an unprivileged user needs root and runuser")
 TEST_TOOLS = ("pytest", "mypy", "ruff", "hypothesis")
@@ -40,7 +41,7 @@ class UserInstall:
 
     def run(self, *argv: str, cwd: Path | None = None, timeout: float = 120,
             **env: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(["runuser", "-u", "nobody", "--", *argv], capture_output=True,
+        return subprocess.run([RUNUSER, "-u", "nobody", "--", *argv], capture_output=True,
                               text=True, timeout=timeout, check=False, cwd=cwd or self.home,
                               env=clean_env(HOME=str(self.home), **env))
 
@@ -118,7 +119,7 @@ def test_start_runs_the_config_it_finds(
     with Collector("127.0.0.1", mosquitto.port, [f"{base_topic}/#"]) as seen, \
             log.open("wb") as out:
         proc = subprocess.Popen(
-            ["runuser", "-u", "nobody", "--", start], cwd=user_install.home, stdout=out,
+            [RUNUSER, "-u", "nobody", "--", start], cwd=user_install.home, stdout=out,
             stderr=out, env=clean_env(HOME=str(user_install.home),
                                       OUTLOOK2MQTT_CONFIG=str(rig_config_file)))
         try:
