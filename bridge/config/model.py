@@ -80,8 +80,9 @@ class AccountConfig:
     certificate_file: Path | None = None
     private_key_file: Path | None = None
     private_key_passphrase: str | None = field(default=None, repr=False)
-    # client assertion signing: "RS256" (x5t = SHA-1 thumbprint, works everywhere) or
-    # "PS256" (x5t#S256 = SHA-256 thumbprint, with the certificate chain in x5c)
+    # client assertion signing: "RS256" (x5t = SHA-1 thumbprint, MSAL's form for a
+    # thumbprint) or "PS256" (x5t#S256 = SHA-256 thumbprint, with the chain in x5c: the form
+    # Microsoft documents)
     assertion_algorithm: str = "RS256"
     cloud: str = "global"
     imap_port: int = 993
