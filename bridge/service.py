@@ -13,6 +13,7 @@ from bridge.auth.tokens import token_provider
 from bridge.commands.parse import response_topic_allowed
 from bridge.commands.worker import CommandWorker
 from bridge.config.model import AccountConfig, Config
+from bridge.mailbox.health import health_payload
 from bridge.mailbox.positions import StateStore
 from bridge.mailbox.publisher import MessagePublisher
 from bridge.mailbox.status import AccountStatus
@@ -58,6 +59,7 @@ class Bridge:
         self.topics = Topics(config.mqtt.base_topic)
         self.store = StateStore(config.bridge.state_dir)
         self.online = threading.Event()
+        self._started = time.monotonic()
         self.mqtt = MqttClient(
             config.mqtt,
             will_topic=self.topics.bridge_state,
@@ -112,7 +114,8 @@ class Bridge:
             account=account,
             provider=provider,
             publishers={
-                f.name: MessagePublisher(account=account, folder=f, mqtt=self.mqtt, topics=topics)
+                f.name: MessagePublisher(account=account, folder=f, mqtt=self.mqtt, topics=topics,
+                                         on_published=status.published)
                 for f in account.folders
             },
             reply=lambda msg, payload: self._reply(account.name, msg, payload),
@@ -178,6 +181,7 @@ class Bridge:
             worker.submit(msg, folder)
 
     def _reply(self, account: str, msg: Incoming, payload: bytes) -> None:
+        self.accounts[account].status.commanded()
         self.mqtt.publish(self.topics.command_result(account), payload)
         if not (msg.response_topic and self.mqtt.v5):
             return
@@ -207,6 +211,17 @@ class Bridge:
             if group.commands is not None:
                 group.commands.start()
         threading.Thread(target=self._announce_online, name="announce-online", daemon=True).start()
+        if self.config.bridge.health_interval:
+            threading.Thread(target=self._publish_health, name="health", daemon=True).start()
+
+    def _publish_health(self) -> None:
+        """`B/bridge/health` now and every `health_interval` seconds until stopped."""
+        statuses = {name: group.status for name, group in self.accounts.items()}
+        while True:
+            self.mqtt.publish(self.topics.bridge_health,
+                              health_payload(self._started, statuses), retain=True)
+            if self.stop_event.wait(self.config.bridge.health_interval):
+                return
 
     def _update_discovery(self) -> None:
         """Once connected, remove from Home Assistant what was published last time and

@@ -71,10 +71,13 @@ def account(name: str, *, folders: list[dict[str, Any]] | None = None,
 
 
 def make_config(*accounts: dict[str, Any], base_topic: str = "outlook2mqtt",
-                prefix: str = "homeassistant", discovery: bool = True) -> Config:
+                prefix: str = "homeassistant", discovery: bool = True,
+                health_interval: int = 0) -> Config:
+    """The accounts' devices alone, unless `health_interval` adds the bridge's (test_health)."""
     return parse_config({
         "mqtt": {"host": "broker.local", "base_topic": base_topic},
         "homeassistant": {"discovery": discovery, "prefix": prefix},
+        "bridge": {"health_interval": health_interval},
         "accounts": list(accounts) or [account("home")],
     }, environ={})
 
@@ -287,9 +290,9 @@ def test_node_id_fits_a_discovery_topic_level() -> None:
 def test_qos_is_the_configured_one() -> None:
     config = parse_config({"mqtt": {"host": "h", "qos": 2}, "accounts": [account("home")]},
                           environ={})
-    [device] = payloads(config).values()
-    assert {c["qos"] for c in device["components"].values()} == {2}
-    assert "qos" not in device  # HA would not pass it on to the components
+    for device in payloads(config).values():  # the account's and the bridge's
+        assert {c["qos"] for c in device["components"].values()} == {2}
+        assert "qos" not in device  # HA would not pass it on to the components
 
 
 # -- the templates, rendered as Home Assistant would ---------------------------------------
@@ -456,7 +459,7 @@ def test_device_config_of_an_account_matches_build(config: Config) -> None:
 
 # -- docs and examples ----------------------------------------------------------------------
 
-DOC_CONFIG = make_config(account("home"))  # the names the docs assume
+DOC_CONFIG = make_config(account("home"), health_interval=60)  # what the docs assume
 
 
 def doc_topics() -> set[str]:

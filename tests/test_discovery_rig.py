@@ -99,7 +99,8 @@ def test_discovery_configs_birth_republish_and_a_pressed_button(
     home, work = device_topic(names, "home"), device_topic(names, "work")
     configs = {t: collector.wait_topic(t)[0] for t in (home, work)}
     assert all(m.retain for m in configs.values())
-    assert set(retained_under(mosquitto.port, names["prefix"])) == {home, work}
+    bridge_device = device_topic(names, "bridge")  # its health sensors
+    assert set(retained_under(mosquitto.port, names["prefix"])) == {home, work, bridge_device}
 
     home_cfg, work_cfg = (configs[t].json() for t in (home, work))
     folder_kinds = {"unread": "sensor", "total": "sensor", "last_subject": "sensor",
@@ -175,9 +176,10 @@ def test_shrunk_config_clears_stale_configs_and_removes_components_once(
         k: {"platform": p} for k, p in receipts.items()}
     collector.wait_for(lambda m: home_config(m) and not any(
         k.startswith("receipts_") for k in m.json()["components"]), timeout=30)
-    assert set(retained_under(mosquitto.port, names["prefix"])) == {home}
+    bridge_device = device_topic(names, "bridge")  # its health sensors stay
+    assert set(retained_under(mosquitto.port, names["prefix"])) == {home, bridge_device}
     index = json.loads((tmp_path / "state" / "discovery-topics.json").read_text())
-    assert list(index["devices"]) == [home]
+    assert sorted(index["devices"]) == sorted([home, bridge_device])
     assert not set(receipts) & set(index["devices"][home])
     assert index["devices"][home]["inbox_unread"] == "sensor"
     assert bridges[1].stop() == 0

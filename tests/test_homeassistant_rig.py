@@ -108,6 +108,7 @@ def expected_entities(folders: list[dict[str, str]]) -> dict[str, str]:
     config = parse_config({
         "mqtt": {"host": "127.0.0.1", "base_topic": BASE},
         "homeassistant": {"prefix": HA_PREFIX},
+        "bridge": {"health_interval": 0},  # the account's device alone
         "accounts": [{"name": "home", "mailbox": "m@contoso.test", "tenant_id": "t",
                       "client_id": "c", "client_secret": "s", "folders": folders}],
     }, environ={})

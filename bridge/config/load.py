@@ -41,7 +41,7 @@ MQTT_KEYS = (
     "base_topic", "qos", "keepalive", "tls", "ca_file", "cert_file", "key_file", "tls_insecure",
 )
 HOMEASSISTANT_KEYS = ("discovery", "prefix")
-BRIDGE_KEYS = ("state_dir",)
+BRIDGE_KEYS = ("state_dir", "health_interval")
 ACCOUNT_KEYS = (
     "name", "mailbox", "tenant_id", "client_id", "auth", "client_secret", "client_secret_file",
     "certificate_file", "private_key_file", "private_key_passphrase",
@@ -138,7 +138,8 @@ def parse_config(
     bridge_table = root.table("bridge")
     bridge_table.check_keys(BRIDGE_KEYS, _elsewhere("[bridge]"))
     bridge = BridgeConfig(
-        state_dir=bridge_table.path("state_dir") or default_state_dir(base, environ))
+        state_dir=bridge_table.path("state_dir") or default_state_dir(base, environ),
+        health_interval=bridge_table.integer("health_interval", 60, 0, 86400))
     accounts = _accounts(root, bridge.state_dir, environ)
     if problems.items:
         raise ConfigError(problems.items)

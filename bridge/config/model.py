@@ -50,6 +50,7 @@ class HomeAssistantConfig:
 @dataclass(frozen=True)
 class BridgeConfig:
     state_dir: Path = Path("./state")
+    health_interval: int = 60  # seconds between `B/bridge/health` payloads; 0 = off
 
 
 @dataclass(frozen=True)

@@ -61,9 +61,11 @@ class MessagePublisher:
     """Turns UIDs of one folder into MQTT publishes, in UID order."""
 
     def __init__(
-        self, *, account: AccountConfig, folder: FolderConfig, mqtt: MqttClient, topics: Topics
+        self, *, account: AccountConfig, folder: FolderConfig, mqtt: MqttClient, topics: Topics,
+        on_published: Callable[[], None] | None = None,
     ) -> None:
         self.account = account
+        self._on_published = on_published  # counts summaries for B/bridge/health
         self._configured = folder
         self.folder = folder
         self._mqtt = mqtt
@@ -254,6 +256,8 @@ class MessagePublisher:
         # Home Assistant's MQTT event entity reads the event type from the payload.
         payload = {**summary.payload, "event_type": "new_message"}
         publications.append(self._mqtt.publish(topic, json.dumps(payload)))
+        if self._on_published is not None:
+            self._on_published()
         return Published(uid, tuple(publications), summary.payload)
 
 

@@ -23,6 +23,10 @@ class AccountStatus:
         # while auth is "login_required" and a `login` is waiting for the person:
         # verification_uri, user_code and expires (ISO 8601)
         self.login: dict[str, str] | None = None
+        # for B/bridge/health: counted while the bridge runs; the latest error is kept
+        # after recovery (last_error is cleared), which is what a health check looks for
+        self._counts = {"messages_published": 0, "commands": 0, "sent": 0}
+        self._latest_error: str | None = None
 
     def payload(self) -> bytes:
         with self._lock:
@@ -59,7 +63,7 @@ class AccountStatus:
             self._connected[worker] = False
             if auth:
                 self.auth = "error"
-            self.last_error = error
+            self.last_error = self._latest_error = error
         self._changed()
 
     def login_required(self, worker: str | None, error: str,
@@ -73,7 +77,7 @@ class AccountStatus:
                 changed = changed or self._connected[worker]
                 self._connected[worker] = False
             self.auth = "login_required"
-            self.last_error = error
+            self.last_error = self._latest_error = error
             self.login = login
         if changed:  # every folder of the account reports it: publish once
             self._changed()
@@ -81,3 +85,26 @@ class AccountStatus:
     def synced(self) -> None:
         with self._lock:
             self.last_sync = iso_now()
+
+    def published(self) -> None:
+        """A message summary went out."""
+        self._count("messages_published")
+
+    def commanded(self) -> None:
+        """A command was answered."""
+        self._count("commands")
+
+    @property
+    def messages_published(self) -> int:
+        with self._lock:
+            return self._counts["messages_published"]
+
+    def _count(self, what: str) -> None:
+        with self._lock:
+            self._counts[what] += 1
+
+    def health(self) -> dict[str, object]:
+        """This account's part of `B/bridge/health`."""
+        with self._lock:
+            return {"connected": all(self._connected.values()), **self._counts,
+                    "last_error": self._latest_error}

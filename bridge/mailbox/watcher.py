@@ -110,7 +110,8 @@ class FolderWatcher(threading.Thread):
         self._published_state: tuple[int, int, int, int] | None = None
         self._server_name = folder.name
         self._session_ok = False
-        self._publisher = MessagePublisher(account=account, folder=folder, mqtt=mqtt, topics=topics)
+        self._publisher = MessagePublisher(account=account, folder=folder, mqtt=mqtt, topics=topics,
+                                           on_published=status.published)
 
     @property
     def worker_id(self) -> str:

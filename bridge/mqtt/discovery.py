@@ -210,14 +210,49 @@ def device_config(config: Config, account: AccountConfig, topics: Topics) -> dic
 
 
 def device_configs(config: Config, topics: Topics) -> dict[str, dict[str, Any]]:
-    """Every account's discovery payload, by its device config topic."""
+    """Every account's discovery payload and the bridge's, by device config topic."""
     prefix = config.homeassistant.prefix
     return {
-        device_topic(prefix, node_id(config.mqtt.base_topic, account.name)): device_config(
-            config, account, topics
-        )
-        for account in config.accounts
+        **{device_topic(prefix, node_id(config.mqtt.base_topic, account.name)): device_config(
+            config, account, topics) for account in config.accounts},
+        **bridge_device_config(config, topics),
     }
+
+
+def bridge_device_config(config: Config, topics: Topics) -> dict[str, dict[str, Any]]:
+    """The bridge's own device, with diagnostic sensors read from `B/bridge/health`, by its
+    device config topic; none when health is off."""
+    if not config.bridge.health_interval:
+        return {}
+    node = node_id(config.mqtt.base_topic, "bridge")  # "bridge" is no account's name
+    ent = _entity_slug(node)
+
+    def sensor(key: str, name: str, field: str, **extra: Any) -> dict[str, Any]:
+        return {**_entity("sensor", f"{node}_{key}", f"{ent}_{key}", name),
+                "entity_category": "diagnostic", "state_topic": topics.bridge_health,
+                "value_template": f"{{{{ value_json.{field} }}}}", "qos": config.mqtt.qos,
+                **extra}
+
+    components = {
+        "uptime": sensor("uptime", "Uptime", "uptime", device_class="duration",
+                         unit_of_measurement="s", state_class="measurement"),
+        "messages_published": sensor("messages_published", "Messages published",
+                                     "messages_published", state_class="total_increasing",
+                                     icon="mdi:email-fast-outline"),
+        "memory": sensor("memory", "Memory", "rss_bytes", device_class="data_size",
+                         unit_of_measurement="B", state_class="measurement"),
+        "threads": sensor("threads", "Threads", "threads", state_class="measurement",
+                          icon="mdi:format-list-numbered"),
+    }
+    payload = {
+        "device": {"identifiers": [node], "name": "outlook2mqtt bridge",
+                   "manufacturer": "outlook2mqtt", "model": "Bridge",
+                   "sw_version": __version__},
+        "origin": dict(ORIGIN),
+        "availability": [{"topic": topics.bridge_state}],
+        "components": components,
+    }
+    return {device_topic(config.homeassistant.prefix, node): payload}
 
 
 def _encode(payload: Mapping[str, Any]) -> bytes:

@@ -19,6 +19,10 @@ class Topics:
     def bridge_info(self) -> str:
         return f"{self.base}/bridge/info"
 
+    @property
+    def bridge_health(self) -> str:
+        return f"{self.base}/bridge/health"
+
     def account_status(self, account: str) -> str:
         return f"{self.base}/{account}/status"
 
