@@ -7,9 +7,7 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
-import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +21,7 @@ from rig.idp import IdentityPlatform, random_secret
 from rig.mosquitto import Mosquitto
 from rig.mqttsub import Collector
 from rig.pki import TestPKI
+from tests.bridgeproc import terminate
 from tests.installs import FreshInstall, clean_env, clone_repository
 
 RUNUSER = shutil.which("runuser") or "runuser"
@@ -126,19 +125,9 @@ def test_start_runs_the_config_it_finds(
             seen.wait_for(lambda m: m.topic == f"{base_topic}/bridge/state"
                           and m.payload == b"online", timeout=60)
         finally:
-            _stop(proc)
+            code = terminate(proc)  # runuser hands SIGTERM to the bridge start.sh exec-ed
+    assert code == 0
     assert "demo" not in log.read_text()
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    # runuser passes SIGTERM on to the bridge, which start.sh exec-ed
-    proc.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + 20
-    while proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.1)
-    if proc.poll() is None:
-        proc.kill()
-    proc.wait()
 
 
 def test_start_takes_the_working_directory_config_not_the_demo(

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
-import signal
 import stat
 import subprocess
 import tempfile
@@ -30,7 +29,7 @@ from rig.idp import IdentityPlatform, random_secret
 from rig.mosquitto import Mosquitto
 from rig.mqttsub import Collector
 from rig.pki import TestPKI
-from tests.bridgeproc import run_cli
+from tests.bridgeproc import run_cli, terminate
 from tests.installs import FreshInstall, clean_env
 from tests.test_systemd import directives
 
@@ -165,12 +164,9 @@ def test_installed_unit_verifies_and_its_command_line_runs_as_an_unprivileged_us
         try:
             seen.wait_for(lambda m: m.topic == f"{host.base_topic}/bridge/state"
                           and m.payload == b"online", timeout=30)
-            proc.send_signal(signal.SIGTERM)
-            assert proc.wait(20) == 0
         finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+            code = terminate(proc)
+    assert code == 0
     assert any(p.is_file() for p in (host.base / "state").rglob("*")), "positions kept"
 
 

@@ -6,7 +6,6 @@ import ctypes
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -22,7 +21,7 @@ from rig.dovecot import Dovecot
 from rig.idp import IdentityPlatform
 from rig.mosquitto import Mosquitto
 from rig.pki import TestPKI, make_client_certificate
-from tests.bridgeproc import ROOT
+from tests.bridgeproc import ROOT, terminate
 
 UNIT = ROOT / "systemd" / "outlook2mqtt.service"
 SETUP_DOC = ROOT / "docs" / "setup.md"
@@ -181,12 +180,9 @@ def test_bridge_runs_as_the_unit_starts_it(
         try:
             wait_notification(sock, "READY=1", seen, 30)
             wait_notification(sock, "WATCHDOG=1", seen, 5)
-            proc.send_signal(signal.SIGTERM)
-            assert proc.wait(20) == 0
         finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+            code = terminate(proc)
+        assert code == 0
     wait_notification(sock, "STOPPING=1", seen, 2)
 
     lines = log_path.read_text().splitlines()
