@@ -117,15 +117,16 @@ def test_start_runs_the_config_it_finds(
     log = user_install.home / "start.log"
     with Collector("127.0.0.1", mosquitto.port, [f"{base_topic}/#"]) as seen, \
             log.open("wb") as out:
+        uid, gid = _nobody()  # not runuser: the signal must reach the bridge start.sh execs
         proc = subprocess.Popen(
-            [RUNUSER, "-u", "nobody", "--", start], cwd=user_install.home, stdout=out,
-            stderr=out, env=clean_env(HOME=str(user_install.home),
-                                      OUTLOOK2MQTT_CONFIG=str(rig_config_file)))
+            [start], cwd=user_install.home, stdout=out, stderr=out, user=uid, group=gid,
+            extra_groups=[], env=clean_env(HOME=str(user_install.home),
+                                           OUTLOOK2MQTT_CONFIG=str(rig_config_file)))
         try:
             seen.wait_for(lambda m: m.topic == f"{base_topic}/bridge/state"
                           and m.payload == b"online", timeout=60)
         finally:
-            code = terminate(proc)  # runuser hands SIGTERM to the bridge start.sh exec-ed
+            code = terminate(proc)
     assert code == 0
     assert "demo" not in log.read_text()
 
