@@ -24,6 +24,9 @@ fi
 if [ "$mode" = test ]; then
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)   # the unit file's tests
+command -v git >/dev/null 2>&1 || need+=(git)   # the install tests clone the repository
+# ... and make the service's venv from Debian's python3, as docs/setup.md does
+/usr/bin/python3 -c 'import ensurepip' 2>/dev/null || need+=(python3-venv)
 fi
 if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" != 0 ]; then
