@@ -259,6 +259,14 @@ def test_a_user_service_keeps_its_secrets_in_its_own_config(
     assert unit["ExecStart"] == [f"{host.program} run -c {host.etc}/config.toml"]
     assert unit["StateDirectory"] == ["outlook2mqtt"] and unit["Type"] == ["notify"]
     assert not host.credstore.exists()
+    assert ANALYZE is not None, "systemd-analyze missing: apt-get install systemd"
+    runtime = host.base / "run-user"  # a user manager needs its runtime directory
+    runtime.mkdir(mode=0o700)
+    verified = subprocess.run(
+        [ANALYZE, "--user", "verify", "--man=no", str(host.units / "outlook2mqtt.service")],
+        capture_output=True, text=True, timeout=60, check=False,
+        env={**os.environ, "XDG_RUNTIME_DIR": str(runtime)})
+    assert verified.returncode == 0 and verified.stderr.strip() == "", verified.stderr
 
 
 def test_a_system_install_needs_root(host: Host) -> None:

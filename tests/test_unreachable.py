@@ -6,6 +6,7 @@ import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -48,7 +49,7 @@ def test_an_unreachable_broker_is_logged_with_its_reason_and_online_is_not_claim
 
 
 @pytest.fixture
-def unreachable_config(tmp_path: Path, pki: TestPKI) -> Path:
+def unreachable(tmp_path: Path, pki: TestPKI) -> dict[str, Any]:
     """A config whose identity platform, IMAP server and broker all refuse connections."""
     port = closed_port()
     data = rig_config(authority=f"https://127.0.0.1:{port}", ca_file=pki.ca_file,
@@ -58,7 +59,12 @@ def unreachable_config(tmp_path: Path, pki: TestPKI) -> Path:
                       secret="s3cr3t-value-that-is-long-enough-0123456789")
     # without a ca_file MSAL uses its own HTTP session, the one that retries and warns
     del data["accounts"][0]["ca_file"]
-    return write_config(tmp_path / "config.toml", data)
+    return data
+
+
+@pytest.fixture
+def unreachable_config(tmp_path: Path, unreachable: dict[str, Any]) -> Path:
+    return write_config(tmp_path / "unreachable.toml", unreachable)
 
 
 @pytest.mark.parametrize("command", ["check", "token"])
@@ -77,3 +83,16 @@ def test_at_debug_level_the_retries_are_still_shown(unreachable_config: Path) ->
     done = run_cli("token", "-c", str(unreachable_config), "--log-level", "debug")
 
     assert "Retrying" in done.stderr
+
+
+def test_run_logs_an_unreachable_identity_platform_without_the_retries(
+    tmp_path: Path, unreachable: dict[str, Any], bridges: list[BridgeProcess],
+) -> None:
+    bridge = BridgeProcess(tmp_path, unreachable)
+    bridges.append(bridge)
+    bridge.start("--log-level", "info")  # after the helper's debug: the last one counts
+
+    log = wait_log(bridge, "cannot reach the identity platform")
+
+    assert bridge.stop() == 0
+    assert "Retrying" not in log and "urllib3" not in log
