@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from bridge.cli import service as service_cli
 from rig.bridgecfg import rig_config, write_config
 from rig.dovecot import Dovecot
 from rig.idp import IdentityPlatform, random_secret
@@ -30,6 +31,7 @@ from rig.mosquitto import Mosquitto
 from rig.mqttsub import Collector
 from rig.pki import TestPKI
 from tests.bridgeproc import run_cli, terminate
+from tests.clitools import main
 from tests.installs import FreshInstall, clean_env
 from tests.test_systemd import directives
 
@@ -108,10 +110,11 @@ def secret_config(idp: IdentityPlatform, host: Host, settings: dict[str, object]
     return write_config(host.base / "src" / "config.toml", data), secret
 
 
-def outlook2mqtt(host: Host, *argv: str) -> subprocess.CompletedProcess[str]:
+def outlook2mqtt(host: Host, *argv: str, path: str = "/usr/bin:/bin"
+                 ) -> subprocess.CompletedProcess[str]:
     """The fresh install's command, as root in a clean environment."""
     return subprocess.run([str(host.program), *argv], capture_output=True, text=True,
-                          timeout=120, check=False, cwd=host.base, env=clean_env())
+                          timeout=120, check=False, cwd=host.base, env=clean_env(PATH=path))
 
 
 def install(host: Host, config: Path, *extra: str) -> subprocess.CompletedProcess[str]:
@@ -276,3 +279,50 @@ def test_a_system_install_needs_root(host: Host) -> None:
 
     assert done.returncode == 1
     assert "service install needs root; --user installs a user service" in done.stdout
+
+
+@pytest.fixture
+def fake_systemctl(host: Host, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A `systemctl` first on PATH that records its arguments, one call a line."""
+    bin_dir, calls = host.base / "fake-bin", host.base / "systemctl.calls"
+    bin_dir.mkdir()
+    script = bin_dir / "systemctl"
+    script.write_text(f'#!/bin/sh\necho "$*" >> {calls}\n')
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    return calls
+
+
+def test_install_enables_and_starts_the_unit_and_prints_how_to_follow_it(
+    idp: IdentityPlatform, host: Host, rig_settings: dict[str, object],
+    fake_systemctl: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    config = certificate_config(idp, host, rig_settings)
+    # where docs/setup.md installs it: the sandbox would hide the test's /tmp install
+    monkeypatch.setattr(service_cli, "installed_program",
+                        lambda: Path("/opt/outlook2mqtt/bin/outlook2mqtt"))
+    locations = [a for a in host.locations() if a != "--no-start"]
+
+    assert main("service", "install", "-c", str(config), "--no-check", *locations) == 0
+
+    assert fake_systemctl.read_text().splitlines() == [
+        "daemon-reload", "enable outlook2mqtt.service", "restart outlook2mqtt.service"]
+    assert "Follow it: journalctl -u outlook2mqtt -f" in capsys.readouterr().out
+    fake_systemctl.unlink()
+
+    assert main("service", "uninstall", *locations) == 0
+    assert fake_systemctl.read_text().splitlines() == [
+        "disable --now outlook2mqtt.service", "daemon-reload"]
+
+
+def test_install_refuses_a_program_the_sandbox_hides(
+    host: Host, fake_systemctl: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    locations = [a for a in host.locations() if a != "--no-start"]
+
+    # a fresh install in /tmp, with the fake systemctl on PATH
+    done = outlook2mqtt(host, "service", "install", *locations, path=os.environ["PATH"])
+
+    assert done.returncode == 1
+    assert f"the service's sandbox hides {host.program}" in done.stdout
+    assert not fake_systemctl.exists()
