@@ -49,17 +49,19 @@ def spawn(argv: Sequence[str], log_file: Path) -> subprocess.Popen[bytes]:
         )
 
 
-def terminate(proc: subprocess.Popen[bytes] | None, timeout: float = 10.0) -> None:
-    """Stop a daemon with SIGTERM, SIGKILL if it does not exit within timeout."""
+def terminate(proc: subprocess.Popen[bytes] | None, timeout: float = 10.0) -> int | None:
+    """Stop a daemon with SIGTERM, SIGKILL if it does not exit within timeout; its exit
+    code, None when it had to be killed (or there was none)."""
     if proc is None or proc.poll() is not None:
-        return
+        return None if proc is None else proc.returncode
     proc.terminate()
     try:
-        proc.wait(timeout)
+        return proc.wait(timeout)
     except subprocess.TimeoutExpired:
         _LOGGER.warning("pid %d ignored SIGTERM, killing it", proc.pid)
         proc.kill()
         proc.wait()
+        return None
 
 
 def log_tail(path: Path, lines: int = 30) -> str:

@@ -67,14 +67,3 @@ def run_cli(*args: str, cwd: Path = ROOT, timeout: float = 60,
         timeout=timeout, check=False,
     )
 
-
-def terminate(proc: subprocess.Popen[bytes], timeout: float = 20) -> int | None:
-    """SIGTERM, as systemd stops a service; the exit code, or None (then killed) when it
-    did not stop within `timeout`."""
-    proc.send_signal(signal.SIGTERM)
-    try:
-        return proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-        return None

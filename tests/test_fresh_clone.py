@@ -21,7 +21,7 @@ from rig.idp import IdentityPlatform, random_secret
 from rig.mosquitto import Mosquitto
 from rig.mqttsub import Collector
 from rig.pki import TestPKI
-from tests.bridgeproc import terminate
+from rig.procs import terminate
 from tests.installs import FreshInstall, clean_env, clone_repository
 
 RUNUSER = shutil.which("runuser") or "runuser"

@@ -30,7 +30,8 @@ from rig.idp import IdentityPlatform, random_secret
 from rig.mosquitto import Mosquitto
 from rig.mqttsub import Collector
 from rig.pki import TestPKI
-from tests.bridgeproc import run_cli, terminate
+from rig.procs import terminate
+from tests.bridgeproc import run_cli
 from tests.clitools import main
 from tests.installs import FreshInstall, clean_env
 from tests.test_systemd import directives

@@ -21,7 +21,8 @@ from rig.dovecot import Dovecot
 from rig.idp import IdentityPlatform
 from rig.mosquitto import Mosquitto
 from rig.pki import TestPKI, make_client_certificate
-from tests.bridgeproc import ROOT, terminate
+from rig.procs import terminate
+from tests.bridgeproc import ROOT
 
 UNIT = ROOT / "systemd" / "outlook2mqtt.service"
 SETUP_DOC = ROOT / "docs" / "setup.md"
