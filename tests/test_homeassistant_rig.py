@@ -32,6 +32,7 @@ from tests.conftest import HA_EXAMPLES, HA_PREFIX
 BASE = "outlook2mqtt"
 NODE = f"{BASE}_home"
 DEVICE_TOPIC = f"{HA_PREFIX}/device/{NODE}/config"
+BRIDGE_DEVICE_TOPIC = f"{HA_PREFIX}/device/{BASE}_bridge/config"  # its health sensors
 INBOX_AND_RECEIPTS = [{"name": "INBOX"}, {"name": "Receipts"}]
 PROBLEM = re.compile(r" (WARNING|ERROR|CRITICAL) \(")
 # What this install logs while starting, none of it about what the tests use: pip is
@@ -48,13 +49,15 @@ def ha(homeassistant: HomeAssistant, mosquitto: Any) -> Iterator[HomeAssistant]:
     """Home Assistant, left without the bridge's device and retained topics afterwards."""
     yield homeassistant
     # The device first: an entity still there would read the emptied state topics.
-    with Collector("127.0.0.1", mosquitto.port, [f"{BASE}/#", DEVICE_TOPIC]) as sub:
+    devices = {DEVICE_TOPIC, BRIDGE_DEVICE_TOPIC}
+    with Collector("127.0.0.1", mosquitto.port, [f"{BASE}/#", *devices]) as sub:
         quiet(sub, 0.3)  # the retained messages
         retained = {m.topic for m in sub.messages if m.retain and m.payload}
-        if DEVICE_TOPIC in retained:
-            sub.publish(DEVICE_TOPIC, b"", retain=True)
-            wait_until(lambda: not ours(homeassistant.entity_registry()), "the device to go")
-        for topic in retained - {DEVICE_TOPIC}:
+        for topic in retained & devices:
+            sub.publish(topic, b"", retain=True)
+        wait_until(lambda: not ours(homeassistant.entity_registry(), BASE),
+                   "the devices to go")
+        for topic in retained - devices:
             sub.publish(topic, b"", retain=True)
 
 
@@ -97,10 +100,11 @@ def wait_until(ready: Callable[[], Any], what: str, timeout: float = 30) -> Any:
     return result
 
 
-def ours(registry: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """The bridge's entries in the entity registry, by unique id."""
+def ours(registry: list[dict[str, Any]], node: str = NODE) -> dict[str, dict[str, Any]]:
+    """The account's entries in the entity registry (with `node` = BASE the bridge's
+    too), by unique id."""
     return {e["unique_id"]: e for e in registry
-            if e["platform"] == "mqtt" and e["unique_id"].startswith(f"{NODE}_")}
+            if e["platform"] == "mqtt" and e["unique_id"].startswith(f"{node}_")}
 
 
 def expected_entities(folders: list[dict[str, str]]) -> dict[str, str]:
@@ -314,3 +318,24 @@ def test_the_suite_runs_the_documented_home_assistant_version(ha: HomeAssistant)
     readme = (HA_EXAMPLES.parent.parent / "README.md").read_text()
     doc = (HA_EXAMPLES.parent.parent / "docs" / "homeassistant.md").read_text()
     assert f"Home Assistant {HA_VERSION}" in readme and f"Home Assistant {HA_VERSION}" in doc
+
+
+def test_the_bridge_device_shows_its_health_with_the_documented_ids(
+    ha: HomeAssistant, start_bridge: Callable[..., BridgeProcess],
+) -> None:
+    log_start = len(ha.log_lines())
+    start_bridge([{"name": "INBOX"}])
+    documented = {f"sensor.{BASE}_bridge_{k}"
+                  for k in ("uptime", "messages_published", "memory", "threads")}
+
+    def bridge_entities() -> set[str] | None:
+        found = {e["entity_id"] for e in ours(ha.entity_registry(), f"{BASE}_bridge").values()}
+        return found if found == documented else None
+
+    wait_until(bridge_entities, "the bridge's sensors")
+    memory = wait_until(lambda: (state_of(ha, f"sensor.{BASE}_bridge_memory") or "").isdigit()
+                        and state_of(ha, f"sensor.{BASE}_bridge_memory"), "its memory")
+    assert int(memory) > 10_000_000
+    assert state_of(ha, f"sensor.{BASE}_bridge_messages_published") == "0"
+    assert float(state_of(ha, f"sensor.{BASE}_bridge_threads") or 0) > 2
+    assert log_problems(ha, log_start) == []
