@@ -327,3 +327,15 @@ def test_install_refuses_a_program_the_sandbox_hides(
     assert done.returncode == 1
     assert f"the service's sandbox hides {host.program}" in done.stdout
     assert not fake_systemctl.exists()
+
+
+def test_an_invalid_config_is_refused_before_anything_is_written(host: Host) -> None:
+    (host.base / "src").mkdir()
+    config = host.base / "src" / "config.toml"
+    config.write_text('[mqtt]\nhots = "localhost"\n')
+
+    done = outlook2mqtt(host, "service", "install", "-c", str(config), *host.locations())
+
+    assert done.returncode == 2
+    assert "invalid configuration" in done.stderr and "mqtt.host" in done.stderr
+    assert not host.etc.exists() and not host.units.exists()

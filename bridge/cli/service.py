@@ -21,6 +21,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from bridge import log
 from bridge.cli import service_config
 from bridge.config.load import config_search_path, load_config
 from bridge.errors import ConfigError
@@ -101,7 +102,7 @@ def dropin_text(config: Path, credstore: Path, credentials: Sequence[str]) -> st
     lines = ["# written by `outlook2mqtt service install`: the credentials it stored",
              "[Service]", "LoadCredential=",
              f"LoadCredential=config.toml:{config}"]
-    lines += [f"LoadCredential={name}:{credstore / ('outlook2mqtt.' + name)}"
+    lines += [f"LoadCredential={name}:{credstore / (service_config.PREFIX + name)}"
               for name in credentials]
     return "\n".join(lines) + "\n"
 
@@ -135,9 +136,9 @@ def cmd_install(args: argparse.Namespace) -> int:
     try:
         plan = service_config.plan(source, where.config_dir, where.credstore, load_config)
     except ConfigError as exc:
-        _say(f"outlook2mqtt: invalid configuration {source}:")
+        print(f"outlook2mqtt: invalid configuration {source}:", file=sys.stderr)
         for problem in exc.problems:
-            _say(f"  - {problem}")
+            print(f"  - {log.redact(problem)}", file=sys.stderr)
         return EXIT_CONFIG
     written = service_config.apply(plan, where.config, where.credstore)
     for line in written:
