@@ -28,7 +28,7 @@ from bridge.config.load import parse_config
 from bridge.config.model import AccountConfig, Config
 from bridge.errors import LoginRequired
 from bridge.mailbox.status import AccountStatus
-from bridge.mqtt.discovery import build_discovery
+from bridge.mqtt.discovery import build_discovery, device_topic, node_id
 from bridge.mqtt.topics import Topics
 from bridge.util.files import write_atomic
 from tests.test_discovery import render
@@ -186,7 +186,9 @@ def test_status_shows_login_required_with_the_pending_code_once() -> None:
 def test_home_assistant_connectivity_is_off_while_login_is_required(tmp_path: Path) -> None:
     config = make_config(tmp_path)
     discovery = build_discovery(config, Topics(config.mqtt.base_topic))
-    (device,) = (json.loads(p) for p in discovery.values())
+    (account,) = config.accounts
+    device = json.loads(discovery[device_topic(
+        config.homeassistant.prefix, node_id(config.mqtt.base_topic, account.name))])
     sensor = device["components"]["connectivity"]
     for auth, state in (("login_required", "OFF"), ("ok", "ON")):
         payload = {"connected": auth == "ok", "auth": auth}
