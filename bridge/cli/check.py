@@ -8,7 +8,6 @@ MQTT once. Every failure people actually hit maps to a hint saying what to chang
 from __future__ import annotations
 
 import contextlib
-import difflib
 import json
 import re
 import socket
@@ -26,6 +25,7 @@ from bridge.config.model import CLOUDS, AccountConfig, Config, MqttConfig
 from bridge.errors import AuthError, FolderNotFound, ImapAuthError, ImapError, LoginRequired
 from bridge.imap import connection as imap
 from bridge.mqtt.client import Incoming, MqttClient
+from bridge.util.suggest import did_you_mean
 from bridge.util.times import iso_ts
 
 IMAP_ROLE = "IMAP.AccessAsApp"
@@ -268,8 +268,8 @@ def _imap_failure(account: AccountConfig, exc: ImapError, token: Token) -> Step:
 
 
 def _folder_hint(folder: str, existing: list[str]) -> str:
-    close = difflib.get_close_matches(folder, existing, n=1, cutoff=0.6)
-    lines = [f"did you mean {close[0]!r}?"] if close else []
+    suggestion = did_you_mean(folder, existing)
+    lines = [suggestion] if suggestion else []
     lines.append("existing folders: " + ", ".join(existing))
     lines.append("use the name as listed (subfolders of the inbox are 'Inbox/Name' on "
                  "Exchange; names are localized, e.g. 'Junk Email')")

@@ -7,7 +7,6 @@ Secret values never reach a problem message; only key names and file paths do.
 from __future__ import annotations
 
 import datetime as dt
-import difflib
 import math
 import os
 import re
@@ -21,6 +20,8 @@ from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+
+from bridge.util import suggest
 
 CREDENTIALS_ENV = "CREDENTIALS_DIRECTORY"
 SEGMENT = re.compile(r"[a-z0-9_-]+")
@@ -65,8 +66,8 @@ def type_name(value: object) -> str:
 
 def did_you_mean(word: str, choices: Collection[str]) -> str:
     """'; did you mean 'X'?' for the closest choice, or '' when none is close."""
-    close = difflib.get_close_matches(word, sorted(choices), n=1, cutoff=0.6)
-    return f"; did you mean {close[0]!r}?" if close else ""
+    suggestion = suggest.did_you_mean(word, choices)
+    return f"; {suggestion}" if suggestion else ""
 
 
 class Table:
