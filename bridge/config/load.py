@@ -21,6 +21,7 @@ from bridge.config.model import (
     FolderConfig,
     HomeAssistantConfig,
     MqttConfig,
+    folder_key,
 )
 from bridge.errors import ConfigError
 
@@ -301,12 +302,13 @@ def _folders(t: v.Table) -> tuple[FolderConfig, ...]:
     names: dict[str, str] = {}
     topics: dict[str, str] = {}
     for ft, folder in zip(tables, folders, strict=True):
-        if folder.name in names:
-            ft.problem("name", f"{folder.name!r} is already watched by {names[folder.name]}")
+        if folder_key(folder.name) in names:
+            ft.problem("name", f"{folder.name!r} is already watched by "
+                               f"{names[folder_key(folder.name)]}")
         elif folder.topic in topics:
             ft.problem("topic", f"{folder.topic!r} is already the topic of {topics[folder.topic]}; "
                                 "set a different topic")
-        names.setdefault(folder.name, ft.dotted)
+        names.setdefault(folder_key(folder.name), ft.dotted)
         topics.setdefault(folder.topic, ft.dotted)
     return tuple(folders)
 
@@ -314,8 +316,8 @@ def _folders(t: v.Table) -> tuple[FolderConfig, ...]:
 def _folder(t: v.Table) -> FolderConfig:
     t.check_keys(FOLDER_KEYS, _FOLDER_ELSEWHERE)
     name = t.required_string("name", "INBOX")
-    if name.upper() == "INBOX":
-        name = "INBOX"  # RFC 3501 section 5.1: INBOX is case-insensitive
+    if folder_key(name) == "INBOX":
+        name = "INBOX"  # one spelling for topics and status
     topic = v.slug(name)
     if t.has("topic"):
         topic = t.string("topic", topic)
