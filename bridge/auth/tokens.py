@@ -22,9 +22,9 @@ from typing import Any, Protocol
 
 import msal
 import requests
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 
+from bridge.auth.certificates import CertificateError, describe_certificate
 from bridge.config.model import AccountConfig
 from bridge.errors import AuthError, LoginRequired
 from bridge.log import register_secret
@@ -92,6 +92,10 @@ def certificate_credential(account: AccountConfig) -> dict[str, str]:
     """
     if account.certificate_file is None or account.private_key_file is None:
         raise AuthError("certificate_file and private_key_file are required")
+    try:
+        thumbprint = describe_certificate(account.certificate_file).sha1_thumbprint
+    except CertificateError as exc:
+        raise AuthError(str(exc)) from None
     cert_pem = account.certificate_file.read_bytes()
     key_pem = account.private_key_file.read_bytes()
     passphrase = account.private_key_passphrase
@@ -102,10 +106,9 @@ def certificate_credential(account: AccountConfig) -> dict[str, str]:
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     ).decode()
-    cert = x509.load_pem_x509_certificate(cert_pem)
     if account.assertion_algorithm == "PS256":
         return {"private_key": key_text, "public_certificate": cert_pem.decode()}
-    return {"private_key": key_text, "thumbprint": cert.fingerprint(hashes.SHA1()).hex()}  # noqa: S303 - x5t is SHA-1 by definition (RFC 7515 §4.1.7)
+    return {"private_key": key_text, "thumbprint": thumbprint}
 
 
 def _http_session(account: AccountConfig) -> requests.Session | None:

@@ -19,8 +19,8 @@ from dataclasses import asdict, dataclass
 from typing import TextIO
 
 from bridge import log
+from bridge.auth import certificates
 from bridge.auth.tokens import Provider, Token, hint_for, login_hint, token_provider
-from bridge.cli import cert as certs
 from bridge.config.model import CLOUDS, AccountConfig, Config, MqttConfig
 from bridge.errors import AuthError, FolderNotFound, ImapAuthError, ImapError, LoginRequired
 from bridge.imap import connection as imap
@@ -66,8 +66,8 @@ def _outlook_scope(account: AccountConfig) -> str:
 def _certificate_hint(account: AccountConfig, text: str) -> str:
     thumbprint = "?"
     if account.certificate_file is not None:
-        with contextlib.suppress(certs.CertificateError):
-            thumbprint = certs.describe_certificate(account.certificate_file).sha1_thumbprint
+        with contextlib.suppress(certificates.CertificateError):
+            thumbprint = certificates.describe_certificate(account.certificate_file).sha1_thumbprint
     cer = (account.certificate_file.with_suffix(".cer").name
            if account.certificate_file else "the .cer file")
     if re.search(r"expired", text, re.IGNORECASE):

@@ -24,8 +24,9 @@ import tomli_w
 from cryptography import x509
 
 from bridge import __version__, log
-from bridge.cli import cert as certs
+from bridge.auth import certificates
 from bridge.cli import login
+from bridge.cli.cert import format_info
 from bridge.cli.check import run_check
 from bridge.config import fields as v
 from bridge.config.load import AUTHS, CONFIG_ENV, MULTI_TENANTS, parse_config
@@ -382,20 +383,20 @@ def non_interactive(args: argparse.Namespace) -> dict[str, Any] | list[str]:
 
 def _new_certificate(p: Prompter, directory: Path) -> tuple[Path, Path] | None:
     """Run `cert new` into `directory` (or reuse its files); (certificate, key)."""
-    crt = directory / f"{certs.DEFAULT_NAME}.crt"
-    key = directory / f"{certs.DEFAULT_NAME}.key"
+    crt = directory / f"{certificates.DEFAULT_NAME}.crt"
+    key = directory / f"{certificates.DEFAULT_NAME}.key"
     if crt.exists() and key.exists() and p.confirm(
             f"Use the existing {crt} and {key.name}?", True):
-        p.say(certs.format_info(certs.describe_certificate(crt)))
+        p.say(format_info(certificates.describe_certificate(crt)))
         return crt.absolute(), key.absolute()
     try:
-        made = certs.new_certificate(directory, force=False)
-    except certs.CertificateError as exc:
+        made = certificates.new_certificate(directory, force=False)
+    except certificates.CertificateError as exc:
         p.say(f"  ! {exc}")
         return None
     p.say(f"Wrote {made.key_file} (private, 0600), {made.cert_file}, {made.der_file} and "
           f"{made.public_key_file}.")
-    p.say(certs.format_info(made.info))
+    p.say(format_info(made.info))
     p.say(f"\nUpload {made.der_file} now: App registrations -> your app -> Certificates & "
           "secrets -> Certificates -> Upload certificate.")
     p.say(f"The portal must then show the thumbprint {made.info.sha1_thumbprint}.\n")

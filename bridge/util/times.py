@@ -10,5 +10,12 @@ def iso_now() -> str:
     return datetime.now(UTC).replace(microsecond=0).isoformat()
 
 
+def as_utc(moment: datetime | None) -> datetime:
+    """`moment` as an aware UTC time (naive ones are taken as UTC); None is now."""
+    if moment is None:
+        return datetime.now(UTC)
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
 def iso_ts(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).replace(microsecond=0).isoformat()
