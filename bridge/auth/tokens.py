@@ -25,35 +25,13 @@ import requests
 from cryptography.hazmat.primitives import serialization
 
 from bridge.auth.certificates import CertificateError, describe_certificate
+from bridge.auth.hints import hint_for
 from bridge.config.model import AccountConfig
 from bridge.errors import AuthError, LoginRequired
 from bridge.log import register_secret
 from bridge.util.files import write_atomic
 
 _LOGGER = logging.getLogger(__name__)
-
-# AADSTS code -> what to do about it. The codes people actually hit when setting up IMAP.
-AADSTS_HINTS: dict[int, str] = {
-    7000215: "client secret is wrong or expired: copy the secret's Value (not its ID) "
-    "from App registration -> Certificates & secrets",
-    7000222: "client secret has expired: create a new one under Certificates & secrets",
-    700016: "application (client) id not found in this tenant: check client_id and "
-    "tenant_id, and that the app registration exists in that directory",
-    700027: "certificate not accepted: upload the .cer of this key pair under "
-    "Certificates & secrets (outlook2mqtt cert show <file> prints its thumbprint), "
-    "and check that private_key_file belongs to certificate_file",
-    700024: "client assertion expired: check the system clock",
-    90002: "tenant not found: check tenant_id (Directory (tenant) ID on the app's Overview)",
-    1002012: "invalid scope: use https://outlook.office365.com/.default for IMAP",
-    70011: "invalid scope: use https://outlook.office365.com/.default for IMAP",
-    500011: "resource not found in the tenant: use the Outlook scope, not a custom one",
-}
-
-
-def hint_for(code: int | None) -> str | None:
-    """A concrete fix for an AADSTS code, when one is known."""
-    return AADSTS_HINTS.get(code) if code is not None else None
-
 
 @dataclass(frozen=True)
 class Token:

@@ -7,7 +7,6 @@ MQTT once. Every failure people actually hit maps to a hint saying what to chang
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
 import socket
@@ -19,8 +18,8 @@ from dataclasses import asdict, dataclass
 from typing import TextIO
 
 from bridge import log
-from bridge.auth import certificates
-from bridge.auth.tokens import Provider, Token, hint_for, login_hint, token_provider
+from bridge.auth.hints import fix_for, hint_for, outlook_scope
+from bridge.auth.tokens import Provider, Token, login_hint, token_provider
 from bridge.config.model import CLOUDS, AccountConfig, Config, MqttConfig
 from bridge.errors import AuthError, FolderNotFound, ImapAuthError, ImapError, LoginRequired
 from bridge.imap import connection as imap
@@ -30,7 +29,6 @@ from bridge.util.times import iso_ts
 
 IMAP_ROLE = "IMAP.AccessAsApp"
 IMAP_SCOPE = "IMAP.AccessAsUser.All"
-_PORTAL_SECRETS = "App registrations -> your app -> Certificates & secrets"
 
 
 @dataclass(frozen=True)
@@ -59,58 +57,11 @@ def _chain_text(exc: BaseException) -> str:
     return " | ".join(f"{type(e).__name__}: {e}" for e in _chain(exc))
 
 
-def _outlook_scope(account: AccountConfig) -> str:
-    return f"https://{CLOUDS[account.cloud][1]}/.default"
-
-
-def _certificate_hint(account: AccountConfig, text: str) -> str:
-    thumbprint = "?"
-    if account.certificate_file is not None:
-        with contextlib.suppress(certificates.CertificateError):
-            thumbprint = certificates.describe_certificate(account.certificate_file).sha1_thumbprint
-    cer = (account.certificate_file.with_suffix(".cer").name
-           if account.certificate_file else "the .cer file")
-    if re.search(r"expired", text, re.IGNORECASE):
-        return ("the registered certificate has expired: make a new one with "
-                f"`outlook2mqtt cert new`, upload its .cer under {_PORTAL_SECRETS} -> "
-                "Certificates, and point certificate_file/private_key_file at it")
-    if re.search(r"signature", text, re.IGNORECASE):
-        return (f"a certificate with thumbprint {thumbprint} is registered, but the assertion "
-                "was not signed by its key: private_key_file must be the key generated "
-                "together with that certificate (outlook2mqtt cert new writes both)")
-    return (f"certificate {thumbprint} is not registered on the app: upload {cer} under "
-            f"{_PORTAL_SECRETS} -> Certificates -> Upload certificate; the portal must then "
-            f"list thumbprint {thumbprint} (`outlook2mqtt cert show` prints it)")
-
-
 def _auth_hint(account: AccountConfig, exc: AuthError, code: int | None, text: str) -> str | None:
     """What to change for a token request the identity platform refused."""
-    scope = _outlook_scope(account)
-    if code == 7000215:
-        hint = ("client secret is wrong: copy the secret's Value (shown once, ~40 characters),"
-                f" not its Secret ID, from {_PORTAL_SECRETS} -> Client secrets")
-        if re.fullmatch(r"[0-9a-fA-F-]{36}", account.client_secret or ""):
-            hint += "; client_secret looks like a Secret ID (a GUID)"
-        return hint
-    if code == 7000222:
-        return (f"client secret has expired: create a new one under {_PORTAL_SECRETS} -> "
-                "New client secret and put its Value in client_secret (or switch to a "
-                "certificate: `outlook2mqtt cert new`)")
-    if code == 700016:
-        return (f"no application {account.client_id} in tenant {account.tenant_id}: "
-                "client_id must be the Application (client) ID from the app's Overview page "
-                "(not its Object ID), tenant_id the Directory (tenant) ID of the tenant the app "
-                "is registered in (or has admin consent in)")
-    if code == 700027:
-        return _certificate_hint(account, text)
-    if code == 90002 or "double check your tenant" in text:
-        return (f"tenant {account.tenant_id} not found at {account.authority}: tenant_id must "
-                "be the Directory (tenant) ID from the app's Overview page (or a verified "
-                "domain); for a government or China tenant set cloud = \"usgov\", "
-                "\"usgov-dod\" or \"china\"")
-    if code in (1002012, 70011, 500011):
-        return (f"scope {account.scope!r} is not valid for IMAP: remove scope (the default for "
-                f"cloud = \"{account.cloud}\" is {scope}) or set scope = \"{scope}\"")
+    fix = fix_for(code, account, text)
+    if fix is not None:
+        return fix
     if "CERTIFICATE_VERIFY_FAILED" in text or "SSLCertVerificationError" in text:
         return (f"the TLS certificate of {account.authority} is not trusted: behind a "
                 "TLS-inspecting proxy set ca_file to its CA bundle; else check the system CAs "
@@ -123,7 +74,7 @@ def _auth_hint(account: AccountConfig, exc: AuthError, code: int | None, text: s
                 "set HTTPS_PROXY if a proxy is required")
     if exc.transient:
         return "the identity platform is unavailable: try again in a few minutes"
-    return hint_for(code)
+    return None
 
 
 def _auth_failure(account: AccountConfig, exc: AuthError) -> Step:
@@ -196,7 +147,7 @@ def token_step(account: AccountConfig, provider: Provider) -> tuple[Step, Token 
     minutes = max(0, int(token.expires_in // 60))
     detail = (f"expires {iso_ts(token.expires_at)} (in {minutes} min), aud {aud}, "
               f"roles {','.join(roles) or '-'}")
-    scope = _outlook_scope(account)
+    scope = outlook_scope(account)
     if "graph.microsoft" in aud:
         hint = ("this is a Microsoft Graph token; IMAP needs an Outlook token: remove scope "
                 f"or set scope = \"{scope}\"")

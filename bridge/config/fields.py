@@ -25,6 +25,12 @@ from bridge.util import suggest
 
 CREDENTIALS_ENV = "CREDENTIALS_DIRECTORY"
 SEGMENT = re.compile(r"[a-z0-9_-]+")
+_GUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+
+
+def is_guid(text: str) -> bool:
+    """Whether `text` is a GUID, as Entra's IDs (tenant, client, a secret's ID) are."""
+    return bool(_GUID.fullmatch(text))
 
 
 class Problems:
