@@ -18,8 +18,10 @@ from dataclasses import asdict, dataclass
 from typing import TextIO
 
 from bridge import log
+from bridge.auth.delegated import login_hint
 from bridge.auth.hints import fix_for, hint_for, outlook_scope
-from bridge.auth.tokens import Provider, Token, login_hint, token_provider
+from bridge.auth.providers import token_provider
+from bridge.auth.tokens import Provider, Token
 from bridge.config.model import CLOUDS, AccountConfig, Config, MqttConfig
 from bridge.errors import AuthError, FolderNotFound, ImapAuthError, ImapError, LoginRequired
 from bridge.imap import connection as imap

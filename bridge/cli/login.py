@@ -18,14 +18,8 @@ from typing import Any, TextIO
 
 import msal
 
-from bridge.auth.tokens import (
-    MSAL_ERRORS,
-    TokenCacheFile,
-    error_from_result,
-    network_error,
-    public_client,
-    signed_in_user,
-)
+from bridge.auth.delegated import TokenCacheFile, public_client, signed_in_user
+from bridge.auth.tokens import MSAL_ERRORS, error_from_result, network_error
 from bridge.config.model import AccountConfig, Config
 from bridge.errors import AuthError
 from bridge.log import register_secret

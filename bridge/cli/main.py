@@ -14,7 +14,7 @@ from dataclasses import asdict
 from types import FrameType
 
 from bridge import __version__, log
-from bridge.auth.tokens import token_provider
+from bridge.auth.providers import token_provider
 from bridge.cli import cert as certs
 from bridge.cli import init as wizard
 from bridge.cli import login
