@@ -14,7 +14,6 @@ import argparse
 import datetime as dt
 import getpass
 import os
-import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -29,14 +28,13 @@ from bridge.cli import login
 from bridge.cli.cert import format_info
 from bridge.cli.check import run_check
 from bridge.config import fields as v
-from bridge.config.load import AUTHS, CONFIG_ENV, MULTI_TENANTS, parse_config
+from bridge.config.load import AUTHS, CONFIG_ENV, parse_config
 from bridge.config.model import CLOUDS
 from bridge.errors import ConfigError
 from bridge.util.files import write_atomic
 
 EXIT_OK, EXIT_FAIL, EXIT_INVALID = 0, 1, 2
 T = TypeVar("T")
-_GUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _AUTH_LABELS = {
     "client_secret": "client secret (app-only, work or school mailbox)",
     "client_certificate": "client certificate (app-only, recommended: no expiring secret)",
@@ -50,23 +48,30 @@ class Invalid(ValueError):
 
 # -- answer checks: text in, value out (or Invalid) ------------------------------------------
 
-def tenant_id(text: str, *, delegated: bool = False) -> str:
+def _checked(text: str, problem: str | None, why: str) -> str:
+    """`text` if the config's rule found no `problem` with it, else Invalid(`why`): the
+    wizard says what to enter where the config says which key to fix."""
+    if problem is not None:
+        raise Invalid(why)
+    return text
+
+
+def tenant_id(text: str, *, auth: str = "client_secret") -> str:
     text = text.strip()
-    if delegated and text.lower() in MULTI_TENANTS:
+    if text.lower() in v.MULTI_TENANTS and auth == "device_code":
         return text.lower()
-    if text.lower() in MULTI_TENANTS:
+    if text.lower() in v.MULTI_TENANTS:
         raise Invalid(f"{text!r} works only for delegated sign-in; give the Directory (tenant)"
                       " ID from the app's Overview page")
-    if not (_GUID.fullmatch(text) or re.fullmatch(r"[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+", text)):
-        raise Invalid("give the Directory (tenant) ID (a GUID such as "
-                      "'72f988bf-86f1-41af-91ab-2d7cd011db47') or a domain such as "
-                      "'contoso.onmicrosoft.com'")
-    return text
+    return _checked(text, v.tenant_problem(text, auth),
+                    "give the Directory (tenant) ID (a GUID such as "
+                    "'72f988bf-86f1-41af-91ab-2d7cd011db47') or a domain such as "
+                    "'contoso.onmicrosoft.com'")
 
 
 def client_id(text: str) -> str:
     text = text.strip()
-    if not _GUID.fullmatch(text):
+    if not v.is_guid(text):
         raise Invalid("give the Application (client) ID from the app's Overview page: a GUID "
                       "such as '00001111-aaaa-2222-bbbb-3333cccc4444'")
     return text
@@ -74,25 +79,23 @@ def client_id(text: str) -> str:
 
 def mailbox(text: str) -> str:
     text = text.strip()
-    if not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", text):
-        raise Invalid("give the mailbox's e-mail address, e.g. 'me@contoso.com' (a shared "
-                      "mailbox's own address works too)")
-    return text
+    return _checked(text, v.mailbox_problem(text),
+                    "give the mailbox's e-mail address, e.g. 'me@contoso.com' (a shared "
+                    "mailbox's own address works too)")
 
 
 def account_name(text: str) -> str:
     text = text.strip()
-    if not v.SEGMENT.fullmatch(text) or text == "bridge":
-        raise Invalid("a topic segment: lower-case a-z, 0-9, '_' and '-' (not 'bridge'), "
-                      f"e.g. {v.slug(text) or 'home'!r}")
-    return text
+    return _checked(text, v.account_name_problem(text),
+                    "a topic segment: lower-case a-z, 0-9, '_' and '-' (not 'bridge'), "
+                    f"e.g. {v.slug(text) or 'home'!r}")
 
 
 def client_secret(text: str) -> str:
     text = text.strip()
     if not text:
         raise Invalid("the secret must not be empty")
-    if _GUID.fullmatch(text):
+    if v.is_guid(text):
         raise Invalid("that is the Secret ID; copy the secret's Value instead (shown once, "
                       "right after 'New client secret')")
     return text
@@ -117,11 +120,9 @@ def cloud(text: str) -> str:
 
 def host(text: str) -> str:
     text = text.strip()
-    if not text or "://" in text or re.search(r"[/\s]", text) or re.fullmatch(r"[^:]+:\d+",
-                                                                                 text):
-        raise Invalid("a host name or address only, without scheme or port, e.g. "
-                      "'mqtt.example.com' or '192.168.1.10'")
-    return text
+    return _checked(text, v.host_problem(text, "mqtt.example.com"),
+                    "a host name or address only, without scheme or port, e.g. "
+                    "'mqtt.example.com' or '192.168.1.10'")
 
 
 def port(text: str) -> int:
@@ -136,10 +137,9 @@ def port(text: str) -> int:
 
 def authority(text: str) -> str:
     text = text.strip().rstrip("/")
-    if not re.fullmatch(r"https://[^/\s?#]+", text):
-        raise Invalid("the https:// URL of the identity platform's host only, e.g. "
-                      "'https://login.microsoftonline.com' (the tenant goes in tenant_id)")
-    return text
+    return _checked(text, v.authority_problem(text, "https://login.microsoftonline.com"),
+                    "the https:// URL of the identity platform's host only, e.g. "
+                    "'https://login.microsoftonline.com' (the tenant goes in tenant_id)")
 
 
 def folders(text: str) -> list[str]:
@@ -318,8 +318,8 @@ def _from_flags(args: argparse.Namespace, problems: list[str]) -> dict[str, Any]
         if text is None:
             continue
         try:
-            answers[key] = (tenant_id(str(text), delegated=True) if key == "tenant_id"
-                            and answers.get("auth") == "device_code" else check(str(text)))
+            answers[key] = (tenant_id(str(text), auth=answers.get("auth", "client_secret"))
+                            if key == "tenant_id" else check(str(text)))
         except Invalid as exc:
             problems.append(f"--{key.replace('_', '-')}: {exc}")
     if args.client_secret is not None:
@@ -424,7 +424,7 @@ def interactive(args: argparse.Namespace, p: Prompter) -> dict[str, Any] | list[
             p.say(f"  {i}) {label}")
     method = need("auth", "Credential", auth, "1")
     if method != "device_code":
-        need("tenant_id", "Directory (tenant) ID", tenant_id)
+        need("tenant_id", "Directory (tenant) ID", lambda text: tenant_id(text, auth=method))
     else:
         a.setdefault("tenant_id", "consumers")
     need("client_id", "Application (client) ID", client_id)

@@ -25,6 +25,10 @@ from bridge.util import suggest
 
 CREDENTIALS_ENV = "CREDENTIALS_DIRECTORY"
 SEGMENT = re.compile(r"[a-z0-9_-]+")
+# these tenants only work for delegated sign-in; app-only tokens need the tenant itself
+MULTI_TENANTS = ("common", "organizations", "consumers")
+# topics the bridge itself uses one level below <base_topic>/
+RESERVED_ACCOUNT_NAMES = ("bridge",)
 _GUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
 
@@ -334,27 +338,61 @@ def check_topic_prefix(table: Table, name: str, default: str) -> str:
     return value
 
 
-def check_host(table: Table, name: str, host: str, example: str) -> None:
-    """A bare host name or address: no scheme, path or port."""
-    if not host:
-        return
+def host_problem(host: str, example: str) -> str | None:
+    """What is wrong with `host` as a bare host name or address (no scheme, path or port)."""
     if "://" in host:
-        table.problem(name, f"give the host name only, without the scheme, e.g. {example!r}")
-    elif re.fullmatch(r"[^:/\s]+:\d+", host):
-        table.problem(name, "give the host name only and put the port in the port key")
-    elif re.search(r"[/\s]", host):
-        table.problem(name, f"{host!r} is not a host name, e.g. {example!r}")
+        return f"give the host name only, without the scheme, e.g. {example!r}"
+    if re.fullmatch(r"[^:/\s]+:\d+", host):
+        return "give the host name only and put the port in the port key"
+    if not host.strip() or re.search(r"[/\s]", host):
+        return f"{host!r} is not a host name, e.g. {example!r}"
+    return None
 
 
-def check_authority(table: Table, name: str, url: str, example: str) -> str:
-    """An identity authority given as host URL only; returned without a trailing '/'."""
+def authority_problem(url: str, example: str) -> str | None:
+    """What is wrong with `url` as an identity authority: an https:// host URL only."""
     parts = urlsplit(url)
     if parts.scheme != "https" or not parts.netloc:
-        table.problem(name, f"{url!r} must be an https:// URL, e.g. {example!r}")
-    elif parts.path not in ("", "/") or parts.query or parts.fragment:
-        table.problem(name, f"give the host URL only, e.g. {example!r}; the bridge appends "
-                            "/<tenant_id>, so put the tenant in tenant_id")
-    return url.rstrip("/")
+        return f"{url!r} must be an https:// URL, e.g. {example!r}"
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        return (f"give the host URL only, e.g. {example!r}; the bridge appends /<tenant_id>, "
+                "so put the tenant in tenant_id")
+    return None
+
+
+def mailbox_problem(mailbox: str) -> str | None:
+    """What is wrong with `mailbox` as an e-mail address."""
+    if re.fullmatch(r"[^@\s]+@[^@\s]+", mailbox):
+        return None
+    return f"{mailbox!r} is not an e-mail address, e.g. 'me@contoso.com'"
+
+
+def tenant_problem(tenant: str, auth: str) -> str | None:
+    """What is wrong with `tenant` as the tenant of an account signing in with `auth`:
+    a directory ID or domain, and for app-only credentials not a multi-tenant alias."""
+    if not re.fullmatch(r"[A-Za-z0-9.-]+", tenant):
+        return ("must be the directory (tenant) ID or a domain such as "
+                "'contoso.onmicrosoft.com'")
+    if auth != "device_code" and tenant.lower() in MULTI_TENANTS:
+        return (f"{tenant!r} works only for delegated sign-in; auth = \"{auth}\" needs your "
+                "directory (tenant) ID")
+    return None
+
+
+def account_name_problem(name: str) -> str | None:
+    """What is wrong with `name` as an account name: a topic segment, not a reserved one."""
+    if not SEGMENT.fullmatch(name):
+        return (f"{name!r} is used as a topic segment: use only a-z, 0-9, '_' and '-', "
+                f"e.g. {slug(name) or 'home'!r}")
+    if name in RESERVED_ACCOUNT_NAMES:
+        return f"{name!r} is reserved for <base_topic>/{name}/...; choose another"
+    return None
+
+
+def check(table: Table, name: str, problem: str | None) -> None:
+    """Record `problem` (a rule's finding about the value of `name`), if there is one."""
+    if problem is not None:
+        table.problem(name, problem)
 
 
 def check_key_pair(

@@ -28,10 +28,7 @@ from bridge.errors import ConfigError
 DEFAULT_CONFIG = Path("/etc/outlook2mqtt/config.toml")
 CONFIG_ENV = "OUTLOOK2MQTT_CONFIG"
 AUTHS = ("client_secret", "client_certificate", "device_code")
-# these tenants only work for delegated sign-in; app-only tokens need the tenant itself
-MULTI_TENANTS = ("common", "organizations", "consumers")
-# topics the bridge itself uses one level below B/ and B/<account>/
-RESERVED_ACCOUNT_NAMES = ("bridge",)
+# topics the bridge itself uses one level below B/<account>/
 RESERVED_FOLDER_TOPICS = ("status", "command")
 PLACEHOLDER_ID = "00000000-0000-0000-0000-000000000000"
 
@@ -142,7 +139,8 @@ def _elsewhere(label: str) -> dict[str, tuple[str, ...]]:
 def _mqtt(t: v.Table, environ: Mapping[str, str]) -> MqttConfig:
     t.check_keys(MQTT_KEYS, _elsewhere("[mqtt]"))
     host = t.required_string("host", "localhost")
-    v.check_host(t, "host", host, "mqtt.example.com")
+    if host:
+        v.check(t, "host", v.host_problem(host, "mqtt.example.com"))
     tls = t.boolean("tls", False)
     username = t.opt_string("username") or None
     password = v.secret(t, "password", credentials=("mqtt.password", "mqtt_password"),
@@ -214,43 +212,24 @@ def _account(t: v.Table, state_dir: Path, environ: Mapping[str, str]) -> Account
     t.check_keys(ACCOUNT_KEYS, _elsewhere("[[accounts]]"))
     name = t.required_string("name", "home")
     name_ok = bool(v.SEGMENT.fullmatch(name))
-    if name and not name_ok:
-        t.problem("name", f"{name!r} is used as a topic segment: use only a-z, 0-9, '_' and '-', "
-                          f"e.g. {v.slug(name) or 'home'!r}")
-    elif name in RESERVED_ACCOUNT_NAMES:
-        t.problem("name", f"{name!r} is reserved for <base_topic>/bridge/...; choose another")
+    if name:
+        v.check(t, "name", v.account_name_problem(name))
     mailbox = t.required_string("mailbox", "me@contoso.com")
-    if mailbox and not re.fullmatch(r"[^@\s]+@[^@\s]+", mailbox):
-        t.problem("mailbox", f"{mailbox!r} is not an e-mail address, e.g. 'me@contoso.com'")
+    if mailbox:
+        v.check(t, "mailbox", v.mailbox_problem(mailbox))
     auth = t.choice("auth", "client_secret", AUTHS)
     auth_ok = t.data.get("auth", "client_secret") in AUTHS
-    app_only = auth != "device_code"
-    tenant_id = (t.required_string("tenant_id", PLACEHOLDER_ID) if app_only
-                 else t.string("tenant_id", "consumers"))
-    if tenant_id and not re.fullmatch(r"[A-Za-z0-9.-]+", tenant_id):
-        t.problem("tenant_id", "must be the directory (tenant) ID or a domain such as "
-                               "'contoso.onmicrosoft.com'")
-    elif app_only and tenant_id.lower() in MULTI_TENANTS:
-        t.problem("tenant_id", f"{tenant_id!r} works only for delegated sign-in; auth = "
-                               f'"{auth}" needs your directory (tenant) ID')
+    tenant_id = (t.string("tenant_id", "consumers") if auth == "device_code"
+                 else t.required_string("tenant_id", PLACEHOLDER_ID))
+    if tenant_id:
+        v.check(t, "tenant_id", v.tenant_problem(tenant_id, auth))
     cloud = t.choice("cloud", "global", tuple(CLOUDS))
-    default_authority, default_imap_host = CLOUDS[cloud]
-    authority = default_authority
-    if t.has("authority"):
-        authority = v.check_authority(
-            t, "authority", t.string("authority", default_authority), default_authority
-        )
-    imap_host = t.string("imap_host", default_imap_host)
-    v.check_host(t, "imap_host", imap_host, default_imap_host)
+    authority, imap_host = _endpoints(t, cloud)
     imap_security = t.choice("imap_security", "tls", ("tls", "starttls"))
     client_secret, certificate, private_key, passphrase = v.credentials(
         t, auth if auth_ok else None, name if name_ok else None, environ
     )
-    token_cache = None
-    if auth == "device_code":
-        token_cache = t.path("token_cache") or state_dir / f"{name}.token-cache.json"
-    elif t.has("token_cache"):
-        t.problem("token_cache", 'only used with auth = "device_code"; remove it')
+    token_cache = _token_cache(t, auth, state_dir / f"{name}.token-cache.json")
     return AccountConfig(
         name=name,
         mailbox=mailbox,
@@ -258,8 +237,7 @@ def _account(t: v.Table, state_dir: Path, environ: Mapping[str, str]) -> Account
         client_id=t.required_string("client_id", PLACEHOLDER_ID),
         auth=auth,
         authority=authority,
-        scope=v.scope(t, auth, default_imap_host,
-                      CLOUDS["global"][1]),
+        scope=v.scope(t, auth, CLOUDS[cloud][1], CLOUDS["global"][1]),
         imap_host=imap_host,
         folders=_folders(t),
         client_secret=client_secret,
@@ -278,6 +256,28 @@ def _account(t: v.Table, state_dir: Path, environ: Mapping[str, str]) -> Account
         token_cache=token_cache,
         commands=_commands(t),
     )
+
+
+def _endpoints(t: v.Table, cloud: str) -> tuple[str, str]:
+    """authority and imap_host: the cloud's, unless overridden."""
+    default_authority, default_imap_host = CLOUDS[cloud]
+    authority = t.string("authority", default_authority)
+    if t.has("authority"):
+        v.check(t, "authority", v.authority_problem(authority, default_authority))
+        authority = authority.rstrip("/")
+    imap_host = t.string("imap_host", default_imap_host)
+    if imap_host:
+        v.check(t, "imap_host", v.host_problem(imap_host, default_imap_host))
+    return authority, imap_host
+
+
+def _token_cache(t: v.Table, auth: str, default: Path) -> Path | None:
+    """Where a device_code account keeps its sign-in; other accounts have none."""
+    if auth == "device_code":
+        return t.path("token_cache") or default
+    if t.has("token_cache"):
+        t.problem("token_cache", 'only used with auth = "device_code"; remove it')
+    return None
 
 
 def _commands(t: v.Table) -> tuple[str, ...]:
