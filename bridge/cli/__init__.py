@@ -1,3 +1,5 @@
-"""The command line: `main` parses the arguments and dispatches, one module per
-subcommand. May import anything; nothing else imports it.
+"""The command line: `main` parses the arguments, loads the configuration and dispatches;
+one module per subcommand (`run`, `check`, `token`, `login`, `cert`, `init`), with
+`configuration` (loading it for them) and `exits` (their exit codes). May import anything;
+nothing else imports it.
 """

@@ -19,6 +19,7 @@ from bridge.auth.certificates import (
     describe_certificate,
     new_certificate,
 )
+from bridge.cli.exits import EXIT_FAIL, EXIT_OK
 from bridge.util.times import as_utc
 
 
@@ -144,8 +145,8 @@ def _guarded(run: Callable[[], None]) -> int:
         run()
     except CertificateError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+        return EXIT_FAIL
+    return EXIT_OK
 
 
 def _iso(moment: datetime) -> str:

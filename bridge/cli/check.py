@@ -7,23 +7,33 @@ MQTT once. Every failure people actually hit maps to a hint saying what to chang
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 import socket
 import ssl
+import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
-from typing import TextIO
+from typing import Any, TextIO
 
 from bridge import log
 from bridge.auth.delegated import login_hint
 from bridge.auth.hints import fix_for, hint_for, outlook_scope
 from bridge.auth.providers import token_provider
 from bridge.auth.tokens import Provider, Token
+from bridge.cli.exits import EXIT_FAIL, EXIT_INVALID, EXIT_OK
 from bridge.config.model import CLOUDS, AccountConfig, Config, MqttConfig
-from bridge.errors import AuthError, FolderNotFound, ImapAuthError, ImapError, LoginRequired
+from bridge.errors import (
+    AuthError,
+    ConfigError,
+    FolderNotFound,
+    ImapAuthError,
+    ImapError,
+    LoginRequired,
+)
 from bridge.imap import connection as imap
 from bridge.mqtt.client import Incoming, MqttClient
 from bridge.util.suggest import did_you_mean
@@ -396,3 +406,26 @@ def run_check(config: Config, out: TextIO, *, as_json: bool = False) -> bool:
         out.write(log.redact(json.dumps({"ok": ok, "steps": [asdict(s) for s in steps]},
                                         indent=2)) + "\n")
     return ok
+
+
+def add_parser(subparsers: Any, *, parents: Sequence[argparse.ArgumentParser]) -> None:
+    p = subparsers.add_parser("check", parents=list(parents),
+                              help="test token, IMAP, folders and MQTT")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=run, with_config=True, on_invalid=report_invalid,
+                   default_log_level="warning")
+
+
+def run(args: argparse.Namespace, config: Config) -> int:
+    """Test every step from token to MQTT; exit 0 only if all passed."""
+    return EXIT_OK if run_check(config, sys.stdout, as_json=args.json) else EXIT_FAIL
+
+
+def report_invalid(exc: ConfigError, args: argparse.Namespace) -> int:
+    """An invalid configuration as failed `config` steps, in the output format asked for."""
+    steps = [Step(None, "config", False, p, None, "config") for p in exc.problems]
+    if args.json:
+        print(json.dumps({"ok": False, "steps": [asdict(s) for s in steps]}, indent=2))
+    else:
+        sys.stdout.write("".join(format_step(s) for s in steps))
+    return EXIT_INVALID

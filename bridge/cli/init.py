@@ -22,18 +22,19 @@ from typing import Any, TextIO, TypeVar
 import tomli_w
 from cryptography import x509
 
-from bridge import __version__, log
+from bridge import __version__
 from bridge.auth import certificates
 from bridge.cli import login
 from bridge.cli.cert import format_info
 from bridge.cli.check import run_check
+from bridge.cli.configuration import register_secrets
+from bridge.cli.exits import EXIT_FAIL, EXIT_INVALID, EXIT_OK
 from bridge.config import fields as v
 from bridge.config.load import AUTHS, CONFIG_ENV, parse_config
 from bridge.config.model import CLOUDS
 from bridge.errors import ConfigError
 from bridge.util.files import write_atomic
 
-EXIT_OK, EXIT_FAIL, EXIT_INVALID = 0, 1, 2
 T = TypeVar("T")
 _AUTH_LABELS = {
     "client_secret": "client secret (app-only, work or school mailbox)",
@@ -489,10 +490,7 @@ def run_init(args: argparse.Namespace, p: Prompter | None = None) -> int:
         print(f"outlook2mqtt: cannot write {output}: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_FAIL
     p.say(f"Wrote {output} (mode 0600).")
-    for secret in config.secret_values():
-        log.register_secret(secret)
-    for account in config.accounts:
-        log.register_private_key_file(account.private_key_file)
+    register_secrets(config)
     delegated = [a for a in config.accounts if a.auth == "device_code"]
     if delegated:
         # Nothing works before the sign-in: offer it at once (non-interactive: with --check).

@@ -9,10 +9,12 @@ account's token cache (mode 0600), where a running bridge picks it up by itself.
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -20,6 +22,7 @@ import msal
 
 from bridge.auth.delegated import TokenCacheFile, public_client, signed_in_user
 from bridge.auth.tokens import MSAL_ERRORS, error_from_result, network_error
+from bridge.cli.exits import EXIT_FAIL, EXIT_OK
 from bridge.config.model import AccountConfig, Config
 from bridge.errors import AuthError
 from bridge.log import register_secret
@@ -178,3 +181,19 @@ def _login(account: AccountConfig, cache_path: Path, out: TextIO,
     _say(out, f"Signed in as {user}. Token cache saved to {cache_file.path} (mode 0600); a "
               "running bridge picks it up within seconds.")
     return True
+
+
+def add_parser(subparsers: Any, *, parents: Sequence[argparse.ArgumentParser]) -> None:
+    p = subparsers.add_parser("login", parents=list(parents),
+                              help="sign in a device_code account (personal Outlook.com)")
+    p.add_argument("--account", help="the account (needed when several use device_code)")
+    p.set_defaults(func=run, with_config=True, default_log_level="warning")
+
+
+def run(args: argparse.Namespace, config: Config) -> int:
+    """Sign a device_code account in (device-code flow) and save its token cache."""
+    account = choose_account(config, args.account)
+    if isinstance(account, str):
+        print(f"outlook2mqtt: {account}", file=sys.stderr)
+        return EXIT_FAIL
+    return EXIT_OK if login(config, account, sys.stdout) else EXIT_FAIL

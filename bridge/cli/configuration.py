@@ -1,0 +1,39 @@
+"""The configuration as the subcommands get it: found (-c, $OUTLOOK2MQTT_CONFIG, ...),
+loaded, its secrets registered for redaction; and a rejected one listed for the user."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from bridge import log
+from bridge.cli.exits import EXIT_INVALID
+from bridge.config.load import config_search_path, load_config
+from bridge.config.model import Config
+from bridge.errors import ConfigError
+
+
+def load(args: argparse.Namespace) -> Config:
+    """The config `-c` names (or the default one); raises ConfigError listing every problem."""
+    config = load_config(config_search_path(args.config, os.environ))
+    register_secrets(config)
+    return config
+
+
+def register_secrets(config: Config) -> None:
+    """Keep the config's secrets and private key out of every log line and error text."""
+    for secret in config.secret_values():
+        log.register_secret(secret)
+    for account in config.accounts:
+        log.register_private_key_file(account.private_key_file)
+
+
+def report_invalid(exc: ConfigError, _args: argparse.Namespace) -> int:
+    """List the problems on stderr; the exit code for an invalid configuration."""
+    # under systemd each line is its own journal entry: mark them all as errors (<3>)
+    prefix = "<3>" if log.under_journald() else ""
+    print(f"{prefix}outlook2mqtt: invalid configuration:", file=sys.stderr)
+    for problem in exc.problems:
+        print(f"{prefix}  - {log.redact(problem)}", file=sys.stderr)
+    return EXIT_INVALID
