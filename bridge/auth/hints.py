@@ -29,19 +29,6 @@ def _wrong_secret(account: AccountConfig, _text: str) -> str:
     return fix
 
 
-def _expired_secret(_account: AccountConfig, _text: str) -> str:
-    return (f"client secret has expired: create a new one under {PORTAL_SECRETS} -> "
-            "New client secret and put its Value in client_secret (or switch to a "
-            "certificate: `outlook2mqtt cert new`)")
-
-
-def _unknown_app(account: AccountConfig, _text: str) -> str:
-    return (f"no application {account.client_id} in tenant {account.tenant_id}: "
-            "client_id must be the Application (client) ID from the app's Overview page "
-            "(not its Object ID), tenant_id the Directory (tenant) ID of the tenant the app "
-            "is registered in (or has admin consent in)")
-
-
 def _certificate_refused(account: AccountConfig, text: str) -> str:
     thumbprint = "?"
     if account.certificate_file is not None:
@@ -62,13 +49,6 @@ def _certificate_refused(account: AccountConfig, text: str) -> str:
             f"list thumbprint {thumbprint} (`outlook2mqtt cert show` prints it)")
 
 
-def _unknown_tenant(account: AccountConfig, _text: str) -> str:
-    return (f"tenant {account.tenant_id} not found at {account.authority}: tenant_id must "
-            "be the Directory (tenant) ID from the app's Overview page (or a verified "
-            "domain); for a government or China tenant set cloud = \"usgov\", "
-            "\"usgov-dod\" or \"china\"")
-
-
 def _invalid_scope(account: AccountConfig, _text: str) -> str:
     scope = outlook_scope(account)
     return (f"scope {account.scope!r} is not valid for IMAP: remove scope (the default for "
@@ -77,11 +57,12 @@ def _invalid_scope(account: AccountConfig, _text: str) -> str:
 
 @dataclass(frozen=True)
 class AadstsHint:
-    """`summary` follows the identity platform's own words in an error; `fix(account,
-    error text)` is the step-by-step version (None: the summary says it all)."""
+    """`summary` follows the identity platform's own words in an error; `fix` is the
+    step-by-step version: a template of the account's fields (`{account.client_id}`), or
+    `fix(account, error text)`, or None when the summary says it all."""
 
     summary: str
-    fix: Callable[[AccountConfig, str], str] | None = None
+    fix: str | Callable[[AccountConfig, str], str] | None = None
 
 
 # The codes people actually hit when setting up IMAP.
@@ -89,17 +70,27 @@ AADSTS_HINTS: dict[int, AadstsHint] = {
     7000215: AadstsHint("client secret is wrong or expired: copy the secret's Value (not its "
                         "ID) from App registration -> Certificates & secrets", _wrong_secret),
     7000222: AadstsHint("client secret has expired: create a new one under Certificates & "
-                        "secrets", _expired_secret),
+                        "secrets",
+                        f"client secret has expired: create a new one under {PORTAL_SECRETS} "
+                        "-> New client secret and put its Value in client_secret (or switch to "
+                        "a certificate: `outlook2mqtt cert new`)"),
     700016: AadstsHint("application (client) id not found in this tenant: check client_id and "
                        "tenant_id, and that the app registration exists in that directory",
-                       _unknown_app),
+                       "no application {account.client_id} in tenant {account.tenant_id}: "
+                       "client_id must be the Application (client) ID from the app's Overview "
+                       "page (not its Object ID), tenant_id the Directory (tenant) ID of the "
+                       "tenant the app is registered in (or has admin consent in)"),
     700027: AadstsHint("certificate not accepted: upload the .cer of this key pair under "
                        "Certificates & secrets (outlook2mqtt cert show <file> prints its "
                        "thumbprint), and check that private_key_file belongs to "
                        "certificate_file", _certificate_refused),
     700024: AadstsHint("client assertion expired: check the system clock"),
     90002: AadstsHint("tenant not found: check tenant_id (Directory (tenant) ID on the app's "
-                      "Overview)", _unknown_tenant),
+                      "Overview)",
+                      "tenant {account.tenant_id} not found at {account.authority}: tenant_id "
+                      "must be the Directory (tenant) ID from the app's Overview page (or a "
+                      "verified domain); for a government or China tenant set cloud = "
+                      '"usgov", "usgov-dod" or "china"'),
     1002012: AadstsHint("invalid scope: use https://outlook.office365.com/.default for IMAP",
                         _invalid_scope),
     70011: AadstsHint("invalid scope: use https://outlook.office365.com/.default for IMAP",
@@ -120,4 +111,8 @@ def fix_for(code: int | None, account: AccountConfig, text: str) -> str | None:
     hint = AADSTS_HINTS.get(code) if code is not None else None
     if hint is None:
         return None
-    return hint.fix(account, text) if hint.fix else hint.summary
+    if hint.fix is None:
+        return hint.summary
+    if isinstance(hint.fix, str):
+        return hint.fix.format(account=account)
+    return hint.fix(account, text)

@@ -24,6 +24,7 @@ from bridge.auth.delegated import login_hint
 from bridge.auth.hints import fix_for, hint_for, outlook_scope
 from bridge.auth.providers import token_provider
 from bridge.auth.tokens import Provider, Token
+from bridge.cli.configuration import add_command
 from bridge.cli.exits import EXIT_FAIL, EXIT_INVALID, EXIT_OK
 from bridge.config.model import CLOUDS, AccountConfig, Config, MqttConfig
 from bridge.errors import (
@@ -409,11 +410,9 @@ def run_check(config: Config, out: TextIO, *, as_json: bool = False) -> bool:
 
 
 def add_parser(subparsers: Any, *, parents: Sequence[argparse.ArgumentParser]) -> None:
-    p = subparsers.add_parser("check", parents=list(parents),
-                              help="test token, IMAP, folders and MQTT")
+    p = add_command(subparsers, "check", "test token, IMAP, folders and MQTT", parents, run,
+                    on_invalid=report_invalid)
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(func=run, with_config=True, on_invalid=report_invalid,
-                   default_log_level="warning")
 
 
 def run(args: argparse.Namespace, config: Config) -> int:

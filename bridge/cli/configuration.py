@@ -6,12 +6,26 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from bridge import log
 from bridge.cli.exits import EXIT_INVALID
 from bridge.config.load import config_search_path, load_config
 from bridge.config.model import Config
 from bridge.errors import ConfigError
+
+
+def add_command(subparsers: Any, name: str, help_text: str,
+                parents: Sequence[argparse.ArgumentParser], func: Callable[..., int],
+                **defaults: Any) -> argparse.ArgumentParser:
+    """Add subcommand `name`, run as `func(args, config)` with the configuration loaded;
+    its log level is warning unless `defaults` say otherwise."""
+    parser: argparse.ArgumentParser = subparsers.add_parser(name, parents=list(parents),
+                                                            help=help_text)
+    parser.set_defaults(func=func, with_config=True,
+                        **{"default_log_level": "warning", **defaults})
+    return parser
 
 
 def load(args: argparse.Namespace) -> Config:

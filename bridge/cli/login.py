@@ -22,6 +22,7 @@ import msal
 
 from bridge.auth.delegated import TokenCacheFile, public_client, signed_in_user
 from bridge.auth.tokens import MSAL_ERRORS, error_from_result, network_error
+from bridge.cli.configuration import add_command
 from bridge.cli.exits import EXIT_FAIL, EXIT_OK
 from bridge.config.model import AccountConfig, Config
 from bridge.errors import AuthError
@@ -184,10 +185,9 @@ def _login(account: AccountConfig, cache_path: Path, out: TextIO,
 
 
 def add_parser(subparsers: Any, *, parents: Sequence[argparse.ArgumentParser]) -> None:
-    p = subparsers.add_parser("login", parents=list(parents),
-                              help="sign in a device_code account (personal Outlook.com)")
+    p = add_command(subparsers, "login", "sign in a device_code account (personal "
+                    "Outlook.com)", parents, run)
     p.add_argument("--account", help="the account (needed when several use device_code)")
-    p.set_defaults(func=run, with_config=True, default_log_level="warning")
 
 
 def run(args: argparse.Namespace, config: Config) -> int:

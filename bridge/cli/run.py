@@ -22,9 +22,8 @@ _LOGGER = logging.getLogger(__name__)
 
 
 def add_parser(subparsers: Any, *, parents: Sequence[argparse.ArgumentParser]) -> None:
-    p = subparsers.add_parser("run", parents=list(parents),
-                              help="run the bridge in the foreground")
-    p.set_defaults(func=run, with_config=True)
+    configuration.add_command(subparsers, "run", "run the bridge in the foreground", parents,
+                              run, default_log_level="info")
 
 
 def run(args: argparse.Namespace, config: Config) -> int:

@@ -13,6 +13,7 @@ from bridge import log
 from bridge.auth.providers import token_provider
 from bridge.auth.tokens import Token
 from bridge.cli.check import format_step, token_step
+from bridge.cli.configuration import add_command
 from bridge.cli.exits import EXIT_FAIL, EXIT_OK
 from bridge.config.model import Config
 from bridge.util.times import iso_ts
@@ -23,10 +24,8 @@ TOKEN_CLAIMS = ("aud", "roles", "scp", "upn", "preferred_username", "tid", "appi
 
 
 def add_parser(subparsers: Any, *, parents: Sequence[argparse.ArgumentParser]) -> None:
-    p = subparsers.add_parser("token", parents=list(parents),
-                              help="print the claims of a fresh token")
+    p = add_command(subparsers, "token", "print the claims of a fresh token", parents, run)
     p.add_argument("--account", help="only this account")
-    p.set_defaults(func=run, with_config=True, default_log_level="warning")
 
 
 def run(args: argparse.Namespace, config: Config) -> int:

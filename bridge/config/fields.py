@@ -55,23 +55,17 @@ class Secret:
     origin: str
 
 
+# TOML's names for the types a value can have; bool before int, which it subclasses
+_TYPE_NAMES: tuple[tuple[type | tuple[type, ...], str], ...] = (
+    (bool, "a boolean"), (int, "an integer"), (float, "a float"), (str, "a string"),
+    (list, "an array"), (Mapping, "a table"), ((dt.date, dt.time), "a date/time"),
+)
+
+
 def type_name(value: object) -> str:
     """The TOML name of a value's type, as a user would write it."""
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int):
-        return "an integer"
-    if isinstance(value, float):
-        return "a float"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, Mapping):
-        return "a table"
-    if isinstance(value, dt.date | dt.time):
-        return "a date/time"
-    return type(value).__name__
+    return next((name for kinds, name in _TYPE_NAMES if isinstance(value, kinds)),
+                type(value).__name__)
 
 
 def did_you_mean(word: str, choices: Collection[str]) -> str:
