@@ -15,6 +15,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, rsa
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from bridge.errors import BridgeError
@@ -73,17 +74,7 @@ def new_certificate(
     now: datetime | None = None,
 ) -> NewCertificate:
     """Make an RSA key and a self-signed SHA-256 certificate; write NAME.key/.crt/.cer/.pub.pem."""
-    if not _NAME_RE.fullmatch(name):
-        raise CertificateError(
-            f"invalid name {name!r}: use letters, digits, '.', '_' and '-' (no path)"
-        )
-    if key_size not in KEY_SIZES:
-        raise CertificateError(f"key size must be 2048 or 3072, not {key_size}")
-    if not 1 <= days <= MAX_DAYS:
-        raise CertificateError(f"days must be between 1 and {MAX_DAYS}, not {days}")
-    if not subject.strip():
-        raise CertificateError("subject must not be empty")
-
+    _check_request(name, days, subject, key_size)
     key_file = out_dir / f"{name}.key"
     cert_file = out_dir / f"{name}.crt"
     der_file = out_dir / f"{name}.cer"
@@ -96,35 +87,47 @@ def new_certificate(
             "refusing to overwrite existing files (use --force to replace them): "
             + ", ".join(existing)
         )
-
     key = rsa.generate_private_key(public_exponent=65537, key_size=key_size)
     cert = _self_signed(key, subject, days, now)
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
+    contents = zip(targets, _encodings(key, cert), (_KEY_MODE, *[_PUBLIC_MODE] * 3), strict=True)
+    try:
+        _ensure_dir(out_dir)
+        _write_all(tuple(contents), force=force)
+    except OSError as exc:
+        raise CertificateError(f"cannot write certificate files in {out_dir}: {exc}") from exc
+    return NewCertificate(key_file, cert_file, der_file, public_key_file,
+                          _info(cert_file, cert))
+
+
+def _check_request(name: str, days: int, subject: str, key_size: int) -> None:
+    """Refuse a file name stem, validity, subject or key size `cert new` cannot use."""
+    if not _NAME_RE.fullmatch(name):
+        raise CertificateError(
+            f"invalid name {name!r}: use letters, digits, '.', '_' and '-' (no path)"
+        )
+    if key_size not in KEY_SIZES:
+        raise CertificateError(f"key size must be 2048 or 3072, not {key_size}")
+    if not 1 <= days <= MAX_DAYS:
+        raise CertificateError(f"days must be between 1 and {MAX_DAYS}, not {days}")
+    if not subject.strip():
+        raise CertificateError("subject must not be empty")
+
+
+def _encodings(key: rsa.RSAPrivateKey, cert: x509.Certificate) -> tuple[bytes, ...]:
+    """The contents of NAME.key, .crt (PEM), .cer (DER) and .pub.pem, in that order."""
     public_pem = key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
-    der = cert.public_bytes(serialization.Encoding.DER)
-    contents = (
-        (key_file, key_pem, _KEY_MODE),
-        (cert_file, cert.public_bytes(serialization.Encoding.PEM), _PUBLIC_MODE),
-        (der_file, der, _PUBLIC_MODE),
-        (public_key_file, public_pem, _PUBLIC_MODE),
-    )
-    try:
-        _ensure_dir(out_dir)
-        _write_all(contents, force=force)
-    except OSError as exc:
-        raise CertificateError(f"cannot write certificate files in {out_dir}: {exc}") from exc
-    return NewCertificate(
-        key_file=key_file,
-        cert_file=cert_file,
-        der_file=der_file,
-        public_key_file=public_key_file,
-        info=_info(cert_file, cert),
+    return (unencrypted_pem(key), cert.public_bytes(serialization.Encoding.PEM),
+            cert.public_bytes(serialization.Encoding.DER), public_pem)
+
+
+def unencrypted_pem(key: PrivateKeyTypes) -> bytes:
+    """A private key as unencrypted PKCS#8 PEM."""
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
     )
 
 

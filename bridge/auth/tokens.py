@@ -23,7 +23,7 @@ import msal
 import requests
 from cryptography.hazmat.primitives import serialization
 
-from bridge.auth.certificates import CertificateError, describe_certificate
+from bridge.auth.certificates import CertificateError, describe_certificate, unencrypted_pem
 from bridge.auth.hints import hint_for
 from bridge.config.model import AccountConfig
 from bridge.errors import AuthError
@@ -77,11 +77,7 @@ def certificate_credential(account: AccountConfig) -> dict[str, str]:
     passphrase = account.private_key_passphrase
     # Re-serialise unencrypted so MSAL never needs the passphrase (older MSALs ignore it).
     key = serialization.load_pem_private_key(key_pem, passphrase.encode() if passphrase else None)
-    key_text = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ).decode()
+    key_text = unencrypted_pem(key).decode()
     if account.assertion_algorithm == "PS256":
         return {"private_key": key_text, "public_certificate": cert_pem.decode()}
     return {"private_key": key_text, "thumbprint": thumbprint}

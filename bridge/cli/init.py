@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
 import tomli_w
-from cryptography import x509
 
 from bridge import __version__
 from bridge.auth import certificates
@@ -159,20 +158,16 @@ def existing_file(text: str) -> Path:
 
 def certificate_file(text: str) -> Path:
     path = existing_file(text)
-    try:
-        x509.load_pem_x509_certificate(path.read_bytes())
-    except ValueError:
-        raise Invalid(f"{path} is not a PEM certificate (give the .crt; the .cer is the DER "
-                      "copy for the Azure upload)") from None
+    _checked(text, v.certificate_problem(path.read_bytes(), path),
+             f"{path} is not a PEM certificate (give the .crt; the .cer is the DER copy for the "
+             "Azure upload)")
     return path
 
 
 def ca_file(text: str) -> Path:
     path = existing_file(text)
-    try:
-        x509.load_pem_x509_certificates(path.read_bytes())
-    except ValueError:
-        raise Invalid(f"{path} holds no PEM certificate") from None
+    _checked(text, v.ca_bundle_problem(path.read_bytes(), path),
+             f"{path} holds no PEM certificate")
     return path
 
 

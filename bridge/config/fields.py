@@ -403,21 +403,53 @@ def check_key_pair(
     encrypted. `rsa_only`: Entra ID accepts only RSA keys for certificate credentials.
     """
     (cert_key, cert_path), (key_key, key_path) = cert, key
-    pass_key, pass_secret = passphrase or (key_key, None)
-    cert_data = read_file(cert_path, cert_key, problems)
-    key_data = read_file(key_path, key_key, problems)
-    certificate = None
-    if cert_data is not None:
-        try:
-            certificate = x509.load_pem_x509_certificate(cert_data)
-        except ValueError:
-            der = "" if cert_data.lstrip().startswith(b"-----") else (
-                " (it looks like DER, e.g. a .cer file; use the PEM .crt)")
-            problems.add(cert_key, f"{cert_path} is not a PEM X.509 certificate{der}")
-    if key_data is None:
+    certificate = _read_certificate(problems, cert_key, cert_path)
+    private_key = _read_private_key(problems, key, passphrase)
+    if private_key is None:
         return
+    if rsa_only and not isinstance(private_key, rsa.RSAPrivateKey):
+        problems.add(key_key, f"{key_path} is not an RSA key; Entra ID certificate "
+                              "credentials need RSA (outlook2mqtt cert new makes one)")
+    elif certificate is not None and (
+        _spki(certificate.public_key()) != _spki(private_key.public_key())
+    ):
+        problems.add(key_key, f"{key_path} does not belong to the certificate {cert_path}; "
+                              "use the key that was generated with it")
+
+
+def certificate_problem(data: bytes, path: Path) -> str | None:
+    """What is wrong with `data` (read from `path`) as a PEM X.509 certificate."""
     try:
-        private_key = serialization.load_pem_private_key(
+        x509.load_pem_x509_certificate(data)
+    except ValueError:
+        der = "" if data.lstrip().startswith(b"-----") else (
+            " (it looks like DER, e.g. a .cer file; use the PEM .crt)")
+        return f"{path} is not a PEM X.509 certificate{der}"
+    return None
+
+
+def _read_certificate(problems: Problems, key: str, path: Path) -> x509.Certificate | None:
+    data = read_file(path, key, problems)
+    if data is None:
+        return None
+    problem = certificate_problem(data, path)
+    if problem is not None:
+        problems.add(key, problem)
+        return None
+    return x509.load_pem_x509_certificate(data)
+
+
+def _read_private_key(
+    problems: Problems, key: tuple[str, Path], passphrase: tuple[str, Secret | None] | None
+) -> Any:
+    """The private key, or None after reporting why it cannot be used (see check_key_pair)."""
+    key_key, key_path = key
+    pass_key, pass_secret = passphrase or (key_key, None)
+    key_data = read_file(key_path, key_key, problems)
+    if key_data is None:
+        return None
+    try:
+        return serialization.load_pem_private_key(
             key_data, pass_secret.value.encode() if pass_secret else None
         )
     except TypeError:
@@ -429,7 +461,6 @@ def check_key_pair(
         else:
             problems.add(pass_key, f"the private key {key_path} is not encrypted; remove the "
                                    f"passphrase ({pass_secret.origin})")
-        return
     except (ValueError, UnsupportedAlgorithm):
         if pass_secret is not None and b"ENCRYPTED" in key_data:
             problems.add(pass_key, f"wrong passphrase ({pass_secret.origin}): {key_path} "
@@ -437,15 +468,7 @@ def check_key_pair(
         else:
             problems.add(key_key, f"{key_path} is not a PEM private key (expected "
                                   "'-----BEGIN ... PRIVATE KEY-----')")
-        return
-    if rsa_only and not isinstance(private_key, rsa.RSAPrivateKey):
-        problems.add(key_key, f"{key_path} is not an RSA key; Entra ID certificate "
-                              "credentials need RSA (outlook2mqtt cert new makes one)")
-    elif certificate is not None and (
-        _spki(certificate.public_key()) != _spki(private_key.public_key())
-    ):
-        problems.add(key_key, f"{key_path} does not belong to the certificate {cert_path}; "
-                              "use the key that was generated with it")
+    return None
 
 
 def _spki(public_key: Any) -> bytes:
@@ -461,14 +484,18 @@ def check_ca_file(table: Table, name: str) -> Path | None:
     if path is None:
         return None
     data = read_file(path, table.key(name), table.problems)
-    if data is None:
-        return None
+    if data is not None:
+        check(table, name, ca_bundle_problem(data, path))
+    return path
+
+
+def ca_bundle_problem(data: bytes, path: Path) -> str | None:
+    """What is wrong with `data` (read from `path`) as a bundle of PEM CA certificates."""
     try:
         x509.load_pem_x509_certificates(data)
     except ValueError:
-        table.problem(name, f"{path} holds no PEM certificate (expected "
-                            "'-----BEGIN CERTIFICATE-----')")
-    return path
+        return f"{path} holds no PEM certificate (expected '-----BEGIN CERTIFICATE-----')"
+    return None
 
 
 # the delegated IMAP permission; MSAL adds offline_access (for the refresh token) itself
