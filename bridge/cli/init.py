@@ -30,7 +30,7 @@ from bridge.cli.configuration import register_secrets
 from bridge.cli.exits import EXIT_FAIL, EXIT_INVALID, EXIT_OK
 from bridge.config import fields as v
 from bridge.config.load import AUTHS, CONFIG_ENV, parse_config
-from bridge.config.model import CLOUDS
+from bridge.config.model import CLOUDS, Config
 from bridge.errors import ConfigError
 from bridge.util.files import write_atomic
 
@@ -407,49 +407,57 @@ def interactive(args: argparse.Namespace, p: Prompter) -> dict[str, Any] | list[
         return problems
     p.say("outlook2mqtt init: writes the config for one mailbox (Ctrl-C to stop).")
     p.say("The IDs are on the app's Overview page: Entra ID -> App registrations -> your app.\n")
-
-    def need(key: str, question: str, check: Callable[[str], Any],
-             default: str | None = None, **kw: Any) -> Any:
-        if key not in a:
-            a[key] = p.ask(question, check, default, **kw)
-        return a[key]
-
     if "auth" not in a:
         p.say("How does the bridge sign in?")
         for i, label in enumerate(_AUTH_LABELS.values(), 1):
             p.say(f"  {i}) {label}")
-    method = need("auth", "Credential", auth, "1")
+    method = _need(p, a, "auth", "Credential", auth, "1")
     if method != "device_code":
-        need("tenant_id", "Directory (tenant) ID", lambda text: tenant_id(text, auth=method))
+        _need(p, a, "tenant_id", "Directory (tenant) ID",
+              lambda text: tenant_id(text, auth=method))
     else:
         a.setdefault("tenant_id", "consumers")
-    need("client_id", "Application (client) ID", client_id)
-    need("mailbox", "Mailbox address", mailbox)
-    need("account_name", "Account name (used in MQTT topics)", account_name, "home")
+    _need(p, a, "client_id", "Application (client) ID", client_id)
+    _need(p, a, "mailbox", "Mailbox address", mailbox)
+    _need(p, a, "account_name", "Account name (used in MQTT topics)", account_name, "home")
     if "cloud" not in a and "authority" not in a:
-        need("cloud", "Cloud (global, usgov, usgov-dod, china)", cloud, "global")
-    output = default_output(args)
-    if method == "client_secret" and "client_secret" not in a and "client_secret_file" not in a:
-        need("client_secret", "Client secret Value (input hidden)", client_secret, secret=True)
-    elif method == "client_certificate" and "certificate_file" not in a:
-        made = None
-        if p.confirm("Make a new key and certificate now (outlook2mqtt cert new)?", True):
-            made = _new_certificate(p, output.absolute().parent)
-        if made is not None:
-            a["certificate_file"], a["private_key_file"] = made
-        else:
-            need("certificate_file", "Certificate file (PEM .crt)", certificate_file)
-    if method == "client_certificate" and "private_key_file" not in a:
-        need("private_key_file", "Private key file (PEM)", key_matches(a["certificate_file"]))
-    need("mqtt_host", "MQTT broker host", host, "localhost")
-    need("mqtt_port", "MQTT broker port", port, "1883")
+        _need(p, a, "cloud", "Cloud (global, usgov, usgov-dod, china)", cloud, "global")
+    _ask_credential(p, a, method, default_output(args).absolute().parent)
+    _need(p, a, "mqtt_host", "MQTT broker host", host, "localhost")
+    _need(p, a, "mqtt_port", "MQTT broker port", port, "1883")
     if a.get("mqtt_username") is None:
         a["mqtt_username"] = p.ask("MQTT username", str, optional=True)
     if a["mqtt_username"] and a.get("mqtt_password") is None:
         a["mqtt_password"] = p.ask("MQTT password (input hidden)", str, secret=True,
                                    optional=True)
-    need("folders", "Folders to watch, comma-separated", folders, "INBOX")
+    _need(p, a, "folders", "Folders to watch, comma-separated", folders, "INBOX")
     return a
+
+
+def _need(p: Prompter, a: dict[str, Any], key: str, question: str,
+          check: Callable[[str], Any], default: str | None = None, **kw: Any) -> Any:
+    """The answer `key`: the flag's, or asked for now."""
+    if key not in a:
+        a[key] = p.ask(question, check, default, **kw)
+    return a[key]
+
+
+def _ask_credential(p: Prompter, a: dict[str, Any], method: str, directory: Path) -> None:
+    """The client secret, or the certificate (made now in `directory`, or given) and key."""
+    if method == "client_secret" and "client_secret" not in a and "client_secret_file" not in a:
+        _need(p, a, "client_secret", "Client secret Value (input hidden)", client_secret,
+              secret=True)
+    elif method == "client_certificate" and "certificate_file" not in a:
+        made = None
+        if p.confirm("Make a new key and certificate now (outlook2mqtt cert new)?", True):
+            made = _new_certificate(p, directory)
+        if made is not None:
+            a["certificate_file"], a["private_key_file"] = made
+        else:
+            _need(p, a, "certificate_file", "Certificate file (PEM .crt)", certificate_file)
+    if method == "client_certificate" and "private_key_file" not in a:
+        _need(p, a, "private_key_file", "Private key file (PEM)",
+              key_matches(a["certificate_file"]))
 
 
 def run_init(args: argparse.Namespace, p: Prompter | None = None) -> int:
@@ -467,18 +475,12 @@ def run_init(args: argparse.Namespace, p: Prompter | None = None) -> int:
         print("\noutlook2mqtt: init aborted; nothing written", file=sys.stderr)
         return EXIT_FAIL
     if isinstance(answers, list):
-        print("outlook2mqtt: cannot write the config:", file=sys.stderr)
-        for problem in answers:
-            print(f"  - {problem}", file=sys.stderr)
-        return EXIT_INVALID
+        return _refused("cannot write the config", answers)
     data = build_config(answers)
     try:
         config = parse_config(data, source=output.absolute())
     except ConfigError as exc:  # the checks above should have caught it: say what is wrong
-        print("outlook2mqtt: the answers do not make a valid config:", file=sys.stderr)
-        for problem in exc.problems:
-            print(f"  - {problem}", file=sys.stderr)
-        return EXIT_INVALID
+        return _refused("the answers do not make a valid config", exc.problems)
     try:
         write_private(output, render(data))
     except OSError as exc:
@@ -486,6 +488,19 @@ def run_init(args: argparse.Namespace, p: Prompter | None = None) -> int:
         return EXIT_FAIL
     p.say(f"Wrote {output} (mode 0600).")
     register_secrets(config)
+    return _sign_in_and_check(args, p, config, output)
+
+
+def _refused(why: str, problems: Sequence[str]) -> int:
+    print(f"outlook2mqtt: {why}:", file=sys.stderr)
+    for problem in problems:
+        print(f"  - {problem}", file=sys.stderr)
+    return EXIT_INVALID
+
+
+def _sign_in_and_check(args: argparse.Namespace, p: Prompter, config: Config,
+                       output: Path) -> int:
+    """After writing: sign a device_code account in, then run `check`, as asked."""
     delegated = [a for a in config.accounts if a.auth == "device_code"]
     if delegated:
         # Nothing works before the sign-in: offer it at once (non-interactive: with --check).
