@@ -129,6 +129,28 @@ def _login(account: AccountConfig, cache_path: Path, out: TextIO,
     if "user_code" not in flow:
         _say(out, f"Cannot start the sign-in: {error_from_result(flow)}")
         return False
+    _show_code(account, flow, out, status)
+    try:
+        result = app.acquire_token_by_device_flow(flow)
+    except KeyboardInterrupt:
+        _say(out, "Sign-in aborted; nothing saved.")
+        return False
+    except MSAL_ERRORS as exc:
+        result = {"error": "network", "error_description": str(
+            network_error(exc, account.authority))}
+    refused = _refusal(account, result)
+    if refused is not None:
+        said, reported = refused
+        _say(out, said)
+        if status is not None:
+            status.login_required("login", reported)
+        return False
+    return _save(account, result, cache_file, out, announcer)
+
+
+def _show_code(account: AccountConfig, flow: dict[str, Any], out: TextIO,
+               status: AccountStatus | None) -> None:
+    """Print the verification URL and code, and publish them for a dashboard."""
     register_secret(str(flow.get("device_code", "")))
     expires = iso_ts(float(flow.get("expires_at", time.time() + 900)))
     uri, code = str(flow["verification_uri"]), str(flow["user_code"])
@@ -138,22 +160,15 @@ def _login(account: AccountConfig, cache_path: Path, out: TextIO,
     if status is not None:
         status.login_required("login", f"waiting for the sign-in of {account.mailbox}",
                               {"verification_uri": uri, "user_code": code, "expires": expires})
-    try:
-        result = app.acquire_token_by_device_flow(flow)
-    except KeyboardInterrupt:
-        _say(out, "Sign-in aborted; nothing saved.")
-        return False
-    except MSAL_ERRORS as exc:
-        result = {"error": "network", "error_description": str(
-            network_error(exc, account.authority))}
+
+
+def _refusal(account: AccountConfig, result: dict[str, Any]) -> tuple[str, str] | None:
+    """Why the sign-in's `result` is not saved: (what is printed, what the status says)."""
     if "access_token" not in result:
         error = error_from_result(result)
         why = ("the code expired before the sign-in finished: run login again"
                if error.error == "expired_token" else str(error))
-        _say(out, f"Sign-in failed: {why}")
-        if status is not None:
-            status.login_required("login", f"sign-in failed: {why}")
-        return False
+        return f"Sign-in failed: {why}", f"sign-in failed: {why}"
     register_secret(str(result["access_token"]))
     register_secret(str(result.get("refresh_token", "")))
     user = signed_in_user(result.get("id_token_claims") or {})
@@ -162,12 +177,16 @@ def _login(account: AccountConfig, cache_path: Path, out: TextIO,
                f"{account.name} is {account.mailbox}: sign in as {account.mailbox} (sign out "
                "of the other account at the verification page, or use a private browser "
                "window), or change mailbox in the config. Nothing saved")
-        _say(out, f"Refused: {why}.")
-        if status is not None:
-            status.login_required("login", why)
-        return False
+        return f"Refused: {why}.", why
+    return None
+
+
+def _save(account: AccountConfig, result: dict[str, Any], cache_file: TokenCacheFile,
+          out: TextIO, announcer: _Announcer | None) -> bool:
+    """Save the mailbox's sign-in to the token cache; True when it is written."""
+    user = signed_in_user(result.get("id_token_claims") or {})
     expires_at = time.time() + float(result.get("expires_in", 3599))
-    if status is not None and announcer is not None:
+    if announcer is not None:
         # Before the cache is saved: a running bridge publishes its own status once it
         # sees the new cache, and that must come last.
         announcer.publish(json.dumps({
