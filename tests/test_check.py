@@ -313,7 +313,7 @@ def test_authenticated_but_not_connected_names_the_mailbox(
         raise ImapAuthError(f"IMAP login to {account.mailbox} refused: User is authenticated "
                             "but not connected.")
 
-    monkeypatch.setattr(check.imap, "connect", exchange_says)
+    monkeypatch.setattr(check.connection, "connect", exchange_says)
 
     _ok, steps, _text = checked(rig_data())
 

@@ -19,6 +19,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, TextIO
 
+from imapclient import IMAPClient
+
 from bridge import log
 from bridge.auth.delegated import login_hint
 from bridge.auth.hints import fix_for, hint_for, outlook_scope
@@ -35,7 +37,7 @@ from bridge.errors import (
     ImapError,
     LoginRequired,
 )
-from bridge.imap import connection as imap
+from bridge.imap import connection
 from bridge.mqtt.client import Incoming, MqttClient
 from bridge.util.suggest import did_you_mean
 from bridge.util.times import iso_ts
@@ -252,30 +254,36 @@ def check_account(account: AccountConfig, emit: Callable[[Step], None]) -> bool:
     if token is None or not step.ok:
         return False  # an IMAP login with this token would only fail for the same reason
     try:
-        client = imap.connect(account, token)
+        client = connection.connect(account, token)
     except ImapError as exc:
         emit(_imap_failure(account, exc, token))
         return False
     emit(Step(account.name, "IMAP login", True,
               f"{account.mailbox} on {account.imap_host}:{account.imap_port}"))
-    all_ok = True
     try:
-        for folder in account.folders:
-            name = f"folder {folder.name}"
-            try:
-                st = imap.folder_status(client, imap.resolve_folder(client, folder.name))
-            except FolderNotFound as exc:
-                all_ok = False
-                emit(Step(account.name, name, False, str(exc),
-                          _folder_hint(folder.name, exc.existing), "folder_not_found"))
-                continue
-            emit(Step(account.name, name, True, f"{st.unread} unread / {st.total} total"))
-    except imap.CONNECTION_ERRORS as exc:
+        return _check_folders(account, client, emit)
+    except connection.CONNECTION_ERRORS as exc:
         emit(Step(account.name, "folders", False, f"IMAP error: {exc}",
                   "the server dropped the connection: run check again", "imap"))
-        all_ok = False
+        return False
     finally:
-        imap.close(client)
+        connection.close(client)
+
+
+def _check_folders(account: AccountConfig, client: IMAPClient,
+                   emit: Callable[[Step], None]) -> bool:
+    """A Step per configured folder: found, and its counts; True if all were found."""
+    all_ok = True
+    for folder in account.folders:
+        name = f"folder {folder.name}"
+        try:
+            st = connection.folder_status(client, connection.resolve_folder(client, folder.name))
+        except FolderNotFound as exc:
+            all_ok = False
+            emit(Step(account.name, name, False, str(exc),
+                      _folder_hint(folder.name, exc.existing), "folder_not_found"))
+            continue
+        emit(Step(account.name, name, True, f"{st.unread} unread / {st.total} total"))
     return all_ok
 
 

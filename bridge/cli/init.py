@@ -28,7 +28,7 @@ from bridge.cli.cert import format_info
 from bridge.cli.check import run_check
 from bridge.cli.configuration import register_secrets
 from bridge.cli.exits import EXIT_FAIL, EXIT_INVALID, EXIT_OK
-from bridge.config import fields as v
+from bridge.config import fields
 from bridge.config.load import AUTHS, CONFIG_ENV, parse_config
 from bridge.config.model import CLOUDS, Config
 from bridge.errors import ConfigError
@@ -58,12 +58,12 @@ def _checked(text: str, problem: str | None, why: str) -> str:
 
 def tenant_id(text: str, *, auth: str = "client_secret") -> str:
     text = text.strip()
-    if text.lower() in v.MULTI_TENANTS and auth == "device_code":
+    if text.lower() in fields.MULTI_TENANTS and auth == "device_code":
         return text.lower()
-    if text.lower() in v.MULTI_TENANTS:
+    if text.lower() in fields.MULTI_TENANTS:
         raise Invalid(f"{text!r} works only for delegated sign-in; give the Directory (tenant)"
                       " ID from the app's Overview page")
-    return _checked(text, v.tenant_problem(text, auth),
+    return _checked(text, fields.tenant_problem(text, auth),
                     "give the Directory (tenant) ID (a GUID such as "
                     "'72f988bf-86f1-41af-91ab-2d7cd011db47') or a domain such as "
                     "'contoso.onmicrosoft.com'")
@@ -71,7 +71,7 @@ def tenant_id(text: str, *, auth: str = "client_secret") -> str:
 
 def client_id(text: str) -> str:
     text = text.strip()
-    if not v.is_guid(text):
+    if not fields.is_guid(text):
         raise Invalid("give the Application (client) ID from the app's Overview page: a GUID "
                       "such as '00001111-aaaa-2222-bbbb-3333cccc4444'")
     return text
@@ -79,23 +79,23 @@ def client_id(text: str) -> str:
 
 def mailbox(text: str) -> str:
     text = text.strip()
-    return _checked(text, v.mailbox_problem(text),
+    return _checked(text, fields.mailbox_problem(text),
                     "give the mailbox's e-mail address, e.g. 'me@contoso.com' (a shared "
                     "mailbox's own address works too)")
 
 
 def account_name(text: str) -> str:
     text = text.strip()
-    return _checked(text, v.account_name_problem(text),
+    return _checked(text, fields.account_name_problem(text),
                     "a topic segment: lower-case a-z, 0-9, '_' and '-' (not 'bridge'), "
-                    f"e.g. {v.slug(text) or 'home'!r}")
+                    f"e.g. {fields.slug(text) or 'home'!r}")
 
 
 def client_secret(text: str) -> str:
     text = text.strip()
     if not text:
         raise Invalid("the secret must not be empty")
-    if v.is_guid(text):
+    if fields.is_guid(text):
         raise Invalid("that is the Secret ID; copy the secret's Value instead (shown once, "
                       "right after 'New client secret')")
     return text
@@ -120,7 +120,7 @@ def cloud(text: str) -> str:
 
 def host(text: str) -> str:
     text = text.strip()
-    return _checked(text, v.host_problem(text, "mqtt.example.com"),
+    return _checked(text, fields.host_problem(text, "mqtt.example.com"),
                     "a host name or address only, without scheme or port, e.g. "
                     "'mqtt.example.com' or '192.168.1.10'")
 
@@ -137,7 +137,7 @@ def port(text: str) -> int:
 
 def authority(text: str) -> str:
     text = text.strip().rstrip("/")
-    return _checked(text, v.authority_problem(text, "https://login.microsoftonline.com"),
+    return _checked(text, fields.authority_problem(text, "https://login.microsoftonline.com"),
                     "the https:// URL of the identity platform's host only, e.g. "
                     "'https://login.microsoftonline.com' (the tenant goes in tenant_id)")
 
@@ -158,7 +158,7 @@ def existing_file(text: str) -> Path:
 
 def certificate_file(text: str) -> Path:
     path = existing_file(text)
-    _checked(text, v.certificate_problem(path.read_bytes(), path),
+    _checked(text, fields.certificate_problem(path.read_bytes(), path),
              f"{path} is not a PEM certificate (give the .crt; the .cer is the DER copy for the "
              "Azure upload)")
     return path
@@ -166,7 +166,7 @@ def certificate_file(text: str) -> Path:
 
 def ca_file(text: str) -> Path:
     path = existing_file(text)
-    _checked(text, v.ca_bundle_problem(path.read_bytes(), path),
+    _checked(text, fields.ca_bundle_problem(path.read_bytes(), path),
              f"{path} holds no PEM certificate")
     return path
 
@@ -176,8 +176,8 @@ def key_matches(cert: Path) -> Callable[[str], Path]:
 
     def check(text: str) -> Path:
         path = existing_file(text)
-        problems = v.Problems()
-        v.check_key_pair(problems, ("certificate_file", cert), ("private_key_file", path),
+        problems = fields.Problems()
+        fields.check_key_pair(problems, ("certificate_file", cert), ("private_key_file", path),
                          rsa_only=True)
         if problems.items:
             raise Invalid("; ".join(p.split(": ", 1)[-1] for p in problems.items))

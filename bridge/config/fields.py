@@ -1,7 +1,10 @@
-"""Readers for raw TOML tables: each check records a problem naming its key and returns a fallback.
+"""Readers for raw TOML tables, and the rule for each field's value.
 
-Nothing here raises: `bridge.config` collects every problem and raises one `ConfigError`.
-Secret values never reach a problem message; only key names and file paths do.
+A `Table` reader records a problem naming its key and returns a fallback; the rules
+(`host_problem`, `tenant_problem`, `certificate_problem`, ...) take a value and say what is
+wrong with it, so the `init` wizard asks with the same rules. Nothing here raises:
+`bridge.config.load` collects every problem and raises one `ConfigError`. Secret values
+never reach a problem message; only key names and file paths do.
 """
 
 from __future__ import annotations

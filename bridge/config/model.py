@@ -1,4 +1,5 @@
-"""The configuration model: frozen dataclasses and the fixed tables they draw on.
+"""The configuration model: frozen dataclasses, the fixed tables they draw on, and how
+folder names compare (the INBOX case rule).
 
 Pure: imports nothing of the bridge. `bridge.config.load` builds these from TOML.
 """

@@ -1,4 +1,5 @@
-"""Time stamps as the bridge publishes them: ISO 8601, UTC, whole seconds."""
+"""Times in UTC: stamps as the bridge publishes them (ISO 8601, whole seconds), and aware
+UTC datetimes."""
 
 from __future__ import annotations
 
