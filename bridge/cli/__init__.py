@@ -1,6 +1,5 @@
 """The command line: `main` parses the arguments, loads the configuration and dispatches;
 one module per subcommand (`run`, `check`, `token`, `login`, `cert`, `init`), with
 `configuration` (loading it for them), `exits` (their exit codes) and `answers` (the
-wizard's checked answers). May import anything;
-nothing else imports it.
+wizard's checked answers). May import anything; nothing else imports it.
 """

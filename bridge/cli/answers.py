@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO, TypeVar
 
-from bridge.config import fields
+from bridge.config import credentials, fields
 from bridge.config.load import AUTHS
 from bridge.config.model import CLOUDS
 
@@ -137,7 +137,7 @@ def existing_file(text: str) -> Path:
 
 def certificate_file(text: str) -> Path:
     path = existing_file(text)
-    _checked(text, fields.certificate_problem(path.read_bytes(), path),
+    _checked(text, credentials.certificate_problem(path.read_bytes(), path),
              f"{path} is not a PEM certificate (give the .crt; the .cer is the DER copy for the "
              "Azure upload)")
     return path
@@ -145,7 +145,7 @@ def certificate_file(text: str) -> Path:
 
 def ca_file(text: str) -> Path:
     path = existing_file(text)
-    _checked(text, fields.ca_bundle_problem(path.read_bytes(), path),
+    _checked(text, credentials.ca_bundle_problem(path.read_bytes(), path),
              f"{path} holds no PEM certificate")
     return path
 
@@ -156,7 +156,7 @@ def key_matches(cert: Path) -> Callable[[str], Path]:
     def check(text: str) -> Path:
         path = existing_file(text)
         problems = fields.Problems()
-        fields.check_key_pair(problems, ("certificate_file", cert), ("private_key_file", path),
+        credentials.check_key_pair(problems, ("certificate_file", cert), ("private_key_file", path),
                          rsa_only=True)
         if problems.items:
             raise Invalid("; ".join(p.split(": ", 1)[-1] for p in problems.items))

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from bridge.config import fields
+from bridge.config import credentials, fields
 from bridge.config.model import (
     ALL_COMMANDS,
     CLOUDS,
@@ -143,7 +143,7 @@ def _mqtt(t: fields.Table, environ: Mapping[str, str]) -> MqttConfig:
         fields.check(t, "host", fields.host_problem(host, "mqtt.example.com"))
     tls = t.boolean("tls", False)
     username = t.opt_string("username") or None
-    password = fields.secret(t, "password", credentials=("mqtt.password", "mqtt_password"),
+    password = credentials.secret(t, "password", credentials=("mqtt.password", "mqtt_password"),
                         environ=environ, blank_is_unset=True)
     protocol = t.choice("protocol", "5", ("5", "3.1.1"))
     if password and not username and protocol == "3.1.1":
@@ -172,12 +172,12 @@ def _mqtt_tls(t: fields.Table, tls: bool) -> dict[str, Any]:
         return {}
     cert_file, key_file = t.path("cert_file"), t.path("key_file")
     if cert_file and key_file:
-        fields.check_key_pair(t.problems, (t.key("cert_file"), cert_file),
+        credentials.check_key_pair(t.problems, (t.key("cert_file"), cert_file),
                               (t.key("key_file"), key_file))
     elif cert_file or key_file:
         missing = "key_file" if cert_file else "cert_file"
         t.problem(missing, "a client certificate needs both cert_file and key_file; add it")
-    return {"ca_file": fields.check_ca_file(t, "ca_file"), "cert_file": cert_file,
+    return {"ca_file": credentials.check_ca_file(t, "ca_file"), "cert_file": cert_file,
             "key_file": key_file, "tls_insecure": t.boolean("tls_insecure", False)}
 
 
@@ -227,7 +227,7 @@ def _account(t: fields.Table, state_dir: Path, environ: Mapping[str, str]) -> Ac
     cloud = t.choice("cloud", "global", tuple(CLOUDS))
     authority, imap_host = _endpoints(t, cloud)
     imap_security = t.choice("imap_security", "tls", ("tls", "starttls"))
-    client_secret, certificate, private_key, passphrase = fields.credentials(
+    client_secret, certificate, private_key, passphrase = credentials.account_credentials(
         t, auth if auth_ok else None, name if name_ok else None, environ
     )
     token_cache = _token_cache(t, auth, state_dir / f"{name}.token-cache.json")
@@ -238,7 +238,7 @@ def _account(t: fields.Table, state_dir: Path, environ: Mapping[str, str]) -> Ac
         client_id=t.required_string("client_id", PLACEHOLDER_ID),
         auth=auth,
         authority=authority,
-        scope=fields.scope(t, auth, CLOUDS[cloud][1], CLOUDS["global"][1]),
+        scope=credentials.scope(t, auth, CLOUDS[cloud][1], CLOUDS["global"][1]),
         imap_host=imap_host,
         folders=_folders(t),
         client_secret=client_secret,
@@ -249,7 +249,7 @@ def _account(t: fields.Table, state_dir: Path, environ: Mapping[str, str]) -> Ac
         cloud=cloud,
         imap_port=t.integer("imap_port", 143 if imap_security == "starttls" else 993, 1, 65535),
         imap_security=imap_security,
-        ca_file=fields.check_ca_file(t, "ca_file"),
+        ca_file=credentials.check_ca_file(t, "ca_file"),
         poll_interval=t.number("poll_interval", 60),
         idle=t.boolean("idle", True),
         idle_renew=t.number("idle_renew", 540, le=600,
