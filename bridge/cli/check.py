@@ -115,14 +115,23 @@ def _auth_failure(account: AccountConfig, exc: AuthError) -> Step:
                 _auth_hint(account, exc, code, text), error)
 
 
+def _expiry(token: Token) -> str:
+    minutes = max(0, int(token.expires_in // 60))
+    return f"expires {iso_ts(token.expires_at)} (in {minutes} min)"
+
+
+def _outlook_audience(aud: str) -> bool:
+    """Whether a token's `aud` is Exchange Online's (the Outlook resource of any cloud)."""
+    return bool(re.search(r"outlook|office365", aud))
+
+
 def _delegated_step(account: AccountConfig, token: Token) -> Step:
     """Judge a delegated token: the signed-in user, the Outlook audience, the IMAP scope.
     A personal account's access token is opaque: then only the user and expiry show."""
     name = "token acquired"
     claims = token.claims
-    minutes = max(0, int(token.expires_in // 60))
     user = str(claims.get("upn") or claims.get("preferred_username") or token.username)
-    detail = f"expires {iso_ts(token.expires_at)} (in {minutes} min), user {user}"
+    detail = f"{_expiry(token)}, user {user}"
     if not claims:
         return Step(account.name, name, True, detail + " (opaque token)")
     aud = str(claims.get("aud", "?"))
@@ -132,7 +141,7 @@ def _delegated_step(account: AccountConfig, token: Token) -> Step:
         hint = (f"the token is for {user}, but mailbox is {account.mailbox}: "
                 f"{login_hint(account)} and sign in as {account.mailbox}")
         return Step(account.name, name, False, detail, hint, "wrong_user")
-    if not re.search(r"outlook|office365", aud):
+    if not _outlook_audience(aud):
         hint = "unexpected audience: remove scope (the default is the Outlook IMAP scope)"
         return Step(account.name, name, False, detail, hint, "audience")
     if IMAP_SCOPE not in scopes:
@@ -159,15 +168,13 @@ def token_step(account: AccountConfig, provider: Provider) -> tuple[Step, Token 
         return _delegated_step(account, token), token
     aud = str(token.claims.get("aud", "?"))
     roles = [str(r) for r in token.claims.get("roles") or []]
-    minutes = max(0, int(token.expires_in // 60))
-    detail = (f"expires {iso_ts(token.expires_at)} (in {minutes} min), aud {aud}, "
-              f"roles {','.join(roles) or '-'}")
+    detail = f"{_expiry(token)}, aud {aud}, roles {','.join(roles) or '-'}"
     scope = outlook_scope(account)
     if "graph.microsoft" in aud:
         hint = ("this is a Microsoft Graph token; IMAP needs an Outlook token: remove scope "
                 f"or set scope = \"{scope}\"")
         return Step(account.name, name, False, detail, hint, "graph_audience"), token
-    if not re.search(r"outlook|office365", aud):
+    if not _outlook_audience(aud):
         hint = f"unexpected audience: remove scope or set scope = \"{scope}\""
         return Step(account.name, name, False, detail, hint, "audience"), token
     if IMAP_ROLE not in roles:

@@ -43,6 +43,12 @@ def register_secrets(config: Config) -> None:
         log.register_private_key_file(account.private_key_file)
 
 
+def unknown_account(config: Config, name: str) -> str:
+    """What to say about an --account that names none of the configured accounts."""
+    known = ", ".join(a.name for a in config.accounts)
+    return f"no account named {name!r} (configured: {known})"
+
+
 def report_invalid(exc: ConfigError, _args: argparse.Namespace) -> int:
     """List the problems on stderr; the exit code for an invalid configuration."""
     # under systemd each line is its own journal entry: mark them all as errors (<3>)

@@ -22,7 +22,7 @@ import msal
 
 from bridge.auth.delegated import TokenCacheFile, public_client, signed_in_user
 from bridge.auth.tokens import MSAL_ERRORS, error_from_result, network_error
-from bridge.cli.configuration import add_command
+from bridge.cli.configuration import add_command, unknown_account
 from bridge.cli.exits import EXIT_FAIL, EXIT_OK
 from bridge.config.model import AccountConfig, Config
 from bridge.errors import AuthError
@@ -41,14 +41,13 @@ def choose_account(config: Config, name: str | None) -> AccountConfig | str:
     """The delegated account to sign in (by name, or the only one); else why not."""
     delegated = [a for a in config.accounts if a.auth == "device_code"]
     if name is not None:
-        found = [a for a in config.accounts if a.name == name]
-        if not found:
-            known = ", ".join(a.name for a in config.accounts)
-            return f"no account named {name!r} (configured: {known})"
-        if found[0].auth != "device_code":
-            return (f"account {name!r} uses auth = \"{found[0].auth}\", which needs no sign-in;"
+        found = config.account(name)
+        if found is None:
+            return unknown_account(config, name)
+        if found.auth != "device_code":
+            return (f"account {name!r} uses auth = \"{found.auth}\", which needs no sign-in;"
                     " login is for auth = \"device_code\" accounts")
-        return found[0]
+        return found
     if len(delegated) == 1:
         return delegated[0]
     if not delegated:

@@ -13,7 +13,7 @@ from bridge import log
 from bridge.auth.providers import token_provider
 from bridge.auth.tokens import Token
 from bridge.cli.check import format_step, token_step
-from bridge.cli.configuration import add_command
+from bridge.cli.configuration import add_command, unknown_account
 from bridge.cli.exits import EXIT_FAIL, EXIT_OK
 from bridge.config.model import Config
 from bridge.util.times import iso_ts
@@ -32,9 +32,7 @@ def run(args: argparse.Namespace, config: Config) -> int:
     """Acquire a token per account and print its claims as JSON, never the token."""
     accounts = [a for a in config.accounts if args.account in (None, a.name)]
     if not accounts:
-        known = ", ".join(a.name for a in config.accounts)
-        print(f"outlook2mqtt: no account named {args.account!r} (configured: {known})",
-              file=sys.stderr)
+        print(f"outlook2mqtt: {unknown_account(config, args.account)}", file=sys.stderr)
         return EXIT_FAIL
     status = EXIT_OK
     shown: dict[str, object] = {}
