@@ -156,8 +156,8 @@ def key_matches(cert: Path) -> Callable[[str], Path]:
     def check(text: str) -> Path:
         path = existing_file(text)
         problems = fields.Problems()
-        credentials.check_key_pair(problems, ("certificate_file", cert), ("private_key_file", path),
-                         rsa_only=True)
+        credentials.check_key_pair(problems, ("certificate_file", cert),
+                                   ("private_key_file", path), rsa_only=True)
         if problems.items:
             raise Invalid("; ".join(p.split(": ", 1)[-1] for p in problems.items))
         return path

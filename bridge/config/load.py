@@ -144,7 +144,7 @@ def _mqtt(t: fields.Table, environ: Mapping[str, str]) -> MqttConfig:
     tls = t.boolean("tls", False)
     username = t.opt_string("username") or None
     password = credentials.secret(t, "password", credentials=("mqtt.password", "mqtt_password"),
-                        environ=environ, blank_is_unset=True)
+                                  environ=environ, blank_is_unset=True)
     protocol = t.choice("protocol", "5", ("5", "3.1.1"))
     if password and not username and protocol == "3.1.1":
         t.problem("password", "MQTT 3.1.1 sends a password only with a username; set username")
@@ -173,7 +173,7 @@ def _mqtt_tls(t: fields.Table, tls: bool) -> dict[str, Any]:
     cert_file, key_file = t.path("cert_file"), t.path("key_file")
     if cert_file and key_file:
         credentials.check_key_pair(t.problems, (t.key("cert_file"), cert_file),
-                              (t.key("key_file"), key_file))
+                                   (t.key("key_file"), key_file))
     elif cert_file or key_file:
         missing = "key_file" if cert_file else "cert_file"
         t.problem(missing, "a client certificate needs both cert_file and key_file; add it")
