@@ -21,7 +21,7 @@ from bridge.auth.delegated import (
 from bridge.auth.providers import token_provider
 from bridge.auth.tokens import Token, TokenProvider
 from bridge.cli import login as login_mod
-from bridge.cli.check import token_step
+from bridge.cli.token_checks import token_step
 from bridge.commands.worker import CommandWorker
 from bridge.config.load import parse_config
 from bridge.config.model import AccountConfig, Config

@@ -12,9 +12,10 @@ from typing import Any
 from bridge import log
 from bridge.auth.providers import token_provider
 from bridge.auth.tokens import Token
-from bridge.cli.check import format_step, token_step
 from bridge.cli.configuration import add_command, unknown_account
 from bridge.cli.exits import EXIT_FAIL, EXIT_OK
+from bridge.cli.steps import format_step
+from bridge.cli.token_checks import token_step
 from bridge.config.model import Config
 from bridge.util.times import iso_ts
 
