@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import imapclient
 
-from bridge.commands.parse import Command, close_matches
+from bridge.commands.parse import Command, did_you_mean
 from bridge.errors import CommandError, FolderNotFound
 from bridge.imap import connection as imap
 from bridge.mailbox.publisher import MessagePublisher
@@ -118,11 +118,9 @@ def _resolve(client: imapclient.IMAPClient, name: str, what: str) -> str:
     try:
         return imap.resolve_folder(client, name)
     except FolderNotFound as exc:
-        close = close_matches(name, exc.existing)
-        hint = f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""
         raise CommandError(
-            f"{what} {name[:100]!r} does not exist{hint}: give an existing folder's full "
-            "name, with '/' between levels"
+            f"{what} {name[:100]!r} does not exist{did_you_mean(name, exc.existing)}: give an "
+            "existing folder's full name, with '/' between levels"
         ) from None
 
 

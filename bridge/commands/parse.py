@@ -6,7 +6,6 @@ Pure functions, no I/O: `actions` carries a validated `Command` out on IMAP and
 
 from __future__ import annotations
 
-import difflib
 import json
 import re
 from collections.abc import Collection, Sequence
@@ -15,6 +14,7 @@ from typing import Any
 
 from bridge.config.model import AccountConfig
 from bridge.errors import CommandError
+from bridge.util import suggest
 
 MAX_PAYLOAD = 64 * 1024
 MAX_UIDS = 1000
@@ -154,7 +154,7 @@ def peek(payload: bytes) -> tuple[Any, str | None]:
 def _validate(data: dict[str, Any], account: AccountConfig, implied: str | None) -> Command:
     unknown = sorted(set(data) - FIELDS)
     if unknown:
-        names = ", ".join(repr(u[:40]) + _hint(u, FIELDS) for u in unknown[:5])
+        names = ", ".join(repr(u[:40]) + did_you_mean(u, FIELDS) for u in unknown[:5])
         raise InvalidCommand(
             f"unknown field(s) {names}: known fields are {', '.join(sorted(FIELDS))}"
         )
@@ -203,7 +203,7 @@ def _action(action: Any, account: AccountConfig) -> str:
         raise InvalidCommand(f"'action' must be a string, one of {known}")
     if action not in ACTION_FIELDS:
         raise InvalidCommand(
-            f"unknown action {action[:40]!r}{_hint(action, ACTIONS)}: known are {known}"
+            f"unknown action {action[:40]!r}{did_you_mean(action, ACTIONS)}: known are {known}"
         )
     if action not in account.commands:
         raise InvalidCommand(
@@ -229,7 +229,7 @@ def _folder(
         raise InvalidCommand(f"'folder' must be a string: one of {configured}")
     folder = account.folder(name)
     if folder is None:
-        hint = _hint(name, [f.name for f in account.folders])
+        hint = did_you_mean(name, [f.name for f in account.folders])
         raise InvalidCommand(
             f"unknown folder {name[:100]!r}{hint}: account {account.name!r} watches only "
             f"{configured}"
@@ -311,16 +311,10 @@ def _boolean(data: dict[str, Any], key: str, default: bool | None) -> bool | Non
     raise InvalidCommand(f"{key!r} must be true or false, not {_show(value)}")
 
 
-def close_matches(name: str, names: Collection[str]) -> list[str]:
-    """The names a mistyped `name` probably meant, best first (case is ignored)."""
-    by_lower = {n.lower(): n for n in names}
-    found = difflib.get_close_matches(name.lower(), list(by_lower), n=3, cutoff=0.6)
-    return [by_lower[n] for n in found]
-
-
-def _hint(name: str, names: Collection[str]) -> str:
-    close = close_matches(name, names)
-    return f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""
+def did_you_mean(name: str, names: Collection[str]) -> str:
+    """' (did you mean 'a' or 'b'?)' for a mistyped name, '' when nothing is close."""
+    suggestion = suggest.did_you_mean(name, names, most=3)
+    return f" ({suggestion})" if suggestion else ""
 
 
 def _show(value: Any) -> str:

@@ -14,7 +14,7 @@ import imapclient
 from bridge.auth.tokens import Provider
 from bridge.commands import actions
 from bridge.commands.parse import Command, InvalidCommand, parse_command, peek, reply
-from bridge.config.model import AccountConfig
+from bridge.config.model import AccountConfig, same_folder
 from bridge.errors import AuthError, CommandError, ImapError, LoginRequired
 from bridge.imap import connection as imap
 from bridge.mailbox.publisher import MessagePublisher
@@ -166,12 +166,8 @@ class CommandWorker(threading.Thread):
         """Tell the watcher of the folder called `server_name` on the server, if any."""
         if server_name is None:
             return
-        upper = server_name.upper()
         for folder in self.account.folders:
-            # The rules of imap.resolve_folder: INBOX and its children ignore case.
-            if folder.name == server_name or (
-                folder.name.upper() == upper and upper.split("/")[0] == "INBOX"
-            ):
+            if same_folder(folder.name, server_name):
                 self._on_changed(folder.name)
 
     def _send(self, msg: Incoming, payload: bytes) -> None:

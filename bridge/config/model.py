@@ -1,4 +1,5 @@
-"""The configuration model: frozen dataclasses and the fixed tables they draw on.
+"""The configuration model: frozen dataclasses, the fixed tables they draw on, and how
+folder names compare (the INBOX case rule).
 
 Pure: imports nothing of the bridge. `bridge.config.load` builds these from TOML.
 """
@@ -21,6 +22,18 @@ CLOUDS: dict[str, tuple[str, str]] = {
     "usgov-dod": ("https://login.microsoftonline.us", "outlook-dod.office365.us"),
     "china": ("https://login.partner.microsoftonline.cn", "partner.outlook.cn"),
 }
+
+
+def folder_key(name: str) -> str:
+    """What folder names are compared by: INBOX is case-insensitive (RFC 3501 section 5.1),
+    and so are the folders below it, which Exchange lists as 'Inbox/...' where people write
+    'INBOX/...'."""
+    return name.upper() if name.split("/", 1)[0].upper() == "INBOX" else name
+
+
+def same_folder(one: str, other: str) -> bool:
+    """Whether two folder names name the same folder."""
+    return folder_key(one) == folder_key(other)
 
 
 @dataclass(frozen=True)
@@ -99,11 +112,8 @@ class AccountConfig:
         return f"{self.authority.rstrip('/')}/{self.tenant_id}"
 
     def folder(self, name: str) -> FolderConfig | None:
-        """The configured folder called `name` (INBOX compared case-insensitively)."""
-        for f in self.folders:
-            if f.name == name or (f.name.upper() == "INBOX" and name.upper() == "INBOX"):
-                return f
-        return None
+        """The configured folder called `name`, compared by `same_folder`."""
+        return next((f for f in self.folders if same_folder(f.name, name)), None)
 
 
 @dataclass(frozen=True)
