@@ -23,6 +23,7 @@ from bridge.config.model import (
     MqttConfig,
     folder_key,
 )
+from bridge.config.send import parse_send
 from bridge.errors import ConfigError
 
 DEFAULT_CONFIG = Path("/etc/outlook2mqtt/config.toml")
@@ -44,7 +45,7 @@ ACCOUNT_KEYS = (
     "private_key_passphrase_file", "assertion_algorithm",
     "cloud", "authority", "scope", "imap_host", "imap_port",
     "imap_security", "ca_file", "poll_interval", "idle", "idle_renew", "token_cache",
-    "commands", "folders",
+    "commands", "folders", "send",
 )
 FOLDER_KEYS = (
     "name", "topic", "backfill", "attachments", "max_attachment_bytes", "inline_attachments",
@@ -256,6 +257,7 @@ def _account(t: fields.Table, state_dir: Path, environ: Mapping[str, str]) -> Ac
                             why=" (the bridge must renew IDLE at least every 10 minutes)"),
         token_cache=token_cache,
         commands=_commands(t),
+        send=parse_send(t, auth=auth, cloud=cloud),
     )
 
 

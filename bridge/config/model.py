@@ -7,6 +7,7 @@ Pure: imports nothing of the bridge. `bridge.config.load` builds these from TOML
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
 from pathlib import Path
 
 DEFAULT_COMMANDS: tuple[str, ...] = (
@@ -22,6 +23,15 @@ CLOUDS: dict[str, tuple[str, str]] = {
     "usgov-dod": ("https://login.microsoftonline.us", "outlook-dod.office365.us"),
     "china": ("https://login.partner.microsoftonline.cn", "partner.outlook.cn"),
 }
+# cloud -> SMTP AUTH host (client submission, STARTTLS on 587)
+SMTP_HOSTS: dict[str, str] = {
+    "global": "smtp.office365.com",
+    "usgov": "smtp.office365.us",
+    "usgov-dod": "smtp.office365.us",
+    "china": "smtp.partner.outlook.cn",
+}
+# personal Microsoft accounts (auth = "device_code") submit here
+CONSUMER_SMTP_HOST = "smtp-mail.outlook.com"
 
 
 def folder_key(name: str) -> str:
@@ -79,6 +89,25 @@ class FolderConfig:
 
 
 @dataclass(frozen=True)
+class SendConfig:
+    """`[accounts.send]`: sending mail over SMTP AUTH (CONTRACT §5b)."""
+
+    smtp_host: str
+    allowed_recipients: tuple[str, ...]  # lower-case address globs
+    enabled: bool = True
+    smtp_port: int = 587
+    max_per_minute: int = 30
+    max_bytes: int = 25_000_000
+    default_to: tuple[str, ...] = ()
+    default_subject: str = "Home Assistant"
+
+    def allows(self, address: str) -> bool:
+        """Whether `address` matches an `allowed_recipients` glob (case-insensitive)."""
+        wanted = address.lower()
+        return any(fnmatchcase(wanted, glob) for glob in self.allowed_recipients)
+
+
+@dataclass(frozen=True)
 class AccountConfig:
     name: str
     mailbox: str
@@ -105,6 +134,12 @@ class AccountConfig:
     idle_renew: float = 540
     token_cache: Path | None = None
     commands: tuple[str, ...] = DEFAULT_COMMANDS
+    send: SendConfig | None = None  # None: no [accounts.send] table
+
+    @property
+    def sending(self) -> bool:
+        """Whether the account may send mail: `[accounts.send]` is there and enabled."""
+        return self.send is not None and self.send.enabled
 
     @property
     def authority_url(self) -> str:
