@@ -30,6 +30,7 @@ from bridge.log import register_secret
 from bridge.mailbox.status import AccountStatus
 from bridge.mqtt.client import MqttClient
 from bridge.mqtt.topics import Topics
+from bridge.smtp.outbox import login_scopes
 from bridge.util.times import iso_ts
 
 _LOGGER = logging.getLogger(__name__)
@@ -121,7 +122,7 @@ def _login(account: AccountConfig, cache_path: Path, out: TextIO,
     cache_file = TokenCacheFile(cache_path)  # fresh: the old sign-in is replaced
     try:
         app = public_client(account, cache_file.cache, app_factory)
-        flow = app.initiate_device_flow(scopes=[account.scope])
+        flow = app.initiate_device_flow(scopes=login_scopes(account))
     except MSAL_ERRORS as exc:
         _say(out, f"Cannot start the sign-in: {network_error(exc, account.authority)}")
         return False
