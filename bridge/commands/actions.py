@@ -272,3 +272,24 @@ _HANDLERS: dict[str, Callable[[imapclient.IMAPClient, Selection], Outcome]] = {
     "archive": _archive,
     "delete": _delete,
 }
+
+
+def read_message(client: imapclient.IMAPClient, command: Command) -> tuple[int, bytes]:
+    """The UID and whole raw message the command selects (one message; BODY.PEEK, so
+    reading it leaves \\Seen alone), for a reply or forward."""
+    if command.folder is None:
+        raise CommandError(f"{command.action} needs 'folder'")
+    selected = client.select_folder(_resolve(client, command.folder, "folder"), readonly=True)
+    uidvalidity = int(selected[b"UIDVALIDITY"])
+    if command.uidvalidity is not None and command.uidvalidity != uidvalidity:
+        raise CommandError(
+            f"stale uidvalidity {command.uidvalidity} for {command.folder} (now {uidvalidity}): "
+            "look the message up again; nothing was sent"
+        )
+    uid = _choose(client, command)[-1]  # the newest copy when a Message-ID repeats
+    data = client.fetch([uid], [b"BODY.PEEK[]"]).get(uid, {})
+    raw = data.get(b"BODY[]")
+    if not isinstance(raw, bytes):
+        raise CommandError(f"uid {uid} in {command.folder} vanished while it was read; "
+                           "nothing was sent")
+    return uid, raw

@@ -86,11 +86,11 @@ def _constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
 
-def decode(payload: bytes) -> dict[str, Any]:
+def decode(payload: bytes, limit: int = MAX_PAYLOAD) -> dict[str, Any]:
     """The payload as a JSON object (or a plain action string); raises InvalidCommand."""
-    if len(payload) > MAX_PAYLOAD:
+    if len(payload) > limit:
         raise InvalidCommand(
-            f"payload too large ({len(payload)} bytes, limit {MAX_PAYLOAD}): "
+            f"payload too large ({len(payload)} bytes, limit {limit}): "
             "send one command with only the fields it needs"
         )
     try:
@@ -339,8 +339,10 @@ def reply(
     uids: Sequence[int] = (),
     error: str | None = None,
     to: str | None = None,
+    message_id: str | None = None,
 ) -> bytes:
-    """The reply payload of CONTRACT §5; `to` names the folder a move/copy went to."""
+    """The reply payload of CONTRACT §5; `to` names the folder a move/copy went to,
+    `message_id` the mail a sending command sent (§5b)."""
     body: dict[str, Any] = {}
     if command_id is not None:
         body["id"] = command_id
@@ -351,6 +353,8 @@ def reply(
         body["uids"] = list(uids)
         if to is not None:
             body["to"] = to
+        if message_id is not None:
+            body["message_id"] = message_id
     else:
         body["status"] = "error"
         body["error"] = error
