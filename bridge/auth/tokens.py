@@ -171,8 +171,8 @@ class TokenProvider:
 
     def _drop_cached_tokens(self) -> None:
         cache = self._app.token_cache
-        for item in cache.search(msal.TokenCache.CredentialType.ACCESS_TOKEN):
-            cache.remove_at(item)
+        for item in list(cache.search(msal.TokenCache.CredentialType.ACCESS_TOKEN)):
+            cache.remove_at(item)  # search() is a generator over the dict remove_at changes
 
 
 def issued_token(
