@@ -10,18 +10,26 @@ and `quiet`, which has no [accounts.send].
 from __future__ import annotations
 
 import base64
+import dataclasses
 import email.policy
 import json
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from email.headerregistry import Address
 from email.message import EmailMessage
 from email.parser import BytesParser
 from typing import Any
 
 import pytest
 
+from bridge.auth.providers import token_provider
+from bridge.config.load import load_config
+from bridge.errors import SmtpError
+from bridge.smtp.compose import Content, Recipients, new_message
+from bridge.smtp.outbox import Outbox
 from rig.bridgecfg import rig_config
 from rig.idp import IMAP_ROLE, SMTP_ROLE, IdentityPlatform, random_secret
 from rig.mqttsub import Collector
@@ -351,3 +359,53 @@ def test_an_exchange_refusal_of_the_message_comes_back_with_its_hint(
     assert reply["status"] == "error"
     assert answer.split(maxsplit=1)[0] in reply["error"] and hint in reply["error"]
     assert len(send_rig.sink.messages) == before
+
+
+# -- a connection that breaks mid-way ---------------------------------------------------------
+
+
+def _outbox(send_rig: SendRig, account: str, timeout: float) -> Outbox:
+    config = load_config(send_rig.bridge.config_path)
+    found = config.account(account)
+    assert found is not None
+    return Outbox(found, token_provider(found), timeout=timeout)
+
+
+def test_a_connection_lost_after_data_says_the_mail_may_be_sent_and_is_not_retried(
+    send_rig: SendRig,
+) -> None:
+    outbox = _outbox(send_rig, "home", timeout=1.5)
+    outgoing = new_message(send_rig.mailboxes["home"],
+                           Recipients(to=(Address(addr_spec=send_rig.mailboxes["home"]),)),
+                           Content(subject="slow", text="x"))
+    send_rig.sink.data_delay = 3.0  # the server answers DATA after the client gave up
+    try:
+        with pytest.raises(SmtpError) as caught:
+            outbox.send(outgoing)
+    finally:
+        send_rig.sink.data_delay = 0.0
+    assert caught.value.maybe_sent
+    assert "may have been sent" in str(caught.value) and "not retried" in str(caught.value)
+    # the server did take it: exactly once
+    send_rig.sink.wait_for(lambda m: outgoing.message_id.encode() in m.data)
+    time.sleep(1)
+    assert len([m for m in send_rig.sink.messages if outgoing.message_id.encode() in m.data]) == 1
+
+
+def test_a_refused_smtp_token_is_not_offered_again(send_rig: SendRig, idp: IdentityPlatform,
+                                                   ) -> None:
+    home = _outbox(send_rig, "home", timeout=10).account
+    mailbox = f"revoked-{uuid.uuid4().hex[:8]}@contoso.test"
+    secret = random_secret()
+    app = idp.register_app(home.tenant_id, secret=secret, roles=[IMAP_ROLE, SMTP_ROLE],
+                           mailboxes=[mailbox])
+    account = dataclasses.replace(home, mailbox=mailbox, client_id=app.client_id,
+                                  client_secret=secret)
+    outbox = Outbox(account, token_provider(account), timeout=10)
+    outgoing = new_message(mailbox, Recipients(to=(Address(addr_spec=mailbox),)),
+                           Content(subject="token", text="x"))
+    assert outbox.send(outgoing) == outgoing.message_id  # MSAL now caches the token
+    idp.revoke_all(app.client_id)
+    with pytest.raises(SmtpError, match="535"):
+        outbox.send(outgoing)
+    assert outbox.send(outgoing) == outgoing.message_id  # with a freshly acquired token
