@@ -25,6 +25,7 @@ from bridge import log
 from bridge.auth.delegated import login_hint
 from bridge.auth.providers import token_provider
 from bridge.auth.tokens import Token
+from bridge.cli.check_smtp import smtp_step
 from bridge.cli.configuration import add_command
 from bridge.cli.exits import EXIT_FAIL, EXIT_INVALID, EXIT_OK
 from bridge.cli.steps import Step, format_step
@@ -123,13 +124,18 @@ def check_account(account: AccountConfig, emit: Callable[[Step], None]) -> bool:
     emit(Step(account.name, "IMAP login", True,
               f"{account.mailbox} on {account.imap_host}:{account.imap_port}"))
     try:
-        return _check_folders(account, client, emit)
+        folders_ok = _check_folders(account, client, emit)
     except connection.CONNECTION_ERRORS as exc:
         emit(Step(account.name, "folders", False, f"IMAP error: {exc}",
                   "the server dropped the connection: run check again", "imap"))
         return False
     finally:
         connection.close(client)
+    if not account.sending:
+        return folders_ok
+    step = smtp_step(account, provider)
+    emit(step)
+    return folders_ok and step.ok
 
 
 def _check_folders(account: AccountConfig, client: IMAPClient,
