@@ -20,8 +20,9 @@ from email.utils import format_datetime, getaddresses, make_msgid
 from bridge.errors import CommandError
 from bridge.mail.htmltext import html_to_text
 
-# RFC 5322 output with CRLF line ends, as SMTP wants it (RFC 5321 §2.3.8).
-POLICY = email.policy.SMTP
+# RFC 5322 output with CRLF line ends (RFC 5321 §2.3.8), and 7-bit bodies (quoted-printable
+# or base64), so no server needs 8BITMIME and no line can exceed SMTP's 998 characters.
+POLICY = email.policy.SMTP.clone(cte_type="7bit")
 IMPORTANCE = {"low": ("low", "5"), "normal": ("normal", "3"), "high": ("high", "1")}
 _REPLY_PREFIX = re.compile(r"^\s*(re|aw|sv|antw)\s*:", re.IGNORECASE)
 _FORWARD_PREFIX = re.compile(r"^\s*(fwd?|wg)\s*:", re.IGNORECASE)
