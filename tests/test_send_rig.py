@@ -26,6 +26,8 @@ from typing import Any
 import pytest
 
 from bridge.auth.providers import token_provider
+from bridge.cli.check import check_account
+from bridge.cli.steps import Step
 from bridge.config.load import load_config
 from bridge.errors import SmtpError
 from bridge.smtp.compose import Content, Recipients, new_message
@@ -409,3 +411,25 @@ def test_a_refused_smtp_token_is_not_offered_again(send_rig: SendRig, idp: Ident
     with pytest.raises(SmtpError, match="535"):
         outbox.send(outgoing)
     assert outbox.send(outgoing) == outgoing.message_id  # with a freshly acquired token
+
+
+# -- check ----------------------------------------------------------------------------------
+
+
+def test_check_logs_in_to_smtp_and_names_the_missing_permission(send_rig: SendRig) -> None:
+    config = load_config(send_rig.bridge.config_path)
+    before = len(send_rig.sink.messages)
+    verdicts: dict[str, list[Step]] = {}
+    for name in ("home", "norole"):
+        account = config.account(name)
+        assert account is not None
+        steps: list[Step] = []
+        verdicts[name] = steps
+        check_account(account, steps.append)
+    good = verdicts["home"][-1]
+    assert good.name == "SMTP login" and good.ok, good
+    assert "nothing sent" in good.detail
+    bad = verdicts["norole"][-1]
+    assert bad.name == "SMTP login" and not bad.ok and bad.error == "smtp_535"
+    assert bad.hint is not None and "SMTP.SendAsApp" in bad.hint
+    assert len(send_rig.sink.messages) == before
