@@ -40,6 +40,7 @@ from rig.samples import TINY_PDF, make_message
 from rig.smtpsink import Relayed, SmtpSink
 from rig.submission import SubmissionDovecot
 from tests.bridgeproc import BridgeProcess
+from tests.conftest import wait_online
 
 ALLOWED = ["*@contoso.test", "friend@allowed.example"]
 
@@ -111,8 +112,7 @@ def send_rig(idp: IdentityPlatform, pki: TestPKI, mosquitto: Any,
         with Collector("127.0.0.1", mosquitto.port, [f"{base}/#"]) as collector:
             bridge.start()
             try:
-                collector.wait_for(lambda m: m.topic == f"{base}/bridge/state"
-                                   and m.payload == b"online", timeout=30)
+                wait_online(collector, base)
                 yield SendRig(base, collector, sink, server, mailboxes, bridge)
             finally:
                 bridge.stop()
