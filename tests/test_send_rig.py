@@ -23,6 +23,7 @@ from email.message import EmailMessage
 from email.parser import BytesParser
 from typing import Any
 
+import jinja2.sandbox
 import pytest
 
 from bridge.auth.providers import token_provider
@@ -30,6 +31,7 @@ from bridge.cli.check import check_account
 from bridge.cli.steps import Step
 from bridge.config.load import load_config
 from bridge.errors import SmtpError
+from bridge.mqtt.discovery import device_topic, node_id
 from bridge.smtp.compose import Content, Recipients, new_message
 from bridge.smtp.outbox import Outbox
 from rig.bridgecfg import rig_config
@@ -99,6 +101,7 @@ def send_rig(idp: IdentityPlatform, pki: TestPKI, mosquitto: Any,
             extra_account={"send": {**send, "default_to": [mailboxes["home"]],
                                     "default_subject": "From Home Assistant"}},
         )
+        config["homeassistant"] = {"discovery": True, "prefix": f"ha-{base}"}
         first = config["accounts"][0]
         config["accounts"] += [
             {**first, "name": "tight", "mailbox": mailboxes["tight"],
@@ -109,13 +112,16 @@ def send_rig(idp: IdentityPlatform, pki: TestPKI, mosquitto: Any,
             | {"name": "quiet", "mailbox": mailboxes["quiet"]},
         ]
         bridge = BridgeProcess(workdir, config)
-        with Collector("127.0.0.1", mosquitto.port, [f"{base}/#"]) as collector:
+        with Collector("127.0.0.1", mosquitto.port, [f"{base}/#", f"ha-{base}/#"]) as collector:
             bridge.start()
             try:
                 wait_online(collector, base)
                 yield SendRig(base, collector, sink, server, mailboxes, bridge)
             finally:
                 bridge.stop()
+                for topic in {m.topic for m in collector.messages if m.retain}:
+                    if topic.startswith(f"ha-{base}/"):
+                        collector.publish(topic, "", retain=True)  # leave the broker clean
 
 
 def b64(data: bytes) -> str:
@@ -169,6 +175,34 @@ def test_notify_mails_the_text_to_default_to_with_default_subject(send_rig: Send
     assert relayed.rcpt_tos == (send_rig.mailboxes["home"],)
     assert parsed["Subject"] == "From Home Assistant"
     assert parsed.get_content().strip() == "The washing machine is done."
+
+
+def test_the_discovered_notify_entity_mails_what_home_assistant_would_publish(
+    send_rig: SendRig,
+) -> None:
+    def topic(account: str) -> str:
+        return device_topic(f"ha-{send_rig.base}", node_id(send_rig.base, account))
+
+    device = send_rig.collector.wait_for(lambda m: m.topic == topic("home") and m.payload,
+                                         timeout=10)[-1].json()
+    notify = device["components"]["send_mail"]
+    assert notify["platform"] == "notify"
+    for other in (topic("norole"), topic("quiet")):  # no default_to; no [accounts.send]
+        config = send_rig.collector.wait_for(lambda m, t=other: m.topic == t, timeout=10)
+        assert "send_mail" not in config[-1].json()["components"]
+    # what Home Assistant's MQTT notify publishes for notify.send_message
+    text = 'Alarm: "garage" open\nsince 22:00'
+    env = jinja2.sandbox.ImmutableSandboxedEnvironment()
+    env.filters["to_json"] = lambda obj: json.dumps(obj, ensure_ascii=False)
+    payload = env.from_string(notify["command_template"]).render(value=text)
+    seen = len(send_rig.collector.on(f"{send_rig.base}/home/command/result"))
+    send_rig.collector.publish(notify["command_topic"], payload, retain=notify["retain"])
+    reply = send_rig.collector.wait_topic(f"{send_rig.base}/home/command/result",
+                                          count=seen + 1)[seen].json()
+    assert reply["status"] == "ok", reply
+    _relayed, parsed = send_rig.relayed(reply["message_id"])
+    assert parsed["Subject"] == "From Home Assistant"
+    assert parsed.get_content().replace("\r\n", "\n").strip() == text  # SMTP's CRLF
 
 
 # -- reply and forward ---------------------------------------------------------------------
