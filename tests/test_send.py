@@ -11,7 +11,6 @@ from email.headerregistry import Address
 from pathlib import Path
 from typing import Any
 
-import jinja2.sandbox
 import pytest
 
 from bridge.commands.outgoing import SendCommand, parse_request
@@ -25,6 +24,7 @@ from bridge.mqtt.topics import Topics
 from bridge.smtp import compose
 from bridge.smtp.hints import smtp_hint
 from bridge.smtp.outbox import Outbox, SendRefused, login_scopes, smtp_scope
+from tests.hatemplates import render_ha
 
 TENANT = "11111111-1111-1111-1111-111111111111"
 SEND = {"enabled": True, "allowed_recipients": ["*@contoso.com", "me@example.com"],
@@ -299,13 +299,6 @@ def test_the_rate_limit_is_a_sliding_minute() -> None:
 # -- Home Assistant ---------------------------------------------------------------------------
 
 
-def render_command(template: str, value: str) -> str:
-    """Render a command template as Home Assistant does (`value`, `to_json`, `dict`)."""
-    env = jinja2.sandbox.ImmutableSandboxedEnvironment()
-    env.filters["to_json"] = lambda obj: json.dumps(obj, ensure_ascii=False)
-    return str(env.from_string(template).render(value=value))
-
-
 def test_a_sending_account_gets_a_notify_entity_whose_message_becomes_a_mail() -> None:
     config = make_config(SEND)
     [payload] = build_discovery(config, Topics("outlook2mqtt")).values()
@@ -314,7 +307,7 @@ def test_a_sending_account_gets_a_notify_entity_whose_message_becomes_a_mail() -
     assert notify["default_entity_id"] == "notify.outlook_home_send_mail"
     assert notify["command_topic"] == "outlook2mqtt/home/command"
     message = 'Door "front" opened\nat 10:00 ü {{ not a template }}'
-    command = parse(render_command(notify["command_template"], message).encode())
+    command = parse(render_ha(notify["command_template"], value=message).encode())
     assert isinstance(command, SendCommand) and command.action == "notify"
     assert command.content.text == message
     assert command.recipients.addresses() == ("me@example.com",)

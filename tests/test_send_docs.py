@@ -10,7 +10,6 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-import jinja2.sandbox
 import yaml
 
 from bridge.commands.outgoing import SendCommand, parse_request
@@ -18,6 +17,7 @@ from bridge.config.load import parse_config
 from bridge.config.model import AccountConfig
 from bridge.mqtt.discovery import build_discovery
 from bridge.mqtt.topics import Topics
+from tests.hatemplates import render_ha
 
 DOC = Path(__file__).parent.parent / "docs" / "sending.md"
 TENANT = "11111111-1111-1111-1111-111111111111"
@@ -59,12 +59,6 @@ def test_every_mosquitto_pub_example_is_an_accepted_command_to_allowed_recipient
     assert actions == {"send", "reply", "forward", "notify"}
 
 
-def _render(template: str) -> str:
-    env = jinja2.sandbox.ImmutableSandboxedEnvironment()
-    env.filters["to_json"] = lambda obj: json.dumps(obj, ensure_ascii=False)
-    return str(env.from_string(template).render())
-
-
 def test_the_home_assistant_examples_use_the_notify_entity_and_publish_accepted_commands(
 ) -> None:
     account = doc_account()
@@ -83,4 +77,4 @@ def test_the_home_assistant_examples_use_the_notify_entity_and_publish_accepted_
     assert published and all(p["topic"] == "outlook2mqtt/home/command" for p in published)
     for data in published:
         assert data["retain"] is False
-        accepted(_render(data["payload"]), account)
+        accepted(render_ha(data["payload"]), account)

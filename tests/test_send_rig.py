@@ -23,7 +23,6 @@ from email.message import EmailMessage
 from email.parser import BytesParser
 from typing import Any
 
-import jinja2.sandbox
 import pytest
 
 from bridge.auth.providers import token_provider
@@ -43,6 +42,7 @@ from rig.smtpsink import Relayed, SmtpSink
 from rig.submission import SubmissionDovecot
 from tests.bridgeproc import BridgeProcess
 from tests.conftest import wait_online
+from tests.hatemplates import render_ha
 
 ALLOWED = ["*@contoso.test", "friend@allowed.example"]
 
@@ -192,9 +192,7 @@ def test_the_discovered_notify_entity_mails_what_home_assistant_would_publish(
         assert "send_mail" not in config[-1].json()["components"]
     # what Home Assistant's MQTT notify publishes for notify.send_message
     text = 'Alarm: "garage" open\nsince 22:00'
-    env = jinja2.sandbox.ImmutableSandboxedEnvironment()
-    env.filters["to_json"] = lambda obj: json.dumps(obj, ensure_ascii=False)
-    payload = env.from_string(notify["command_template"]).render(value=text)
+    payload = render_ha(notify["command_template"], value=text)
     seen = len(send_rig.collector.on(f"{send_rig.base}/home/command/result"))
     send_rig.collector.publish(notify["command_topic"], payload, retain=notify["retain"])
     reply = send_rig.collector.wait_topic(f"{send_rig.base}/home/command/result",
