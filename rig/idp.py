@@ -31,6 +31,9 @@ OUTLOOK_RESOURCE = "https://outlook.office365.com"
 GRAPH_RESOURCE = "https://graph.microsoft.com"
 IMAP_ROLE = "IMAP.AccessAsApp"
 SMTP_ROLE = "SMTP.SendAsApp"  # what Exchange's SMTP AUTH wants in an app token
+# the delegated scopes (rig.idp_delegated) IMAP and SMTP logins need in a user's token
+IMAP_SCOPE = "IMAP.AccessAsUser.All"
+SMTP_SCOPE = "SMTP.Send"
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 _RESOURCES = (OUTLOOK_RESOURCE, GRAPH_RESOURCE)
 # the grants of delegated sign-in, served by rig.idp_delegated
@@ -333,9 +336,9 @@ class IdentityPlatform(Service):
         try:
             if not tls:
                 if method == "POST" and parts == ["introspect"]:
-                    return self._introspect(form, IMAP_ROLE)
+                    return self._introspect(form, IMAP_ROLE, IMAP_SCOPE)
                 if method == "POST" and parts == ["introspect", "smtp"]:
-                    return self._introspect(form, SMTP_ROLE)
+                    return self._introspect(form, SMTP_ROLE, SMTP_SCOPE)
             elif method == "GET" and parts[1:] == ["v2.0", ".well-known", "openid-configuration"]:
                 return 200, self._discovery(parts[0], f"https://{host}")
             elif method == "GET" and parts[1:] == ["discovery", "v2.0", "keys"]:
@@ -457,7 +460,7 @@ class IdentityPlatform(Service):
         """The token check of the rig's SMTP submission: like IMAP's, but for SMTP.SendAsApp."""
         return f"{self.introspection_url}/smtp"
 
-    def _introspect(self, form: dict[str, str], role: str) -> tuple[int, JSON]:
+    def _introspect(self, form: dict[str, str], role: str, scope: str) -> tuple[int, JSON]:
         # Dovecot's introspection request (RFC 7662, token=...) never names the login user,
         # and in 2.3.19 introspection_url is not %-expanded. Its password-grant mode
         # (use_grant_password = yes) does: it posts grant_type=password&username=<login
@@ -468,7 +471,7 @@ class IdentityPlatform(Service):
         # apps granted exactly one mailbox.
         with self.lock:
             self.introspection_requests += 1
-        if (answer := self.delegated.introspect(form)) is not None:
+        if (answer := self.delegated.introspect(form, scope)) is not None:
             return answer  # a token naming a user (rig.idp_delegated)
         grant = form.get("grant_type") == "password"
         token = form.get("password" if grant else "token", "")
