@@ -12,8 +12,11 @@ from __future__ import annotations
 import base64
 import dataclasses
 import email.policy
+import io
 import json
 import os
+import re
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -21,20 +24,30 @@ from dataclasses import dataclass
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.parser import BytesParser
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from bridge.auth.delegated import DelegatedTokenProvider
 from bridge.auth.providers import token_provider
 from bridge.cli.check import check_account
+from bridge.cli.login import login
 from bridge.cli.steps import Step
-from bridge.config.load import load_config
+from bridge.config.load import load_config, parse_config
 from bridge.errors import SmtpError
 from bridge.mqtt.discovery import device_topic, node_id
 from bridge.smtp.compose import Content, Recipients, new_message
 from bridge.smtp.outbox import Outbox
 from rig.bridgecfg import rig_config
-from rig.idp import IMAP_ROLE, SMTP_ROLE, IdentityPlatform, random_secret
+from rig.idp import (
+    IMAP_ROLE,
+    IMAP_SCOPE,
+    SMTP_ROLE,
+    SMTP_SCOPE,
+    IdentityPlatform,
+    random_secret,
+)
 from rig.mqttsub import Collector
 from rig.pki import TestPKI
 from rig.samples import TINY_PDF, make_message
@@ -465,3 +478,42 @@ def test_check_logs_in_to_smtp_and_names_the_missing_permission(send_rig: SendRi
     assert bad.name == "SMTP login" and not bad.ok and bad.error == "smtp_535"
     assert bad.hint is not None and "SMTP.SendAsApp" in bad.hint
     assert len(send_rig.sink.messages) == before
+
+
+# -- a personal account (delegated SMTP.Send) -------------------------------------------------
+
+
+def test_a_device_code_account_signs_in_for_smtp_send_and_sends(
+    send_rig: SendRig, idp: IdentityPlatform, pki: TestPKI, tmp_path: Path,
+) -> None:
+    public = idp.delegated.register_public_app(scopes=(IMAP_SCOPE, SMTP_SCOPE))
+    person = f"person-{uuid.uuid4().hex[:8]}@contoso.test"
+    config = parse_config({"mqtt": {"host": "127.0.0.1"}, "bridge": {"state_dir": str(tmp_path)},
+                           "accounts": [{
+        "name": "me", "mailbox": person, "auth": "device_code", "tenant_id": "consumers",
+        "client_id": public.client_id, "authority": idp.authority, "ca_file": str(pki.ca_file),
+        "imap_host": "127.0.0.1", "imap_port": send_rig.server.port,
+        "send": {"smtp_host": "127.0.0.1", "smtp_port": send_rig.server.submission_port,
+                 "allowed_recipients": ALLOWED}}]}, environ={})
+    account = config.accounts[0]
+    out = io.StringIO()
+    signed_in: list[bool] = []
+    signing_in = threading.Thread(
+        target=lambda: signed_in.append(login(config, account, out, announce=False)))
+    signing_in.start()
+    deadline = time.monotonic() + 10
+    while not (code := re.search(r"enter the code (\S+)", out.getvalue())):
+        assert time.monotonic() < deadline, out.getvalue()
+        time.sleep(0.05)
+    idp.delegated.approve(code[1], person)
+    signing_in.join(30)
+    assert signed_in == [True], out.getvalue()
+
+    outbox = Outbox(account, DelegatedTokenProvider(account), timeout=10)
+    outgoing = new_message(person, Recipients(to=(Address(addr_spec=send_rig.mailboxes["home"]),)),
+                           Content(subject="from a person", text="x"))
+    assert outbox.send(outgoing) == outgoing.message_id
+    relayed, _parsed = send_rig.relayed(outgoing.message_id)
+    assert relayed.mail_from == person
+    scopes = [c.get("scp", "") for c in idp.issued if c.get("upn") == person]
+    assert scopes and all("SMTP.Send" in s.split() for s in scopes)
