@@ -65,7 +65,7 @@ class SendCommand:
 
 def payload_limit(account: AccountConfig) -> int:
     """The largest command payload: room for `max_bytes` of base64 attachments when sending."""
-    if account.send is None or not account.send.enabled:
+    if account.send is None or not account.sending:
         return MAX_PAYLOAD
     return MAX_PAYLOAD + account.send.max_bytes * 4 // 3
 
@@ -73,7 +73,7 @@ def payload_limit(account: AccountConfig) -> int:
 def parse_send(data: dict[str, Any], account: AccountConfig, implied: str | None) -> SendCommand:
     """Validate a decoded sending command; raises InvalidCommand with the reply text."""
     action = str(data["action"])
-    if account.send is None or not account.send.enabled:
+    if not account.sending:
         raise InvalidCommand(
             f"sending is off for account {account.name!r}: add [accounts.send] with "
             "enabled = true and allowed_recipients to the account"
