@@ -40,6 +40,7 @@ from bridge.mqtt.discovery import device_topic, node_id
 from bridge.smtp.compose import Content, Recipients, new_message
 from bridge.smtp.outbox import Outbox
 from rig.bridgecfg import rig_config
+from rig.homeassistant import HomeAssistant
 from rig.idp import (
     IMAP_ROLE,
     IMAP_SCOPE,
@@ -54,7 +55,7 @@ from rig.samples import TINY_PDF, make_message
 from rig.smtpsink import Relayed, SmtpSink
 from rig.submission import SubmissionDovecot
 from tests.bridgeproc import BridgeProcess
-from tests.conftest import wait_online
+from tests.conftest import HA_PREFIX, wait_online
 from tests.hatemplates import render_ha
 
 ALLOWED = ["*@contoso.test", "friend@allowed.example"]
@@ -114,7 +115,8 @@ def send_rig(idp: IdentityPlatform, pki: TestPKI, mosquitto: Any,
             extra_account={"send": {**send, "default_to": [mailboxes["home"]],
                                     "default_subject": "From Home Assistant"}},
         )
-        config["homeassistant"] = {"discovery": True, "prefix": f"ha-{base}"}
+        # on the rig Home Assistant's prefix: a running one takes the devices in too
+        config["homeassistant"] = {"discovery": True, "prefix": HA_PREFIX}
         first = config["accounts"][0]
         config["accounts"] += [
             {**first, "name": "tight", "mailbox": mailboxes["tight"],
@@ -125,16 +127,16 @@ def send_rig(idp: IdentityPlatform, pki: TestPKI, mosquitto: Any,
             | {"name": "quiet", "mailbox": mailboxes["quiet"]},
         ]
         bridge = BridgeProcess(workdir, config)
-        with Collector("127.0.0.1", mosquitto.port, [f"{base}/#", f"ha-{base}/#"]) as collector:
+        devices = [device_topic(HA_PREFIX, node_id(base, name)) for name in names]
+        with Collector("127.0.0.1", mosquitto.port, [f"{base}/#", *devices]) as collector:
             bridge.start()
             try:
                 wait_online(collector, base)
                 yield SendRig(base, collector, sink, server, mailboxes, bridge)
             finally:
                 bridge.stop()
-                for topic in {m.topic for m in collector.messages if m.retain}:
-                    if topic.startswith(f"ha-{base}/"):
-                        collector.publish(topic, "", retain=True)  # leave the broker clean
+                for topic in devices:  # Home Assistant forgets the devices; the broker too
+                    collector.publish(topic, "", retain=True)
 
 
 def b64(data: bytes) -> str:
@@ -194,7 +196,7 @@ def test_the_discovered_notify_entity_mails_what_home_assistant_would_publish(
     send_rig: SendRig,
 ) -> None:
     def topic(account: str) -> str:
-        return device_topic(f"ha-{send_rig.base}", node_id(send_rig.base, account))
+        return device_topic(HA_PREFIX, node_id(send_rig.base, account))
 
     device = send_rig.collector.wait_for(lambda m: m.topic == topic("home") and m.payload,
                                          timeout=10)[-1].json()
@@ -214,6 +216,38 @@ def test_the_discovered_notify_entity_mails_what_home_assistant_would_publish(
     _relayed, parsed = send_rig.relayed(reply["message_id"])
     assert parsed["Subject"] == "From Home Assistant"
     assert parsed.get_content().replace("\r\n", "\n").strip() == text  # SMTP's CRLF
+
+
+def test_home_assistant_registers_the_notify_entity_and_its_message_is_mailed(
+    send_rig: SendRig, homeassistant: HomeAssistant,
+) -> None:
+    unique_id = f"{node_id(send_rig.base, 'home')}_send_mail"
+
+    def entity_id() -> str | None:
+        found = [e["entity_id"] for e in homeassistant.entity_registry()
+                 if e["platform"] == "mqtt" and e["unique_id"] == unique_id]
+        return found[0] if found else None
+
+    deadline = time.monotonic() + 30
+    while (notify := entity_id()) is None:
+        assert time.monotonic() < deadline, "Home Assistant registered no notify entity"
+        time.sleep(0.2)
+    assert notify.startswith("notify.outlook_home_send_mail")
+    while (homeassistant.state(notify) or {}).get("state") in (None, "unavailable"):
+        # availability comes from the bridge's retained online, a moment after discovery
+        assert time.monotonic() < deadline, "the notify entity stayed unavailable"
+        time.sleep(0.2)
+    text = f"Water in the basement ({uuid.uuid4().hex[:6]})"
+    homeassistant.rest("POST", "/api/services/notify/send_message",
+                       {"entity_id": notify, "message": text})
+    relayed = send_rig.sink.wait_for(lambda m: text.encode() in m.data, timeout=20)
+    assert relayed.rcpt_tos == (send_rig.mailboxes["home"],)
+    parsed = BytesParser(policy=email.policy.default).parsebytes(relayed.data)
+    assert parsed["Subject"] == "From Home Assistant"
+    reply = send_rig.collector.wait_for(
+        lambda m: m.topic == f"{send_rig.base}/home/command/result"
+        and m.json().get("message_id") == parsed["Message-ID"], timeout=10)[0].json()
+    assert reply["action"] == "notify" and reply["status"] == "ok"
 
 
 # -- reply and forward ---------------------------------------------------------------------
