@@ -551,3 +551,24 @@ def test_a_device_code_account_signs_in_for_smtp_send_and_sends(
     assert relayed.mail_from == person
     scopes = [c.get("scp", "") for c in idp.issued if c.get("upn") == person]
     assert scopes and all("SMTP.Send" in s.split() for s in scopes)
+
+
+# -- secrets ----------------------------------------------------------------------------------
+
+
+def test_no_token_or_xoauth2_blob_reaches_the_log_or_the_replies(send_rig: SendRig) -> None:
+    reply = send_rig.command({"action": "send", "to": [send_rig.mailboxes["home"]],
+                              "subject": "secrets", "text": "x"})
+    assert reply["status"] == "ok", reply
+    refused = send_rig.command({"action": "send", "to": [send_rig.mailboxes["norole"]],
+                                "text": "x"}, account="norole")
+    assert refused["status"] == "error"
+    log = send_rig.bridge.log()
+    # what the bridge published: not the tests' own commands, nor attachments' random bytes
+    published = [m.payload.decode(errors="replace") for m in send_rig.collector.messages
+                 if not m.topic.endswith("/command") and "/attachment/" not in m.topic]
+    assert reply["message_id"] in log  # the send was logged, without its credentials
+    # a JWT starts with base64url '{"' (eyJ); the XOAUTH2 response with base64 'user=' (dXNlcj)
+    for secret_shape in ("eyJ", "dXNlcj", "auth=Bearer"):
+        assert secret_shape not in log
+        assert not any(secret_shape in payload for payload in published)
