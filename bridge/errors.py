@@ -78,3 +78,16 @@ class MqttError(BridgeError):
 
 class CommandError(BridgeError):
     """A command is malformed, not enabled, or cannot be carried out; the text is the reply."""
+
+
+class SmtpError(CommandError):
+    """The SMTP server refused or lost a submission; the text is the reply (code and hint).
+
+    `maybe_sent`: the connection broke after the message was handed over, so the server
+    may have accepted it (it is never retried: a retry could send it twice).
+    """
+
+    def __init__(self, message: str, *, code: int | None = None, maybe_sent: bool = False):
+        super().__init__(message)
+        self.code = code
+        self.maybe_sent = maybe_sent

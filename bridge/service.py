@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass, field
 
 from bridge import __version__, sdnotify
-from bridge.auth.tokens import token_provider
+from bridge.auth.providers import token_provider
 from bridge.commands.parse import response_topic_allowed
 from bridge.commands.worker import CommandWorker
 from bridge.config.model import AccountConfig, Config

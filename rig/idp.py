@@ -30,6 +30,10 @@ _LOGGER = logging.getLogger(__name__)
 OUTLOOK_RESOURCE = "https://outlook.office365.com"
 GRAPH_RESOURCE = "https://graph.microsoft.com"
 IMAP_ROLE = "IMAP.AccessAsApp"
+SMTP_ROLE = "SMTP.SendAsApp"  # what Exchange's SMTP AUTH wants in an app token
+# the delegated scopes (rig.idp_delegated) IMAP and SMTP logins need in a user's token
+IMAP_SCOPE = "IMAP.AccessAsUser.All"
+SMTP_SCOPE = "SMTP.Send"
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 _RESOURCES = (OUTLOOK_RESOURCE, GRAPH_RESOURCE)
 # the grants of delegated sign-in, served by rig.idp_delegated
@@ -332,7 +336,9 @@ class IdentityPlatform(Service):
         try:
             if not tls:
                 if method == "POST" and parts == ["introspect"]:
-                    return self._introspect(form)
+                    return self._introspect(form, IMAP_ROLE, IMAP_SCOPE)
+                if method == "POST" and parts == ["introspect", "smtp"]:
+                    return self._introspect(form, SMTP_ROLE, SMTP_SCOPE)
             elif method == "GET" and parts[1:] == ["v2.0", ".well-known", "openid-configuration"]:
                 return 200, self._discovery(parts[0], f"https://{host}")
             elif method == "GET" and parts[1:] == ["discovery", "v2.0", "keys"]:
@@ -449,7 +455,12 @@ class IdentityPlatform(Service):
 
     # -- Dovecot's token check -------------------------------------------------------------
 
-    def _introspect(self, form: dict[str, str]) -> tuple[int, JSON]:
+    @property
+    def smtp_introspection_url(self) -> str:
+        """The token check of the rig's SMTP submission: like IMAP's, but for SMTP.SendAsApp."""
+        return f"{self.introspection_url}/smtp"
+
+    def _introspect(self, form: dict[str, str], role: str, scope: str) -> tuple[int, JSON]:
         # Dovecot's introspection request (RFC 7662, token=...) never names the login user,
         # and in 2.3.19 introspection_url is not %-expanded. Its password-grant mode
         # (use_grant_password = yes) does: it posts grant_type=password&username=<login
@@ -460,14 +471,14 @@ class IdentityPlatform(Service):
         # apps granted exactly one mailbox.
         with self.lock:
             self.introspection_requests += 1
-        if (answer := self.delegated.introspect(form)) is not None:
+        if (answer := self.delegated.introspect(form, scope)) is not None:
             return answer  # a token naming a user (rig.idp_delegated)
         grant = form.get("grant_type") == "password"
         token = form.get("password" if grant else "token", "")
         mailbox = form.get("username") if grant else None
         client_id: str | None = None
         try:
-            claims = self._verify(token)
+            claims = self._verify(token, role)
             client_id = claims["appid"]
             app = self.tenants.get(claims["tid"], {}).get(client_id)
             if app is None:
@@ -494,7 +505,7 @@ class IdentityPlatform(Service):
                       "expires_in": max(0, claims["exp"] - int(time.time()))}
         return 200, reply
 
-    def _verify(self, token: str) -> JSON:
+    def _verify(self, token: str, role: str) -> JSON:
         """Check a token as Exchange would; return its claims or raise _Reject."""
         try:
             claims: JSON = jwt.decode(token, self._key.public_key(), algorithms=["RS256"],
@@ -504,8 +515,8 @@ class IdentityPlatform(Service):
             raise _Reject(f"invalid token: {exc}") from exc
         if claims.get("uti") in self._revoked:
             raise _Reject("token revoked")
-        if IMAP_ROLE not in claims.get("roles", []):
-            raise _Reject(f"token lacks the {IMAP_ROLE} role")
+        if role not in claims.get("roles", []):
+            raise _Reject(f"token lacks the {role} role")
         return claims
 
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import jwt
 
-from rig.idp import EntraError, Introspection
+from rig.idp import IMAP_SCOPE, EntraError, Introspection
 from rig.pki import b64url
 
 if TYPE_CHECKING:
@@ -28,7 +28,6 @@ if TYPE_CHECKING:
 JSON = dict[str, Any]
 
 DEVICE_CODE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
-IMAP_SCOPE = "IMAP.AccessAsUser.All"
 # Entra's tenant of personal Microsoft accounts; "consumers" is its alias
 MSA_TENANT = "9188040d-6c67-4c5b-b112-36a304b66dad"
 WELL_KNOWN_TENANTS = ("consumers", "organizations", "common")
@@ -206,10 +205,13 @@ class DelegatedSignIn:
                 raise EntraError(400, "invalid_scope", 70011,
                                  f"The provided value for the input parameter 'scope' is not "
                                  f"valid. The scope {scope} is not valid.")
-        if len(resource_scopes) != 1:
+        # Entra issues a token for one resource: several scopes of it (IMAP and SMTP of
+        # Outlook) are fine, scopes of two resources are not.
+        if len({s.rpartition("/")[0] for s in resource_scopes}) != 1:
             raise EntraError(400, "invalid_scope", 70011,
                              f"The provided value for the input parameter 'scope' is not "
-                             f"valid: ask for exactly one resource scope, not {requested!r}.")
+                             f"valid: ask for scopes of exactly one resource, not "
+                             f"{requested!r}.")
         return " ".join(scopes)
 
     def _redeem_device_code(self, app: PublicApp, device_code: str) -> tuple[str, str]:
@@ -273,14 +275,15 @@ class DelegatedSignIn:
         now = int(time.time())
         lifetime = idp.token_lifetime
         oid, tid = self._user_ids(username, tenant)
-        resource_scope = next(s for s in scope.split() if s not in _OIDC_SCOPES)
-        resource, _, name = resource_scope.rpartition("/")
+        resource_scopes = [s for s in scope.split() if s not in _OIDC_SCOPES]
+        resource = resource_scopes[0].rpartition("/")[0]
+        names = " ".join(s.rpartition("/")[2] for s in resource_scopes)
         claims: JSON = {
             "aud": resource, "iss": f"https://sts.windows.net/{tid}/", "iat": now, "nbf": now,
             "exp": now + lifetime, "app_displayname": app.display_name, "appid": app.client_id,
             "idtyp": "user", "name": username.partition("@")[0], "oid": oid, "puid": oid[:16],
             "preferred_username": username, "upn": username, "unique_name": username,
-            "scp": name, "sub": b64url(oid.encode()), "tid": tid,
+            "scp": names, "sub": b64url(oid.encode()), "tid": tid,
             "uti": b64url(secrets.token_bytes(16)), "ver": "1.0",
         }
         access_token = jwt.encode(claims, idp._key, algorithm="RS256",
@@ -292,7 +295,7 @@ class DelegatedSignIn:
         }, idp._key, algorithm="RS256", headers={"kid": idp.key_id})
         client_info = b64url(json.dumps({"uid": oid, "utid": tid}).encode())
         reply: JSON = {
-            "token_type": "Bearer", "scope": f"{resource_scope} openid profile"
+            "token_type": "Bearer", "scope": f"{' '.join(resource_scopes)} openid profile"
             + (" offline_access" if "offline_access" in scope.split() else ""),
             "expires_in": lifetime, "ext_expires_in": lifetime,
             "access_token": access_token, "id_token": id_token, "client_info": client_info,
@@ -310,8 +313,10 @@ class DelegatedSignIn:
 
     # -- Dovecot's token check -------------------------------------------------------------
 
-    def introspect(self, form: dict[str, str]) -> tuple[int, JSON] | None:
-        """Answer Dovecot's check of a delegated token, or None for any other token.
+    def introspect(self, form: dict[str, str], scope: str = IMAP_SCOPE
+                   ) -> tuple[int, JSON] | None:
+        """Answer Dovecot's check of a delegated token (which must carry `scope`), or None
+        for any other token.
 
         A delegated token opens exactly one mailbox: that of the user it names.
         """
@@ -335,8 +340,8 @@ class DelegatedSignIn:
         user = str(claims.get("upn", ""))
         if reason == "ok" and claims.get("uti") in idp._revoked:
             reason = "token revoked"
-        elif reason == "ok" and IMAP_SCOPE not in str(claims.get("scp", "")).split():
-            reason = f"token lacks the {IMAP_SCOPE} scope"
+        elif reason == "ok" and scope not in str(claims.get("scp", "")).split():
+            reason = f"token lacks the {scope} scope"
         elif reason == "ok" and mailbox is not None and mailbox.casefold() != user.casefold():
             reason = f"token of {user} cannot open mailbox {mailbox}"
         mailbox = mailbox or user

@@ -20,16 +20,15 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from bridge.cli.cert import (
+from bridge.auth.certificates import (
     CLOCK_SKEW,
     CertificateError,
     CertInfo,
     NewCertificate,
-    add_cert_parser,
     describe_certificate,
-    format_info,
     new_certificate,
 )
+from bridge.cli.cert import add_cert_parser, format_info
 
 NOW = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
 OPENSSL = shutil.which("openssl")

@@ -18,7 +18,8 @@ import pytest
 import trustme
 
 from bridge.cli import check
-from bridge.cli.check import Step, run_check
+from bridge.cli.check import run_check
+from bridge.cli.steps import Step, format_step
 from bridge.config.load import parse_config
 from bridge.config.model import Config
 from bridge.errors import ImapAuthError
@@ -70,7 +71,7 @@ def checked(data: dict[str, Any] | Config) -> tuple[bool, list[Step], str]:
     document = json.loads(out.getvalue())
     assert document["ok"] == ok
     steps = [Step(**s) for s in document["steps"]]
-    return ok, steps, "".join(check.format_step(s) for s in steps)
+    return ok, steps, "".join(format_step(s) for s in steps)
 
 
 def failed(steps: list[Step]) -> Step:
@@ -316,7 +317,7 @@ def test_authenticated_but_not_connected_names_the_mailbox(
         raise ImapAuthError(f"IMAP login to {account.mailbox} refused: User is authenticated "
                             "but not connected.")
 
-    monkeypatch.setattr(check.imap, "connect", exchange_says)
+    monkeypatch.setattr(check.connection, "connect", exchange_says)
 
     _ok, steps, _text = checked(rig_data())
 

@@ -54,6 +54,11 @@ def test_inbox_is_matched_case_insensitively_and_named_as_configured() -> None:
     assert parse({"action": "flag", "folder": "inbox", "uid": 1}).folder == "INBOX"
 
 
+def test_folders_below_inbox_are_matched_case_insensitively_as_on_the_server() -> None:
+    assert parse({"action": "flag", "folder": "inbox/receipts", "uid": 1}).folder == (
+        "INBOX/Receipts")
+
+
 def test_folder_topic_implies_the_folder() -> None:
     cmd = parse({"action": "mark_read", "uid": 1}, folder="INBOX/Receipts")
     assert cmd.folder == "INBOX/Receipts"

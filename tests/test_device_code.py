@@ -12,17 +12,16 @@ from typing import Any
 
 import pytest
 
-from bridge.auth.tokens import (
+from bridge.auth.delegated import (
     DelegatedTokenProvider,
-    Token,
     TokenCacheFile,
-    TokenProvider,
     cache_stamp,
-    token_provider,
     wait_for_new_login,
 )
+from bridge.auth.providers import token_provider
+from bridge.auth.tokens import Token, TokenProvider
 from bridge.cli import login as login_mod
-from bridge.cli.check import token_step
+from bridge.cli.token_checks import token_step
 from bridge.commands.worker import CommandWorker
 from bridge.config.load import parse_config
 from bridge.config.model import AccountConfig, Config

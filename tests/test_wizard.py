@@ -18,8 +18,9 @@ from typing import Any
 
 import pytest
 
+from bridge.cli import answers
 from bridge.cli import init as wizard
-from bridge.cli.init import Invalid, Prompter
+from bridge.cli.answers import Invalid, Prompter
 from bridge.config.load import load_config
 from rig.dovecot import Dovecot
 from rig.idp import App, IdentityPlatform
@@ -41,42 +42,42 @@ def flags(path: Path, *extra: str) -> list[str]:
 # -- answer checks ----------------------------------------------------------------------------
 
 @pytest.mark.parametrize(("check", "good", "value"), [
-    (wizard.tenant_id, TENANT, TENANT),
-    (wizard.tenant_id, " contoso.onmicrosoft.com ", "contoso.onmicrosoft.com"),
-    (wizard.client_id, CLIENT.upper(), CLIENT.upper()),
-    (wizard.mailbox, "shared-helpdesk@contoso.com", "shared-helpdesk@contoso.com"),
-    (wizard.account_name, "work_2", "work_2"),
-    (wizard.auth, "2", "client_certificate"),
-    (wizard.auth, "device_code", "device_code"),
-    (wizard.cloud, "usgov-dod", "usgov-dod"),
-    (wizard.host, "192.168.1.10", "192.168.1.10"),
-    (wizard.port, "8883", 8883),
-    (wizard.authority, "https://login.microsoftonline.us/", "https://login.microsoftonline.us"),
-    (wizard.folders, "INBOX, Inbox/Receipts, INBOX", ["INBOX", "Inbox/Receipts"]),
-    (wizard.client_secret, SECRET, SECRET),
+    (answers.tenant_id, TENANT, TENANT),
+    (answers.tenant_id, " contoso.onmicrosoft.com ", "contoso.onmicrosoft.com"),
+    (answers.client_id, CLIENT.upper(), CLIENT.upper()),
+    (answers.mailbox, "shared-helpdesk@contoso.com", "shared-helpdesk@contoso.com"),
+    (answers.account_name, "work_2", "work_2"),
+    (answers.auth, "2", "client_certificate"),
+    (answers.auth, "device_code", "device_code"),
+    (answers.cloud, "usgov-dod", "usgov-dod"),
+    (answers.host, "192.168.1.10", "192.168.1.10"),
+    (answers.port, "8883", 8883),
+    (answers.authority, "https://login.microsoftonline.us/", "https://login.microsoftonline.us"),
+    (answers.folders, "INBOX, Inbox/Receipts, INBOX", ["INBOX", "Inbox/Receipts"]),
+    (answers.client_secret, SECRET, SECRET),
 ])
 def test_good_answers_are_taken(check: Any, good: str, value: Any) -> None:
     assert check(good) == value
 
 
 @pytest.mark.parametrize(("check", "bad", "why"), [
-    (wizard.tenant_id, "common", "works only for delegated sign-in"),
-    (wizard.tenant_id, "my tenant", "Directory (tenant) ID"),
-    (wizard.client_id, "my-app", "Application (client) ID"),
-    (wizard.mailbox, "me", "e-mail address"),
-    (wizard.account_name, "Home Mail", "'home_mail'"),
-    (wizard.account_name, "bridge", "not 'bridge'"),
-    (wizard.auth, "4", "choose 1 (client_secret)"),
-    (wizard.cloud, "germany", "one of global, usgov"),
-    (wizard.cloud, "gcc", "gcc is cloud 'global'"),
-    (wizard.cloud, "GCC High", "GCC High is cloud 'usgov'"),
-    (wizard.cloud, "DoD", "DoD is cloud 'usgov-dod'"),
-    (wizard.host, "mqtt://broker", "without scheme or port"),
-    (wizard.host, "broker:1883", "without scheme or port"),
-    (wizard.port, "70000", "1 to 65535"),
-    (wizard.authority, "https://login.microsoftonline.com/contoso", "tenant goes in tenant_id"),
-    (wizard.folders, " , ", "at least one folder"),
-    (wizard.client_secret, str(uuid.uuid4()), "that is the Secret ID"),
+    (answers.tenant_id, "common", "works only for delegated sign-in"),
+    (answers.tenant_id, "my tenant", "Directory (tenant) ID"),
+    (answers.client_id, "my-app", "Application (client) ID"),
+    (answers.mailbox, "me", "e-mail address"),
+    (answers.account_name, "Home Mail", "'home_mail'"),
+    (answers.account_name, "bridge", "not 'bridge'"),
+    (answers.auth, "4", "choose 1 (client_secret)"),
+    (answers.cloud, "germany", "one of global, usgov"),
+    (answers.cloud, "gcc", "gcc is cloud 'global'"),
+    (answers.cloud, "GCC High", "GCC High is cloud 'usgov'"),
+    (answers.cloud, "DoD", "DoD is cloud 'usgov-dod'"),
+    (answers.host, "mqtt://broker", "without scheme or port"),
+    (answers.host, "broker:1883", "without scheme or port"),
+    (answers.port, "70000", "1 to 65535"),
+    (answers.authority, "https://login.microsoftonline.com/contoso", "tenant goes in tenant_id"),
+    (answers.folders, " , ", "at least one folder"),
+    (answers.client_secret, str(uuid.uuid4()), "that is the Secret ID"),
 ])
 def test_bad_answers_say_what_would_work(check: Any, bad: str, why: str) -> None:
     with pytest.raises(Invalid, match=re.escape(why)):
@@ -87,11 +88,11 @@ def test_certificate_and_key_must_belong_together(tmp_path: Path) -> None:
     one = make_client_certificate(tmp_path / "one", "one")
     two = make_client_certificate(tmp_path / "two", "two")
 
-    assert wizard.key_matches(one.cert_file)(str(one.key_file)) == one.key_file
+    assert answers.key_matches(one.cert_file)(str(one.key_file)) == one.key_file
     with pytest.raises(Invalid, match="does not belong to the certificate"):
-        wizard.key_matches(one.cert_file)(str(two.key_file))
+        answers.key_matches(one.cert_file)(str(two.key_file))
     with pytest.raises(Invalid, match="DER copy for the Azure upload"):
-        wizard.certificate_file(str(one.key_file))
+        answers.certificate_file(str(one.key_file))
 
 
 # -- non-interactive ----------------------------------------------------------------------------

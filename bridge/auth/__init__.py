@@ -1,4 +1,6 @@
-"""Sign-in with the Microsoft identity platform: token providers through MSAL, the
-delegated token cache, and what an AADSTS error means. May import: `bridge.config`,
+"""Sign-in with the Microsoft identity platform: `tokens` (the Token, MSAL's errors, the
+app-only provider), `delegated` (device-code sign-in's token cache and provider),
+`providers` (which provider an account gets), `certificates` (client certificates and their
+thumbprints), `hints` (what an AADSTS error means). May import: `bridge.config`,
 `bridge.errors`, `bridge.log`, `bridge.util`.
 """

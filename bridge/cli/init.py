@@ -12,239 +12,45 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import getpass
 import os
-import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TextIO, TypeVar
+from typing import Any
 
 import tomli_w
-from cryptography import x509
 
-from bridge import __version__, log
-from bridge.cli import cert as certs
+from bridge import __version__
+from bridge.auth import certificates
 from bridge.cli import login
+from bridge.cli.answers import (
+    AUTH_LABELS,
+    Invalid,
+    Prompter,
+    account_name,
+    auth,
+    authority,
+    ca_file,
+    certificate_file,
+    client_id,
+    client_secret,
+    cloud,
+    existing_file,
+    folders,
+    host,
+    key_matches,
+    mailbox,
+    port,
+    tenant_id,
+)
+from bridge.cli.cert import format_info
 from bridge.cli.check import run_check
-from bridge.config import fields as v
-from bridge.config.load import AUTHS, CONFIG_ENV, MULTI_TENANTS, parse_config
-from bridge.config.model import CLOUDS
+from bridge.cli.configuration import register_secrets
+from bridge.cli.exits import EXIT_FAIL, EXIT_INVALID, EXIT_OK
+from bridge.config.load import CONFIG_ENV, parse_config
+from bridge.config.model import Config
 from bridge.errors import ConfigError
 from bridge.util.files import write_atomic
-
-EXIT_OK, EXIT_FAIL, EXIT_INVALID = 0, 1, 2
-T = TypeVar("T")
-_GUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
-_AUTH_LABELS = {
-    "client_secret": "client secret (app-only, work or school mailbox)",
-    "client_certificate": "client certificate (app-only, recommended: no expiring secret)",
-    "device_code": "device code (delegated sign-in, personal Outlook.com mailbox)",
-}
-
-
-class Invalid(ValueError):
-    """An answer that cannot be used; the text says why and what would work."""
-
-
-# -- answer checks: text in, value out (or Invalid) ------------------------------------------
-
-def tenant_id(text: str, *, delegated: bool = False) -> str:
-    text = text.strip()
-    if delegated and text.lower() in MULTI_TENANTS:
-        return text.lower()
-    if text.lower() in MULTI_TENANTS:
-        raise Invalid(f"{text!r} works only for delegated sign-in; give the Directory (tenant)"
-                      " ID from the app's Overview page")
-    if not (_GUID.fullmatch(text) or re.fullmatch(r"[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+", text)):
-        raise Invalid("give the Directory (tenant) ID (a GUID such as "
-                      "'72f988bf-86f1-41af-91ab-2d7cd011db47') or a domain such as "
-                      "'contoso.onmicrosoft.com'")
-    return text
-
-
-def client_id(text: str) -> str:
-    text = text.strip()
-    if not _GUID.fullmatch(text):
-        raise Invalid("give the Application (client) ID from the app's Overview page: a GUID "
-                      "such as '00001111-aaaa-2222-bbbb-3333cccc4444'")
-    return text
-
-
-def mailbox(text: str) -> str:
-    text = text.strip()
-    if not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", text):
-        raise Invalid("give the mailbox's e-mail address, e.g. 'me@contoso.com' (a shared "
-                      "mailbox's own address works too)")
-    return text
-
-
-def account_name(text: str) -> str:
-    text = text.strip()
-    if not v.SEGMENT.fullmatch(text) or text == "bridge":
-        raise Invalid("a topic segment: lower-case a-z, 0-9, '_' and '-' (not 'bridge'), "
-                      f"e.g. {v.slug(text) or 'home'!r}")
-    return text
-
-
-def client_secret(text: str) -> str:
-    text = text.strip()
-    if not text:
-        raise Invalid("the secret must not be empty")
-    if _GUID.fullmatch(text):
-        raise Invalid("that is the Secret ID; copy the secret's Value instead (shown once, "
-                      "right after 'New client secret')")
-    return text
-
-
-def auth(text: str) -> str:
-    choices = list(_AUTH_LABELS)
-    text = text.strip()
-    if text.isdigit() and 1 <= int(text) <= len(choices):
-        return choices[int(text) - 1]
-    if text not in AUTHS:
-        raise Invalid("choose " + ", ".join(f"{i} ({a})" for i, a in enumerate(choices, 1)))
-    return text
-
-
-# what Microsoft and admins call the clouds -> the value `cloud` takes
-_CLOUD_NAMES = {"gcc": "global", "commercial": "global", "public": "global",
-                "worldwide": "global", "gcc high": "usgov", "gcc-high": "usgov",
-                "gcchigh": "usgov", "dod": "usgov-dod", "gcc-dod": "usgov-dod",
-                "21vianet": "china"}
-
-
-def cloud(text: str) -> str:
-    text = text.strip()
-    if text not in CLOUDS:
-        known = _CLOUD_NAMES.get(text.lower())
-        use = f"{text} is cloud '{known}'; " if known else ""
-        raise Invalid(f"{use}one of " + ", ".join(CLOUDS)
-                      + " (GCC: global, GCC High: usgov, DoD: usgov-dod, 21Vianet: china)")
-    return text
-
-
-def host(text: str) -> str:
-    text = text.strip()
-    if not text or "://" in text or re.search(r"[/\s]", text) or re.fullmatch(r"[^:]+:\d+",
-                                                                                 text):
-        raise Invalid("a host name or address only, without scheme or port, e.g. "
-                      "'mqtt.example.com' or '192.168.1.10'")
-    return text
-
-
-def port(text: str) -> int:
-    try:
-        value = int(str(text).strip())
-    except ValueError:
-        raise Invalid("a port number, 1 to 65535") from None
-    if not 1 <= value <= 65535:
-        raise Invalid("a port number, 1 to 65535")
-    return value
-
-
-def authority(text: str) -> str:
-    text = text.strip().rstrip("/")
-    if not re.fullmatch(r"https://[^/\s?#]+", text):
-        raise Invalid("the https:// URL of the identity platform's host only, e.g. "
-                      "'https://login.microsoftonline.com' (the tenant goes in tenant_id)")
-    return text
-
-
-def folders(text: str) -> list[str]:
-    names = list(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
-    if not names:
-        raise Invalid("name at least one folder, e.g. 'INBOX' or 'INBOX, Inbox/Receipts'")
-    return names
-
-
-def existing_file(text: str) -> Path:
-    path = Path(text.strip()).expanduser()
-    if not path.is_file():
-        raise Invalid(f"{path}: no such file")
-    return path.absolute()
-
-
-def certificate_file(text: str) -> Path:
-    path = existing_file(text)
-    try:
-        x509.load_pem_x509_certificate(path.read_bytes())
-    except ValueError:
-        raise Invalid(f"{path} is not a PEM certificate (give the .crt; the .cer is the DER "
-                      "copy for the Azure upload)") from None
-    return path
-
-
-def ca_file(text: str) -> Path:
-    path = existing_file(text)
-    try:
-        x509.load_pem_x509_certificates(path.read_bytes())
-    except ValueError:
-        raise Invalid(f"{path} holds no PEM certificate") from None
-    return path
-
-
-def key_matches(cert: Path) -> Callable[[str], Path]:
-    """A check that the private key file belongs to `cert`."""
-
-    def check(text: str) -> Path:
-        path = existing_file(text)
-        problems = v.Problems()
-        v.check_key_pair(problems, ("certificate_file", cert), ("private_key_file", path),
-                         rsa_only=True)
-        if problems.items:
-            raise Invalid("; ".join(p.split(": ", 1)[-1] for p in problems.items))
-        return path
-
-    return check
-
-
-# -- prompting --------------------------------------------------------------------------------
-
-class Prompter:
-    """Asks on a terminal; every answer is checked and asked again until it is usable."""
-
-    def __init__(self, inp: TextIO | None = None, out: TextIO | None = None) -> None:
-        self.inp = inp or sys.stdin
-        self.out = out or sys.stdout
-
-    def say(self, text: str = "") -> None:
-        self.out.write(text + "\n")
-        self.out.flush()
-
-    def _line(self, prompt: str, *, secret: bool = False) -> str:
-        if secret and self.inp.isatty():
-            return getpass.getpass(prompt, stream=self.out)
-        self.out.write(prompt)
-        self.out.flush()
-        line = self.inp.readline()
-        if not line:
-            raise EOFError
-        return line.rstrip("\r\n")
-
-    def ask(self, question: str, check: Callable[[str], T], default: str | None = None,
-            *, secret: bool = False, optional: bool = False) -> T | None:
-        suffix = f" [{default}]" if default else (" (empty for none)" if optional else "")
-        while True:
-            text = self._line(f"{question}{suffix}: ", secret=secret).strip()
-            if not text and default is not None:
-                text = default
-            if not text and optional:
-                return None
-            try:
-                return check(text)
-            except Invalid as exc:
-                self.say(f"  ! {exc}")
-
-    def confirm(self, question: str, default: bool) -> bool:
-        while True:
-            text = self._line(f"{question} [{'Y/n' if default else 'y/N'}]: ").strip().lower()
-            if not text:
-                return default
-            if text in ("y", "yes", "n", "no"):
-                return text.startswith("y")
-            self.say("  ! answer y or n")
-
 
 # -- the config ---------------------------------------------------------------------------------
 
@@ -329,8 +135,8 @@ def _from_flags(args: argparse.Namespace, problems: list[str]) -> dict[str, Any]
         if text is None:
             continue
         try:
-            answers[key] = (tenant_id(str(text), delegated=True) if key == "tenant_id"
-                            and answers.get("auth") == "device_code" else check(str(text)))
+            answers[key] = (tenant_id(str(text), auth=answers.get("auth", "client_secret"))
+                            if key == "tenant_id" else check(str(text)))
         except Invalid as exc:
             problems.append(f"--{key.replace('_', '-')}: {exc}")
     if args.client_secret is not None:
@@ -402,20 +208,20 @@ def non_interactive(args: argparse.Namespace) -> dict[str, Any] | list[str]:
 
 def _new_certificate(p: Prompter, directory: Path) -> tuple[Path, Path] | None:
     """Run `cert new` into `directory` (or reuse its files); (certificate, key)."""
-    crt = directory / f"{certs.DEFAULT_NAME}.crt"
-    key = directory / f"{certs.DEFAULT_NAME}.key"
+    crt = directory / f"{certificates.DEFAULT_NAME}.crt"
+    key = directory / f"{certificates.DEFAULT_NAME}.key"
     if crt.exists() and key.exists() and p.confirm(
             f"Use the existing {crt} and {key.name}?", True):
-        p.say(certs.format_info(certs.describe_certificate(crt)))
+        p.say(format_info(certificates.describe_certificate(crt)))
         return crt.absolute(), key.absolute()
     try:
-        made = certs.new_certificate(directory, force=False)
-    except certs.CertificateError as exc:
+        made = certificates.new_certificate(directory, force=False)
+    except certificates.CertificateError as exc:
         p.say(f"  ! {exc}")
         return None
     p.say(f"Wrote {made.key_file} (private, 0600), {made.cert_file}, {made.der_file} and "
           f"{made.public_key_file}.")
-    p.say(certs.format_info(made.info))
+    p.say(format_info(made.info))
     p.say(f"\nUpload {made.der_file} now: App registrations -> your app -> Certificates & "
           "secrets -> Certificates -> Upload certificate.")
     p.say(f"The portal must then show the thumbprint {made.info.sha1_thumbprint}.\n")
@@ -430,50 +236,58 @@ def interactive(args: argparse.Namespace, p: Prompter) -> dict[str, Any] | list[
         return problems
     p.say("outlook2mqtt init: writes the config for one mailbox (Ctrl-C to stop).")
     p.say("The IDs are on the app's Overview page: Entra ID -> App registrations -> your app.\n")
-
-    def need(key: str, question: str, check: Callable[[str], Any],
-             default: str | None = None, **kw: Any) -> Any:
-        if key not in a:
-            a[key] = p.ask(question, check, default, **kw)
-        return a[key]
-
     if "auth" not in a:
         p.say("How does the bridge sign in?")
-        for i, label in enumerate(_AUTH_LABELS.values(), 1):
+        for i, label in enumerate(AUTH_LABELS.values(), 1):
             p.say(f"  {i}) {label}")
-    method = need("auth", "Credential", auth, "1")
+    method = _need(p, a, "auth", "Credential", auth, "1")
     if method != "device_code":
-        need("tenant_id", "Directory (tenant) ID", tenant_id)
+        _need(p, a, "tenant_id", "Directory (tenant) ID",
+              lambda text: tenant_id(text, auth=method))
     else:
         a.setdefault("tenant_id", "consumers")
-    need("client_id", "Application (client) ID", client_id)
-    need("mailbox", "Mailbox address", mailbox)
-    need("account_name", "Account name (used in MQTT topics)", account_name, "home")
+    _need(p, a, "client_id", "Application (client) ID", client_id)
+    _need(p, a, "mailbox", "Mailbox address", mailbox)
+    _need(p, a, "account_name", "Account name (used in MQTT topics)", account_name, "home")
     if "cloud" not in a and "authority" not in a:
-        need("cloud", "Cloud: global (also GCC), usgov (GCC High), usgov-dod, china", cloud,
-             "global")
-    output = default_output(args)
-    if method == "client_secret" and "client_secret" not in a and "client_secret_file" not in a:
-        need("client_secret", "Client secret Value (input hidden)", client_secret, secret=True)
-    elif method == "client_certificate" and "certificate_file" not in a:
-        made = None
-        if p.confirm("Make a new key and certificate now (outlook2mqtt cert new)?", True):
-            made = _new_certificate(p, output.absolute().parent)
-        if made is not None:
-            a["certificate_file"], a["private_key_file"] = made
-        else:
-            need("certificate_file", "Certificate file (PEM .crt)", certificate_file)
-    if method == "client_certificate" and "private_key_file" not in a:
-        need("private_key_file", "Private key file (PEM)", key_matches(a["certificate_file"]))
-    need("mqtt_host", "MQTT broker host", host, "localhost")
-    need("mqtt_port", "MQTT broker port", port, "1883")
+        _need(p, a, "cloud", "Cloud: global (also GCC), usgov (GCC High), usgov-dod, china",
+              cloud, "global")
+    _ask_credential(p, a, method, default_output(args).absolute().parent)
+    _need(p, a, "mqtt_host", "MQTT broker host", host, "localhost")
+    _need(p, a, "mqtt_port", "MQTT broker port", port, "1883")
     if a.get("mqtt_username") is None:
         a["mqtt_username"] = p.ask("MQTT username", str, optional=True)
     if a["mqtt_username"] and a.get("mqtt_password") is None and not a.get("mqtt_password_file"):
         a["mqtt_password"] = p.ask("MQTT password (input hidden)", str, secret=True,
                                    optional=True)
-    need("folders", "Folders to watch, comma-separated", folders, "INBOX")
+    _need(p, a, "folders", "Folders to watch, comma-separated", folders, "INBOX")
     return a
+
+
+def _need(p: Prompter, a: dict[str, Any], key: str, question: str,
+          check: Callable[[str], Any], default: str | None = None, **kw: Any) -> Any:
+    """The answer `key`: the flag's, or asked for now."""
+    if key not in a:
+        a[key] = p.ask(question, check, default, **kw)
+    return a[key]
+
+
+def _ask_credential(p: Prompter, a: dict[str, Any], method: str, directory: Path) -> None:
+    """The client secret, or the certificate (made now in `directory`, or given) and key."""
+    if method == "client_secret" and "client_secret" not in a and "client_secret_file" not in a:
+        _need(p, a, "client_secret", "Client secret Value (input hidden)", client_secret,
+              secret=True)
+    elif method == "client_certificate" and "certificate_file" not in a:
+        made = None
+        if p.confirm("Make a new key and certificate now (outlook2mqtt cert new)?", True):
+            made = _new_certificate(p, directory)
+        if made is not None:
+            a["certificate_file"], a["private_key_file"] = made
+        else:
+            _need(p, a, "certificate_file", "Certificate file (PEM .crt)", certificate_file)
+    if method == "client_certificate" and "private_key_file" not in a:
+        _need(p, a, "private_key_file", "Private key file (PEM)",
+              key_matches(a["certificate_file"]))
 
 
 def run_init(args: argparse.Namespace, p: Prompter | None = None) -> int:
@@ -491,28 +305,32 @@ def run_init(args: argparse.Namespace, p: Prompter | None = None) -> int:
         print("\noutlook2mqtt: init aborted; nothing written", file=sys.stderr)
         return EXIT_FAIL
     if isinstance(answers, list):
-        print("outlook2mqtt: cannot write the config:", file=sys.stderr)
-        for problem in answers:
-            print(f"  - {problem}", file=sys.stderr)
-        return EXIT_INVALID
+        return _refused("cannot write the config", answers)
     data = build_config(answers)
     try:
         config = parse_config(data, source=output.absolute())
     except ConfigError as exc:  # the checks above should have caught it: say what is wrong
-        print("outlook2mqtt: the answers do not make a valid config:", file=sys.stderr)
-        for problem in exc.problems:
-            print(f"  - {problem}", file=sys.stderr)
-        return EXIT_INVALID
+        return _refused("the answers do not make a valid config", exc.problems)
     try:
         write_private(output, render(data))
     except OSError as exc:
         print(f"outlook2mqtt: cannot write {output}: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_FAIL
     p.say(f"Wrote {output} (mode 0600).")
-    for secret in config.secret_values():
-        log.register_secret(secret)
-    for account in config.accounts:
-        log.register_private_key_file(account.private_key_file)
+    register_secrets(config)
+    return _sign_in_and_check(args, p, config, output)
+
+
+def _refused(why: str, problems: Sequence[str]) -> int:
+    print(f"outlook2mqtt: {why}:", file=sys.stderr)
+    for problem in problems:
+        print(f"  - {problem}", file=sys.stderr)
+    return EXIT_INVALID
+
+
+def _sign_in_and_check(args: argparse.Namespace, p: Prompter, config: Config,
+                       output: Path) -> int:
+    """After writing: sign a device_code account in, then run `check`, as asked."""
     delegated = [a for a in config.accounts if a.auth == "device_code"]
     if delegated:
         # Nothing works before the sign-in: offer it at once (non-interactive: with --check).

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import imapclient
 
-from bridge.commands.parse import Command, close_matches
+from bridge.commands.parse import Command, did_you_mean
 from bridge.errors import CommandError, FolderNotFound
 from bridge.imap import connection as imap
 from bridge.mailbox.publisher import MessagePublisher
@@ -118,11 +118,9 @@ def _resolve(client: imapclient.IMAPClient, name: str, what: str) -> str:
     try:
         return imap.resolve_folder(client, name)
     except FolderNotFound as exc:
-        close = close_matches(name, exc.existing)
-        hint = f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""
         raise CommandError(
-            f"{what} {name[:100]!r} does not exist{hint}: give an existing folder's full "
-            "name, with '/' between levels"
+            f"{what} {name[:100]!r} does not exist{did_you_mean(name, exc.existing)}: give an "
+            "existing folder's full name, with '/' between levels"
         ) from None
 
 
@@ -274,3 +272,24 @@ _HANDLERS: dict[str, Callable[[imapclient.IMAPClient, Selection], Outcome]] = {
     "archive": _archive,
     "delete": _delete,
 }
+
+
+def read_message(client: imapclient.IMAPClient, command: Command) -> tuple[int, bytes]:
+    """The UID and whole raw message the command selects (one message; BODY.PEEK, so
+    reading it leaves \\Seen alone), for a reply or forward."""
+    if command.folder is None:
+        raise CommandError(f"{command.action} needs 'folder'")
+    selected = client.select_folder(_resolve(client, command.folder, "folder"), readonly=True)
+    uidvalidity = int(selected[b"UIDVALIDITY"])
+    if command.uidvalidity is not None and command.uidvalidity != uidvalidity:
+        raise CommandError(
+            f"stale uidvalidity {command.uidvalidity} for {command.folder} (now {uidvalidity}): "
+            "look the message up again; nothing was sent"
+        )
+    uid = _choose(client, command)[-1]  # the newest copy when a Message-ID repeats
+    data = client.fetch([uid], [b"BODY.PEEK[]"]).get(uid, {})
+    raw = data.get(b"BODY[]")
+    if not isinstance(raw, bytes):
+        raise CommandError(f"uid {uid} in {command.folder} vanished while it was read; "
+                           "nothing was sent")
+    return uid, raw

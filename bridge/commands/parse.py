@@ -6,7 +6,6 @@ Pure functions, no I/O: `actions` carries a validated `Command` out on IMAP and
 
 from __future__ import annotations
 
-import difflib
 import json
 import re
 from collections.abc import Collection, Sequence
@@ -15,6 +14,7 @@ from typing import Any
 
 from bridge.config.model import AccountConfig
 from bridge.errors import CommandError
+from bridge.util import suggest
 
 MAX_PAYLOAD = 64 * 1024
 MAX_UIDS = 1000
@@ -86,11 +86,11 @@ def _constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
 
-def decode(payload: bytes) -> dict[str, Any]:
+def decode(payload: bytes, limit: int = MAX_PAYLOAD) -> dict[str, Any]:
     """The payload as a JSON object (or a plain action string); raises InvalidCommand."""
-    if len(payload) > MAX_PAYLOAD:
+    if len(payload) > limit:
         raise InvalidCommand(
-            f"payload too large ({len(payload)} bytes, limit {MAX_PAYLOAD}): "
+            f"payload too large ({len(payload)} bytes, limit {limit}): "
             "send one command with only the fields it needs"
         )
     try:
@@ -154,7 +154,7 @@ def peek(payload: bytes) -> tuple[Any, str | None]:
 def _validate(data: dict[str, Any], account: AccountConfig, implied: str | None) -> Command:
     unknown = sorted(set(data) - FIELDS)
     if unknown:
-        names = ", ".join(repr(u[:40]) + _hint(u, FIELDS) for u in unknown[:5])
+        names = ", ".join(repr(u[:40]) + did_you_mean(u, FIELDS) for u in unknown[:5])
         raise InvalidCommand(
             f"unknown field(s) {names}: known fields are {', '.join(sorted(FIELDS))}"
         )
@@ -203,7 +203,7 @@ def _action(action: Any, account: AccountConfig) -> str:
         raise InvalidCommand(f"'action' must be a string, one of {known}")
     if action not in ACTION_FIELDS:
         raise InvalidCommand(
-            f"unknown action {action[:40]!r}{_hint(action, ACTIONS)}: known are {known}"
+            f"unknown action {action[:40]!r}{did_you_mean(action, ACTIONS)}: known are {known}"
         )
     if action not in account.commands:
         raise InvalidCommand(
@@ -229,7 +229,7 @@ def _folder(
         raise InvalidCommand(f"'folder' must be a string: one of {configured}")
     folder = account.folder(name)
     if folder is None:
-        hint = _hint(name, [f.name for f in account.folders])
+        hint = did_you_mean(name, [f.name for f in account.folders])
         raise InvalidCommand(
             f"unknown folder {name[:100]!r}{hint}: account {account.name!r} watches only "
             f"{configured}"
@@ -311,16 +311,10 @@ def _boolean(data: dict[str, Any], key: str, default: bool | None) -> bool | Non
     raise InvalidCommand(f"{key!r} must be true or false, not {_show(value)}")
 
 
-def close_matches(name: str, names: Collection[str]) -> list[str]:
-    """The names a mistyped `name` probably meant, best first (case is ignored)."""
-    by_lower = {n.lower(): n for n in names}
-    found = difflib.get_close_matches(name.lower(), list(by_lower), n=3, cutoff=0.6)
-    return [by_lower[n] for n in found]
-
-
-def _hint(name: str, names: Collection[str]) -> str:
-    close = close_matches(name, names)
-    return f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""
+def did_you_mean(name: str, names: Collection[str]) -> str:
+    """' (did you mean 'a' or 'b'?)' for a mistyped name, '' when nothing is close."""
+    suggestion = suggest.did_you_mean(name, names, most=3)
+    return f" ({suggestion})" if suggestion else ""
 
 
 def _show(value: Any) -> str:
@@ -345,8 +339,10 @@ def reply(
     uids: Sequence[int] = (),
     error: str | None = None,
     to: str | None = None,
+    message_id: str | None = None,
 ) -> bytes:
-    """The reply payload of CONTRACT §5; `to` names the folder a move/copy went to."""
+    """The reply payload of CONTRACT §5; `to` names the folder a move/copy went to,
+    `message_id` the mail a sending command sent (§5b)."""
     body: dict[str, Any] = {}
     if command_id is not None:
         body["id"] = command_id
@@ -357,6 +353,8 @@ def reply(
         body["uids"] = list(uids)
         if to is not None:
             body["to"] = to
+        if message_id is not None:
+            body["message_id"] = message_id
     else:
         body["status"] = "error"
         body["error"] = error

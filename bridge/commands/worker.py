@@ -12,13 +12,15 @@ from collections.abc import Callable, Mapping
 import imapclient
 
 from bridge.auth.tokens import Provider
-from bridge.commands import actions
-from bridge.commands.parse import Command, InvalidCommand, parse_command, peek, reply
-from bridge.config.model import AccountConfig
+from bridge.commands import actions, sending
+from bridge.commands.outgoing import SendCommand, parse_request
+from bridge.commands.parse import Command, InvalidCommand, peek, reply
+from bridge.config.model import AccountConfig, same_folder
 from bridge.errors import AuthError, CommandError, ImapError, LoginRequired
 from bridge.imap import connection as imap
 from bridge.mailbox.publisher import MessagePublisher
 from bridge.mqtt.client import Incoming
+from bridge.smtp.outbox import Outbox
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -52,6 +54,7 @@ class CommandWorker(threading.Thread):
         self._stopping = stop
         self._queue: queue.Queue[tuple[Incoming, str | None]] = queue.Queue(queue_limit)
         self._client: imapclient.IMAPClient | None = None
+        self.outbox = Outbox(account, provider) if account.sending else None
 
     # -- paho's thread: cheap checks only, never block -------------------------------------
 
@@ -96,9 +99,11 @@ class CommandWorker(threading.Thread):
     def handle(self, payload: bytes, folder: str | None) -> bytes:
         """Parse and execute one command; return its reply."""
         try:
-            command = parse_command(payload, account=self.account, folder=folder)
+            command = parse_request(payload, account=self.account, folder=folder)
         except InvalidCommand as exc:
             return reply(exc.command_id, exc.action, error=str(exc))
+        if isinstance(command, SendCommand):
+            return self._send_mail(command)
         try:
             outcome = self._execute(command)
         except CommandError as exc:
@@ -115,6 +120,33 @@ class CommandWorker(threading.Thread):
             len(outcome.uids),
         )
         return reply(command.id, command.action, uids=outcome.uids, to=outcome.to)
+
+    def _send_mail(self, command: SendCommand) -> bytes:
+        if self.outbox is None:  # parse_request refuses sending commands then
+            return reply(command.id, command.action, error="sending is off")
+        try:
+            sent = sending.send(command, self.outbox, self._read_original)
+        except CommandError as exc:
+            _LOGGER.info("%s: %s not sent: %s", self.account.name, command.action, exc)
+            return reply(command.id, command.action, error=str(exc))
+        except LoginRequired as exc:
+            return reply(command.id, command.action, error=f"login required: {exc}")
+        except (AuthError, ImapError) as exc:
+            return reply(command.id, command.action,
+                         error=f"cannot read the original: {exc}; nothing was sent")
+        return reply(command.id, command.action, uids=sent.uids, message_id=sent.message_id)
+
+    def _read_original(self, selection: Command) -> tuple[int, bytes]:
+        client = self._connection()
+        try:
+            return actions.read_message(client, selection)
+        except _LOST as exc:
+            self._drop(exc)
+            raise CommandError("the IMAP connection dropped while reading the original; "
+                               "nothing was sent: send the command again") from None
+        except imapclient.imaplib.IMAP4.error as exc:
+            raise CommandError(f"the server refused to read the original: {_text(exc)}; "
+                               "nothing was sent") from None
 
     def _execute(self, command: Command) -> actions.Outcome:
         if command.action == "refresh":
@@ -166,12 +198,8 @@ class CommandWorker(threading.Thread):
         """Tell the watcher of the folder called `server_name` on the server, if any."""
         if server_name is None:
             return
-        upper = server_name.upper()
         for folder in self.account.folders:
-            # The rules of imap.resolve_folder: INBOX and its children ignore case.
-            if folder.name == server_name or (
-                folder.name.upper() == upper and upper.split("/")[0] == "INBOX"
-            ):
+            if same_folder(folder.name, server_name):
                 self._on_changed(folder.name)
 
     def _send(self, msg: Incoming, payload: bytes) -> None:

@@ -1,29 +1,36 @@
-"""Readers for raw TOML tables: each check records a problem naming its key and returns a fallback.
+"""Readers for raw TOML tables, and the rule for each field's value.
 
-Nothing here raises: `bridge.config` collects every problem and raises one `ConfigError`.
-Secret values never reach a problem message; only key names and file paths do.
+A `Table` reader records a problem naming its key and returns a fallback; the rules
+(`host_problem`, `tenant_problem`, `certificate_problem`, ...) take a value and say what is
+wrong with it, so the `init` wizard asks with the same rules. Nothing here raises:
+`bridge.config.load` collects every problem and raises one `ConfigError`. Secret values
+never reach a problem message; only key names and file paths do.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import difflib
 import math
 import os
 import re
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from cryptography import x509
-from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from bridge.util import suggest
 
-CREDENTIALS_ENV = "CREDENTIALS_DIRECTORY"
 SEGMENT = re.compile(r"[a-z0-9_-]+")
+# these tenants only work for delegated sign-in; app-only tokens need the tenant itself
+MULTI_TENANTS = ("common", "organizations", "consumers")
+# topics the bridge itself uses one level below <base_topic>/
+RESERVED_ACCOUNT_NAMES = ("bridge",)
+_GUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+
+
+def is_guid(text: str) -> bool:
+    """Whether `text` is a GUID, as Entra's IDs (tenant, client, a secret's ID) are."""
+    return bool(_GUID.fullmatch(text))
 
 
 class Problems:
@@ -36,37 +43,23 @@ class Problems:
         self.items.append(f"{key}: {message}")
 
 
-@dataclass(frozen=True)
-class Secret:
-    """A secret value and where it came from (for messages; the value itself is never shown)."""
-
-    value: str = field(repr=False)
-    origin: str
+# TOML's names for the types a value can have; bool before int, which it subclasses
+_TYPE_NAMES: tuple[tuple[type | tuple[type, ...], str], ...] = (
+    (bool, "a boolean"), (int, "an integer"), (float, "a float"), (str, "a string"),
+    (list, "an array"), (Mapping, "a table"), ((dt.date, dt.time), "a date/time"),
+)
 
 
 def type_name(value: object) -> str:
     """The TOML name of a value's type, as a user would write it."""
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int):
-        return "an integer"
-    if isinstance(value, float):
-        return "a float"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, Mapping):
-        return "a table"
-    if isinstance(value, dt.date | dt.time):
-        return "a date/time"
-    return type(value).__name__
+    return next((name for kinds, name in _TYPE_NAMES if isinstance(value, kinds)),
+                type(value).__name__)
 
 
 def did_you_mean(word: str, choices: Collection[str]) -> str:
     """'; did you mean 'X'?' for the closest choice, or '' when none is close."""
-    close = difflib.get_close_matches(word, sorted(choices), n=1, cutoff=0.6)
-    return f"; did you mean {close[0]!r}?" if close else ""
+    suggestion = suggest.did_you_mean(word, choices)
+    return f"; {suggestion}" if suggestion else ""
 
 
 class Table:
@@ -249,67 +242,6 @@ def read_file(path: Path, key: str, problems: Problems) -> bytes | None:
     return None
 
 
-def read_secret_file(path: Path, key: str, problems: Problems) -> str | None:
-    """A secret kept in a file, stripped of surrounding whitespace."""
-    data = read_file(path, key, problems)
-    if data is None:
-        return None
-    try:
-        text = data.decode("utf-8").strip()
-    except UnicodeDecodeError:
-        problems.add(key, f"{path} is not UTF-8 text")
-        return None
-    if not text:
-        problems.add(key, f"{path} is empty; put the secret in it")
-        return None
-    return text
-
-
-def credential_file(environ: Mapping[str, str], names: Sequence[str]) -> Path | None:
-    """The first of `names` present in $CREDENTIALS_DIRECTORY (systemd LoadCredential=)."""
-    directory = environ.get(CREDENTIALS_ENV)
-    if not directory:
-        return None
-    for name in names:
-        candidate = Path(directory) / name
-        if candidate.exists():
-            return candidate
-    return None
-
-
-def secret(
-    table: Table,
-    name: str,
-    *,
-    credentials: Sequence[str],
-    environ: Mapping[str, str],
-    blank_is_unset: bool = False,
-) -> Secret | None:
-    """`name` inline, or from `<name>_file`, or from the first of `credentials` in
-    $CREDENTIALS_DIRECTORY (only consulted when neither key is given; pass () to skip it)."""
-    file_key = f"{name}_file"
-    inline = table.opt_string(name)
-    if blank_is_unset and inline == "":
-        inline = None
-    file_path = table.path(file_key)
-    if table.has(name) and table.has(file_key):
-        table.problem(name, f"give either {name} or {file_key}, not both")
-        return None
-    if inline is not None:
-        if not inline.strip():
-            table.problem(name, f"must not be empty; set it or use {file_key}")
-            return None
-        return Secret(inline, "given inline")
-    if file_path is not None:
-        value = read_secret_file(file_path, table.key(file_key), table.problems)
-        return None if value is None else Secret(value, f"from {file_path}")
-    found = credential_file(environ, credentials)
-    if found is None:
-        return None
-    value = read_secret_file(found, table.key(name), table.problems)
-    return None if value is None else Secret(value, f"from ${CREDENTIALS_ENV}/{found.name}")
-
-
 def slug(name: str) -> str:
     """Topic segment for a folder name: 'INBOX/Receipts' -> 'inbox_receipts'."""
     return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
@@ -327,183 +259,60 @@ def check_topic_prefix(table: Table, name: str, default: str) -> str:
     return value
 
 
-def check_host(table: Table, name: str, host: str, example: str) -> None:
-    """A bare host name or address: no scheme, path or port."""
-    if not host:
-        return
+def host_problem(host: str, example: str) -> str | None:
+    """What is wrong with `host` as a bare host name or address (no scheme, path or port)."""
     if "://" in host:
-        table.problem(name, f"give the host name only, without the scheme, e.g. {example!r}")
-    elif re.fullmatch(r"[^:/\s]+:\d+", host):
-        table.problem(name, "give the host name only and put the port in the port key")
-    elif re.search(r"[/\s]", host):
-        table.problem(name, f"{host!r} is not a host name, e.g. {example!r}")
+        return f"give the host name only, without the scheme, e.g. {example!r}"
+    if re.fullmatch(r"[^:/\s]+:\d+", host):
+        return "give the host name only and put the port in the port key"
+    if not host.strip() or re.search(r"[/\s]", host):
+        return f"{host!r} is not a host name, e.g. {example!r}"
+    return None
 
 
-def check_authority(table: Table, name: str, url: str, example: str) -> str:
-    """An identity authority given as host URL only; returned without a trailing '/'."""
+def authority_problem(url: str, example: str) -> str | None:
+    """What is wrong with `url` as an identity authority: an https:// host URL only."""
     parts = urlsplit(url)
     if parts.scheme != "https" or not parts.netloc:
-        table.problem(name, f"{url!r} must be an https:// URL, e.g. {example!r}")
-    elif parts.path not in ("", "/") or parts.query or parts.fragment:
-        table.problem(name, f"give the host URL only, e.g. {example!r}; the bridge appends "
-                            "/<tenant_id>, so put the tenant in tenant_id")
-    return url.rstrip("/")
+        return f"{url!r} must be an https:// URL, e.g. {example!r}"
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        return (f"give the host URL only, e.g. {example!r}; the bridge appends /<tenant_id>, "
+                "so put the tenant in tenant_id")
+    return None
 
 
-def check_key_pair(
-    problems: Problems,
-    cert: tuple[str, Path],
-    key: tuple[str, Path],
-    passphrase: tuple[str, Secret | None] | None = None,
-    *,
-    rsa_only: bool = False,
-) -> None:
-    """The certificate must be PEM X.509, the key a PEM private key that belongs to it.
-
-    Each pair is (dotted key, value); without a `passphrase` pair the key must not be
-    encrypted. `rsa_only`: Entra ID accepts only RSA keys for certificate credentials.
-    """
-    (cert_key, cert_path), (key_key, key_path) = cert, key
-    pass_key, pass_secret = passphrase or (key_key, None)
-    cert_data = read_file(cert_path, cert_key, problems)
-    key_data = read_file(key_path, key_key, problems)
-    certificate = None
-    if cert_data is not None:
-        try:
-            certificate = x509.load_pem_x509_certificate(cert_data)
-        except ValueError:
-            der = "" if cert_data.lstrip().startswith(b"-----") else (
-                " (it looks like DER, e.g. a .cer file; use the PEM .crt)")
-            problems.add(cert_key, f"{cert_path} is not a PEM X.509 certificate{der}")
-    if key_data is None:
-        return
-    try:
-        private_key = serialization.load_pem_private_key(
-            key_data, pass_secret.value.encode() if pass_secret else None
-        )
-    except TypeError:
-        # cryptography's TypeError: a passphrase is missing, or given for a plain key
-        if pass_secret is None:
-            fix = "decrypt it (openssl pkey)" if passphrase is None else (
-                "set private_key_passphrase or private_key_passphrase_file")
-            problems.add(pass_key, f"the private key {key_path} is encrypted; {fix}")
-        else:
-            problems.add(pass_key, f"the private key {key_path} is not encrypted; remove the "
-                                   f"passphrase ({pass_secret.origin})")
-        return
-    except (ValueError, UnsupportedAlgorithm):
-        if pass_secret is not None and b"ENCRYPTED" in key_data:
-            problems.add(pass_key, f"wrong passphrase ({pass_secret.origin}): {key_path} "
-                                   "could not be decrypted")
-        else:
-            problems.add(key_key, f"{key_path} is not a PEM private key (expected "
-                                  "'-----BEGIN ... PRIVATE KEY-----')")
-        return
-    if rsa_only and not isinstance(private_key, rsa.RSAPrivateKey):
-        problems.add(key_key, f"{key_path} is not an RSA key; Entra ID certificate "
-                              "credentials need RSA (outlook2mqtt cert new makes one)")
-    elif certificate is not None and (
-        _spki(certificate.public_key()) != _spki(private_key.public_key())
-    ):
-        problems.add(key_key, f"{key_path} does not belong to the certificate {cert_path}; "
-                              "use the key that was generated with it")
-
-
-def _spki(public_key: Any) -> bytes:
-    data: bytes = public_key.public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return data
-
-
-def check_ca_file(table: Table, name: str) -> Path | None:
-    """A CA bundle: a readable file holding at least one PEM certificate."""
-    path = table.path(name)
-    if path is None:
+def mailbox_problem(mailbox: str) -> str | None:
+    """What is wrong with `mailbox` as an e-mail address."""
+    if re.fullmatch(r"[^@\s]+@[^@\s]+", mailbox):
         return None
-    data = read_file(path, table.key(name), table.problems)
-    if data is None:
-        return None
-    try:
-        x509.load_pem_x509_certificates(data)
-    except ValueError:
-        table.problem(name, f"{path} holds no PEM certificate (expected "
-                            "'-----BEGIN CERTIFICATE-----')")
-    return path
+    return f"{mailbox!r} is not an e-mail address, e.g. 'me@contoso.com'"
 
 
-# the delegated IMAP permission; MSAL adds offline_access (for the refresh token) itself
-DELEGATED_SCOPE = "https://outlook.office.com/IMAP.AccessAsUser.All"
-CERTIFICATE_KEYS = (
-    "certificate_file", "private_key_file", "private_key_passphrase", "private_key_passphrase_file",
-)
+def tenant_problem(tenant: str, auth: str) -> str | None:
+    """What is wrong with `tenant` as the tenant of an account signing in with `auth`:
+    a directory ID or domain, and for app-only credentials not a multi-tenant alias."""
+    if not re.fullmatch(r"[A-Za-z0-9.-]+", tenant):
+        return ("must be the directory (tenant) ID or a domain such as "
+                "'contoso.onmicrosoft.com'")
+    if auth != "device_code" and tenant.lower() in MULTI_TENANTS:
+        return (f"{tenant!r} works only for delegated sign-in; auth = \"{auth}\" needs your "
+                "directory (tenant) ID")
+    return None
 
 
-def scope(t: Table, auth: str, imap_host: str, global_imap_host: str) -> str:
-    """`scope`, by default the cloud's IMAP resource's '/.default' (app-only) or
-    IMAP.AccessAsUser.All. `imap_host` is the cloud preset's host: overriding `imap_host`
-    alone (a TLS proxy, a test server) keeps the token audience of the cloud."""
-    if auth != "device_code":
-        default = f"https://{imap_host}/.default"
-    elif imap_host == global_imap_host:
-        default = DELEGATED_SCOPE
-    else:
-        default = f"https://{imap_host}/IMAP.AccessAsUser.All"
-    value = t.string("scope", default)
-    if not t.has("scope"):
-        return value
-    if "graph.microsoft" in value:
-        t.problem("scope", f"IMAP needs an Outlook token, not Microsoft Graph; use {default!r}")
-    elif re.search(r"\s", value):
-        t.problem("scope", f"give a single scope, e.g. {default!r} (MSAL adds offline_access)")
-    elif auth != "device_code" and not value.endswith("/.default"):
-        t.problem("scope", f"app-only tokens need a '/.default' scope, e.g. {default!r}")
-    return value
+def account_name_problem(name: str) -> str | None:
+    """What is wrong with `name` as an account name: a topic segment, not a reserved one."""
+    if not SEGMENT.fullmatch(name):
+        return (f"{name!r} is used as a topic segment: use only a-z, 0-9, '_' and '-', "
+                f"e.g. {slug(name) or 'home'!r}")
+    if name in RESERVED_ACCOUNT_NAMES:
+        return f"{name!r} is reserved for <base_topic>/{name}/...; choose another"
+    return None
 
 
-def credentials(
-    t: Table, auth: str | None, account: str | None, environ: Mapping[str, str]
-) -> tuple[str | None, Path | None, Path | None, str | None]:
-    """client_secret, certificate_file, private_key_file and private_key_passphrase as `auth`
-    needs them; `auth` None (itself invalid) skips the checks, `account` None (an invalid
-    name) skips the per-account credential names."""
+def check(table: Table, name: str, problem: str | None) -> None:
+    """Record `problem` (a rule's finding about the value of `name`), if there is one."""
+    if problem is not None:
+        table.problem(name, problem)
 
-    def names(key: str) -> tuple[str, ...]:
-        return ((f"{account}.{key}",) if account else ()) + (key,)
 
-    if auth is None:
-        return None, None, None, None
-    unused = [k for k in CERTIFICATE_KEYS if auth != "client_certificate"]
-    unused += [k for k in ("client_secret", "client_secret_file") if auth != "client_secret"]
-    for key in unused:
-        if t.has(key):
-            t.problem(key, f'not used with auth = "{auth}"; remove it or change auth')
-    if auth == "client_secret":
-        found = secret(t, "client_secret", credentials=names("client_secret"), environ=environ)
-        if found is None and not (t.has("client_secret") or t.has("client_secret_file")):
-            t.problem("client_secret", 'required with auth = "client_secret"; set client_secret '
-                      "or client_secret_file, or provide the credential "
-                      f"{names('client_secret')[0]!r} in ${CREDENTIALS_ENV}")
-        return (found.value if found else None), None, None, None
-    if auth == "device_code":
-        return None, None, None, None
-    certificate = t.path("certificate_file")
-    if not t.has("certificate_file"):
-        t.problem("certificate_file", 'required with auth = "client_certificate"; give the PEM '
-                                      "certificate (outlook2mqtt cert new makes one)")
-    private_key = t.path("private_key_file")
-    if not t.has("private_key_file"):
-        private_key = credential_file(environ, names("private_key"))
-        if private_key is None:
-            t.problem("private_key_file", 'required with auth = "client_certificate"; give the '
-                      f"PEM private key or the credential {names('private_key')[0]!r} "
-                      f"in ${CREDENTIALS_ENV}")
-    passphrase = secret(t, "private_key_passphrase",
-                        credentials=names("private_key_passphrase"), environ=environ)
-    if certificate and private_key:
-        check_key_pair(t.problems, (t.key("certificate_file"), certificate),
-                       (t.key("private_key_file"), private_key),
-                       (t.key("private_key_passphrase"), passphrase), rsa_only=True)
-    elif certificate:
-        read_file(certificate, t.key("certificate_file"), t.problems)
-    return None, certificate, private_key, passphrase.value if passphrase else None

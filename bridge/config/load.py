@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from bridge.config import fields as v
+from bridge.config import credentials, fields
 from bridge.config.model import (
     ALL_COMMANDS,
     CLOUDS,
@@ -21,7 +21,9 @@ from bridge.config.model import (
     FolderConfig,
     HomeAssistantConfig,
     MqttConfig,
+    folder_key,
 )
+from bridge.config.send import parse_send
 from bridge.errors import ConfigError
 
 ETC = Path("/etc")
@@ -29,10 +31,7 @@ DEFAULT_CONFIG = ETC / "outlook2mqtt" / "config.toml"
 DEFAULT_STATE = Path("/var/lib/outlook2mqtt")  # where systemd's StateDirectory= puts it
 CONFIG_ENV = "OUTLOOK2MQTT_CONFIG"
 AUTHS = ("client_secret", "client_certificate", "device_code")
-# these tenants only work for delegated sign-in; app-only tokens need the tenant itself
-MULTI_TENANTS = ("common", "organizations", "consumers")
-# topics the bridge itself uses one level below B/ and B/<account>/
-RESERVED_ACCOUNT_NAMES = ("bridge",)
+# topics the bridge itself uses one level below B/<account>/
 RESERVED_FOLDER_TOPICS = ("status", "command")
 PLACEHOLDER_ID = "00000000-0000-0000-0000-000000000000"
 
@@ -48,7 +47,7 @@ ACCOUNT_KEYS = (
     "private_key_passphrase_file", "assertion_algorithm",
     "cloud", "authority", "scope", "imap_host", "imap_port",
     "imap_security", "ca_file", "poll_interval", "idle", "idle_renew", "token_cache",
-    "commands", "folders",
+    "commands", "folders", "send",
 )
 FOLDER_KEYS = (
     "name", "topic", "backfill", "attachments", "max_attachment_bytes", "inline_attachments",
@@ -130,8 +129,8 @@ def parse_config(
     environ = os.environ if environ is None else environ
     source = source.absolute() if source is not None else None
     base = source.parent if source is not None else Path.cwd()
-    problems = v.Problems()
-    root = v.Table(data, "", problems, base)
+    problems = fields.Problems()
+    root = fields.Table(data, "", problems, base)
     root.check_keys(("mqtt", "homeassistant", "bridge", "accounts"), _TABLES)
     mqtt = _mqtt(root.table("mqtt"), environ)
     homeassistant = _homeassistant(root.table("homeassistant"))
@@ -150,14 +149,15 @@ def _elsewhere(label: str) -> dict[str, tuple[str, ...]]:
     return {other: keys for other, keys in _TABLES.items() if other != label}
 
 
-def _mqtt(t: v.Table, environ: Mapping[str, str]) -> MqttConfig:
+def _mqtt(t: fields.Table, environ: Mapping[str, str]) -> MqttConfig:
     t.check_keys(MQTT_KEYS, _elsewhere("[mqtt]"))
     host = t.required_string("host", "localhost")
-    v.check_host(t, "host", host, "mqtt.example.com")
+    if host:
+        fields.check(t, "host", fields.host_problem(host, "mqtt.example.com"))
     tls = t.boolean("tls", False)
     username = t.opt_string("username") or None
-    password = v.secret(t, "password", credentials=("mqtt.password", "mqtt_password"),
-                        environ=environ, blank_is_unset=True)
+    password = credentials.secret(t, "password", credentials=("mqtt.password", "mqtt_password"),
+                                  environ=environ, blank_is_unset=True)
     protocol = t.choice("protocol", "5", ("5", "3.1.1"))
     if password and not username and protocol == "3.1.1":
         t.problem("password", "MQTT 3.1.1 sends a password only with a username; set username")
@@ -168,7 +168,7 @@ def _mqtt(t: v.Table, environ: Mapping[str, str]) -> MqttConfig:
         password=password.value if password else None,
         client_id=t.string("client_id", "outlook2mqtt"),
         protocol=protocol,
-        base_topic=v.check_topic_prefix(t, "base_topic", "outlook2mqtt"),
+        base_topic=fields.check_topic_prefix(t, "base_topic", "outlook2mqtt"),
         qos=t.integer("qos", 1, 0, 2),
         keepalive=t.integer("keepalive", 60, 1, 65535),
         tls=tls,
@@ -176,7 +176,7 @@ def _mqtt(t: v.Table, environ: Mapping[str, str]) -> MqttConfig:
     )
 
 
-def _mqtt_tls(t: v.Table, tls: bool) -> dict[str, Any]:
+def _mqtt_tls(t: fields.Table, tls: bool) -> dict[str, Any]:
     """ca_file, cert_file, key_file and tls_insecure, which only make sense with tls = true."""
     if not tls:
         for name in ("ca_file", "cert_file", "key_file", "tls_insecure"):
@@ -185,24 +185,25 @@ def _mqtt_tls(t: v.Table, tls: bool) -> dict[str, Any]:
         return {}
     cert_file, key_file = t.path("cert_file"), t.path("key_file")
     if cert_file and key_file:
-        v.check_key_pair(t.problems, (t.key("cert_file"), cert_file), (t.key("key_file"), key_file))
+        credentials.check_key_pair(t.problems, (t.key("cert_file"), cert_file),
+                                   (t.key("key_file"), key_file))
     elif cert_file or key_file:
         missing = "key_file" if cert_file else "cert_file"
         t.problem(missing, "a client certificate needs both cert_file and key_file; add it")
-    return {"ca_file": v.check_ca_file(t, "ca_file"), "cert_file": cert_file,
+    return {"ca_file": credentials.check_ca_file(t, "ca_file"), "cert_file": cert_file,
             "key_file": key_file, "tls_insecure": t.boolean("tls_insecure", False)}
 
 
-def _homeassistant(t: v.Table) -> HomeAssistantConfig:
+def _homeassistant(t: fields.Table) -> HomeAssistantConfig:
     t.check_keys(HOMEASSISTANT_KEYS, _elsewhere("[homeassistant]"))
     return HomeAssistantConfig(
         discovery=t.boolean("discovery", True),
-        prefix=v.check_topic_prefix(t, "prefix", "homeassistant"),
+        prefix=fields.check_topic_prefix(t, "prefix", "homeassistant"),
     )
 
 
 def _accounts(
-    root: v.Table, state_dir: Path, environ: Mapping[str, str]
+    root: fields.Table, state_dir: Path, environ: Mapping[str, str]
 ) -> tuple[AccountConfig, ...]:
     tables = root.tables("accounts", "accounts")
     if not tables:
@@ -221,47 +222,28 @@ def _accounts(
     return tuple(accounts)
 
 
-def _account(t: v.Table, state_dir: Path, environ: Mapping[str, str]) -> AccountConfig:
+def _account(t: fields.Table, state_dir: Path, environ: Mapping[str, str]) -> AccountConfig:
     t.check_keys(ACCOUNT_KEYS, _elsewhere("[[accounts]]"))
     name = t.required_string("name", "home")
-    name_ok = bool(v.SEGMENT.fullmatch(name))
-    if name and not name_ok:
-        t.problem("name", f"{name!r} is used as a topic segment: use only a-z, 0-9, '_' and '-', "
-                          f"e.g. {v.slug(name) or 'home'!r}")
-    elif name in RESERVED_ACCOUNT_NAMES:
-        t.problem("name", f"{name!r} is reserved for <base_topic>/bridge/...; choose another")
+    name_ok = bool(fields.SEGMENT.fullmatch(name))
+    if name:
+        fields.check(t, "name", fields.account_name_problem(name))
     mailbox = t.required_string("mailbox", "me@contoso.com")
-    if mailbox and not re.fullmatch(r"[^@\s]+@[^@\s]+", mailbox):
-        t.problem("mailbox", f"{mailbox!r} is not an e-mail address, e.g. 'me@contoso.com'")
+    if mailbox:
+        fields.check(t, "mailbox", fields.mailbox_problem(mailbox))
     auth = t.choice("auth", "client_secret", AUTHS)
     auth_ok = t.data.get("auth", "client_secret") in AUTHS
-    app_only = auth != "device_code"
-    tenant_id = (t.required_string("tenant_id", PLACEHOLDER_ID) if app_only
-                 else t.string("tenant_id", "consumers"))
-    if tenant_id and not re.fullmatch(r"[A-Za-z0-9.-]+", tenant_id):
-        t.problem("tenant_id", "must be the directory (tenant) ID or a domain such as "
-                               "'contoso.onmicrosoft.com'")
-    elif app_only and tenant_id.lower() in MULTI_TENANTS:
-        t.problem("tenant_id", f"{tenant_id!r} works only for delegated sign-in; auth = "
-                               f'"{auth}" needs your directory (tenant) ID')
+    tenant_id = (t.string("tenant_id", "consumers") if auth == "device_code"
+                 else t.required_string("tenant_id", PLACEHOLDER_ID))
+    if tenant_id:
+        fields.check(t, "tenant_id", fields.tenant_problem(tenant_id, auth))
     cloud = t.choice("cloud", "global", tuple(CLOUDS))
-    default_authority, default_imap_host = CLOUDS[cloud]
-    authority = default_authority
-    if t.has("authority"):
-        authority = v.check_authority(
-            t, "authority", t.string("authority", default_authority), default_authority
-        )
-    imap_host = t.string("imap_host", default_imap_host)
-    v.check_host(t, "imap_host", imap_host, default_imap_host)
+    authority, imap_host = _endpoints(t, cloud)
     imap_security = t.choice("imap_security", "tls", ("tls", "starttls"))
-    client_secret, certificate, private_key, passphrase = v.credentials(
+    client_secret, certificate, private_key, passphrase = credentials.account_credentials(
         t, auth if auth_ok else None, name if name_ok else None, environ
     )
-    token_cache = None
-    if auth == "device_code":
-        token_cache = t.path("token_cache") or state_dir / f"{name}.token-cache.json"
-    elif t.has("token_cache"):
-        t.problem("token_cache", 'only used with auth = "device_code"; remove it')
+    token_cache = _token_cache(t, auth, state_dir / f"{name}.token-cache.json")
     return AccountConfig(
         name=name,
         mailbox=mailbox,
@@ -269,8 +251,7 @@ def _account(t: v.Table, state_dir: Path, environ: Mapping[str, str]) -> Account
         client_id=t.required_string("client_id", PLACEHOLDER_ID),
         auth=auth,
         authority=authority,
-        scope=v.scope(t, auth, default_imap_host,
-                      CLOUDS["global"][1]),
+        scope=credentials.scope(t, auth, CLOUDS[cloud][1], CLOUDS["global"][1]),
         imap_host=imap_host,
         folders=_folders(t),
         client_secret=client_secret,
@@ -281,27 +262,50 @@ def _account(t: v.Table, state_dir: Path, environ: Mapping[str, str]) -> Account
         cloud=cloud,
         imap_port=t.integer("imap_port", 143 if imap_security == "starttls" else 993, 1, 65535),
         imap_security=imap_security,
-        ca_file=v.check_ca_file(t, "ca_file"),
+        ca_file=credentials.check_ca_file(t, "ca_file"),
         poll_interval=t.number("poll_interval", 60),
         idle=t.boolean("idle", True),
         idle_renew=t.number("idle_renew", 540, le=600,
                             why=" (the bridge must renew IDLE at least every 10 minutes)"),
         token_cache=token_cache,
         commands=_commands(t),
+        send=parse_send(t, auth=auth, cloud=cloud),
     )
 
 
-def _commands(t: v.Table) -> tuple[str, ...]:
+def _endpoints(t: fields.Table, cloud: str) -> tuple[str, str]:
+    """authority and imap_host: the cloud's, unless overridden."""
+    default_authority, default_imap_host = CLOUDS[cloud]
+    authority = t.string("authority", default_authority)
+    if t.has("authority"):
+        fields.check(t, "authority", fields.authority_problem(authority, default_authority))
+        authority = authority.rstrip("/")
+    imap_host = t.string("imap_host", default_imap_host)
+    if imap_host:
+        fields.check(t, "imap_host", fields.host_problem(imap_host, default_imap_host))
+    return authority, imap_host
+
+
+def _token_cache(t: fields.Table, auth: str, default: Path) -> Path | None:
+    """Where a device_code account keeps its sign-in; other accounts have none."""
+    if auth == "device_code":
+        return t.path("token_cache") or default
+    if t.has("token_cache"):
+        t.problem("token_cache", 'only used with auth = "device_code"; remove it')
+    return None
+
+
+def _commands(t: fields.Table) -> tuple[str, ...]:
     commands = t.strings("commands", DEFAULT_COMMANDS)
     for i, command in enumerate(commands):
         if command not in ALL_COMMANDS:
             t.problems.add(f"{t.key('commands')}[{i}]", f"unknown command {command!r}"
-                           f"{v.did_you_mean(command, ALL_COMMANDS)} (known: "
+                           f"{fields.did_you_mean(command, ALL_COMMANDS)} (known: "
                            + ", ".join(ALL_COMMANDS) + ")")
     return tuple(dict.fromkeys(commands))
 
 
-def _folders(t: v.Table) -> tuple[FolderConfig, ...]:
+def _folders(t: fields.Table) -> tuple[FolderConfig, ...]:
     tables = t.tables("folders", "accounts.folders")
     if tables is None:
         # no [[accounts.folders]]: watch the inbox, the one folder every mailbox has
@@ -313,27 +317,28 @@ def _folders(t: v.Table) -> tuple[FolderConfig, ...]:
     names: dict[str, str] = {}
     topics: dict[str, str] = {}
     for ft, folder in zip(tables, folders, strict=True):
-        if folder.name in names:
-            ft.problem("name", f"{folder.name!r} is already watched by {names[folder.name]}")
+        if folder_key(folder.name) in names:
+            ft.problem("name", f"{folder.name!r} is already watched by "
+                               f"{names[folder_key(folder.name)]}")
         elif folder.topic in topics:
             ft.problem("topic", f"{folder.topic!r} is already the topic of {topics[folder.topic]}; "
                                 "set a different topic")
-        names.setdefault(folder.name, ft.dotted)
+        names.setdefault(folder_key(folder.name), ft.dotted)
         topics.setdefault(folder.topic, ft.dotted)
     return tuple(folders)
 
 
-def _folder(t: v.Table) -> FolderConfig:
+def _folder(t: fields.Table) -> FolderConfig:
     t.check_keys(FOLDER_KEYS, _FOLDER_ELSEWHERE)
     name = t.required_string("name", "INBOX")
-    if name.upper() == "INBOX":
-        name = "INBOX"  # RFC 3501 section 5.1: INBOX is case-insensitive
-    topic = v.slug(name)
+    if folder_key(name) == "INBOX":
+        name = "INBOX"  # one spelling for topics and status
+    topic = fields.slug(name)
     if t.has("topic"):
         topic = t.string("topic", topic)
-        if not v.SEGMENT.fullmatch(topic):
+        if not fields.SEGMENT.fullmatch(topic):
             t.problem("topic", f"{topic!r} is a topic segment: use only a-z, 0-9, '_' and '-' "
-                               f"(no '/', '+' or '#'), e.g. {v.slug(topic) or 'inbox'!r}")
+                               f"(no '/', '+' or '#'), e.g. {fields.slug(topic) or 'inbox'!r}")
     elif name and not topic:
         t.problem("topic", f"cannot make a topic out of {name!r}; set topic = \"...\"")
     if topic in RESERVED_FOLDER_TOPICS:

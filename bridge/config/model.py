@@ -1,4 +1,5 @@
-"""The configuration model: frozen dataclasses and the fixed tables they draw on.
+"""The configuration model: frozen dataclasses, the fixed tables they draw on, and how
+folder names compare (the INBOX case rule).
 
 Pure: imports nothing of the bridge. `bridge.config.load` builds these from TOML.
 """
@@ -6,6 +7,7 @@ Pure: imports nothing of the bridge. `bridge.config.load` builds these from TOML
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
 from pathlib import Path
 
 DEFAULT_COMMANDS: tuple[str, ...] = (
@@ -21,6 +23,27 @@ CLOUDS: dict[str, tuple[str, str]] = {
     "usgov-dod": ("https://login.microsoftonline.us", "outlook-dod.office365.us"),
     "china": ("https://login.partner.microsoftonline.cn", "partner.outlook.cn"),
 }
+# cloud -> SMTP AUTH host (client submission, STARTTLS on 587)
+SMTP_HOSTS: dict[str, str] = {
+    "global": "smtp.office365.com",
+    "usgov": "smtp.office365.us",
+    "usgov-dod": "smtp.office365.us",
+    "china": "smtp.partner.outlook.cn",
+}
+# personal Microsoft accounts (auth = "device_code") submit here
+CONSUMER_SMTP_HOST = "smtp-mail.outlook.com"
+
+
+def folder_key(name: str) -> str:
+    """What folder names are compared by: INBOX is case-insensitive (RFC 3501 section 5.1),
+    and so are the folders below it, which Exchange lists as 'Inbox/...' where people write
+    'INBOX/...'."""
+    return name.upper() if name.split("/", 1)[0].upper() == "INBOX" else name
+
+
+def same_folder(one: str, other: str) -> bool:
+    """Whether two folder names name the same folder."""
+    return folder_key(one) == folder_key(other)
 
 
 @dataclass(frozen=True)
@@ -67,6 +90,25 @@ class FolderConfig:
 
 
 @dataclass(frozen=True)
+class SendConfig:
+    """`[accounts.send]`: sending mail over SMTP AUTH (CONTRACT §5b)."""
+
+    smtp_host: str
+    allowed_recipients: tuple[str, ...]  # lower-case address globs
+    enabled: bool = True
+    smtp_port: int = 587
+    max_per_minute: int = 30
+    max_bytes: int = 25_000_000
+    default_to: tuple[str, ...] = ()
+    default_subject: str = "Home Assistant"
+
+    def allows(self, address: str) -> bool:
+        """Whether `address` matches an `allowed_recipients` glob (case-insensitive)."""
+        wanted = address.lower()
+        return any(fnmatchcase(wanted, glob) for glob in self.allowed_recipients)
+
+
+@dataclass(frozen=True)
 class AccountConfig:
     name: str
     mailbox: str
@@ -94,6 +136,12 @@ class AccountConfig:
     idle_renew: float = 540
     token_cache: Path | None = None
     commands: tuple[str, ...] = DEFAULT_COMMANDS
+    send: SendConfig | None = None  # None: no [accounts.send] table
+
+    @property
+    def sending(self) -> bool:
+        """Whether the account may send mail: `[accounts.send]` is there and enabled."""
+        return self.send is not None and self.send.enabled
 
     @property
     def authority_url(self) -> str:
@@ -101,11 +149,8 @@ class AccountConfig:
         return f"{self.authority.rstrip('/')}/{self.tenant_id}"
 
     def folder(self, name: str) -> FolderConfig | None:
-        """The configured folder called `name` (INBOX compared case-insensitively)."""
-        for f in self.folders:
-            if f.name == name or (f.name.upper() == "INBOX" and name.upper() == "INBOX"):
-                return f
-        return None
+        """The configured folder called `name`, compared by `same_folder`."""
+        return next((f for f in self.folders if same_folder(f.name, name)), None)
 
 
 @dataclass(frozen=True)

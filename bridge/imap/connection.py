@@ -18,7 +18,7 @@ import imapclient
 from imapclient.exceptions import IMAPClientError, LoginError
 
 from bridge.auth.tokens import Token
-from bridge.config.model import AccountConfig
+from bridge.config.model import AccountConfig, same_folder
 from bridge.errors import FolderNotFound, ImapAuthError, ImapError
 from bridge.log import register_secret
 
@@ -103,20 +103,14 @@ def list_folders(client: imapclient.IMAPClient) -> list[tuple[tuple[bytes, ...],
 
 
 def resolve_folder(client: imapclient.IMAPClient, name: str) -> str:
-    """The server's spelling of `name`; INBOX matches case-insensitively (RFC 3501 §5.1)."""
+    """The server's spelling of `name`, compared by `same_folder` where not exact."""
     names = [n for _flags, n in list_folders(client)]
     if name in names:
         return name
-    if name.upper() == "INBOX":
-        for n in names:
-            if n.upper() == "INBOX":
-                return n
-    # Exchange lists "Inbox/Receipts" while users write "INBOX/Receipts".
-    if name.upper().startswith("INBOX/"):
-        for n in names:
-            if n.upper() == name.upper():
-                return n
-    raise FolderNotFound(name, sorted(names))
+    found = next((n for n in names if same_folder(n, name)), None)
+    if found is None:
+        raise FolderNotFound(name, sorted(names))
+    return found
 
 
 @dataclass(frozen=True)

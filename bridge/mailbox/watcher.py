@@ -19,7 +19,8 @@ from typing import Any
 import imapclient
 from imapclient.exceptions import IMAPClientAbortError
 
-from bridge.auth.tokens import Provider, Token, wait_for_new_login
+from bridge.auth.delegated import wait_for_new_login
+from bridge.auth.tokens import Provider, Token
 from bridge.config.model import AccountConfig, FolderConfig
 from bridge.errors import AuthError, FolderNotFound, ImapAuthError, ImapError, LoginRequired
 from bridge.imap import connection as imap

@@ -58,6 +58,9 @@ EVENT_TEMPLATE = (
     "| to_json }}"
 )
 ACCOUNT_REFRESH_PAYLOAD = '{"action": "refresh"}'
+# Home Assistant's MQTT notify passes only the message text (as `value`): the command
+# mails it to the account's default_to (CONTRACT §5b).
+NOTIFY_TEMPLATE = "{{ dict(action='notify', text=value) | to_json }}"
 
 
 def node_id(base_topic: str, account: str) -> str:
@@ -120,6 +123,22 @@ def account_components(account: AccountConfig, topics: Topics, node: str) -> dic
             "icon": "mdi:refresh",
         }
     return components
+
+
+def notify_components(account: AccountConfig, topics: Topics, node: str) -> dict[str, Any]:
+    """A notify entity when the account sends and has somewhere to send notifications."""
+    if account.send is None or not account.sending or not account.send.default_to:
+        return {}
+    ent = f"outlook_{_entity_slug(account.name)}"
+    return {
+        "send_mail": {
+            **_entity("notify", f"{node}_send_mail", f"{ent}_send_mail", "Send mail"),
+            "command_topic": topics.account_command(account.name),
+            "command_template": NOTIFY_TEMPLATE,
+            "retain": False,  # a retained command is never executed (CONTRACT §5)
+            "icon": "mdi:email-send-outline",
+        },
+    }
 
 
 def folder_components(
@@ -187,6 +206,7 @@ def device_config(config: Config, account: AccountConfig, topics: Topics) -> dic
     """The device-based discovery payload of one account."""
     node = node_id(config.mqtt.base_topic, account.name)
     components = account_components(account, topics, node)
+    components.update(notify_components(account, topics, node))
     for folder in account.folders:
         components.update(folder_components(account, folder, topics, node))
     for component in components.values():

@@ -1,3 +1,3 @@
 """Small helpers shared across concerns, one place each: atomic file writes, time stamps,
-reconnect backoff. Imports nothing of the bridge.
+reconnect backoff, "did you mean" suggestions. Imports nothing of the bridge.
 """

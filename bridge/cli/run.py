@@ -1,0 +1,70 @@
+"""`outlook2mqtt run`: the bridge in the foreground until SIGTERM/SIGINT; SIGHUP reloads
+the configuration and keeps the old one if the new one is invalid."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+from collections.abc import Sequence
+from types import FrameType
+from typing import Any
+
+from bridge import __version__
+from bridge.cli import configuration
+from bridge.cli.exits import EXIT_OK
+from bridge.config.model import Config
+from bridge.errors import ConfigError
+from bridge.service import Bridge
+
+_LOGGER = logging.getLogger(__name__)
+
+
+def add_parser(subparsers: Any, *, parents: Sequence[argparse.ArgumentParser]) -> None:
+    configuration.add_command(
+        subparsers, "run", "run the bridge in the foreground", parents, run,
+        description="Run the bridge in the foreground until SIGTERM or Ctrl-C (SIGHUP "
+        "reloads the config). Exit 0 on a clean stop, 2 on a config error, with every "
+        "problem listed.", default_log_level="info")
+
+
+def run(args: argparse.Namespace, config: Config) -> int:
+    """Run the bridge until SIGTERM/SIGINT; SIGHUP reloads the config."""
+    reload = threading.Event()
+    # Each Bridge gets its own stop event: a worker of the old one that is still winding
+    # down must never see a cleared event.
+    current = [threading.Event()]
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        _LOGGER.info("received %s, stopping", signal.Signals(signum).name)
+        reload.clear()
+        current[0].set()
+
+    def on_hup(_signum: int, _frame: FrameType | None) -> None:
+        _LOGGER.info("received SIGHUP, reloading the configuration")
+        reload.set()
+        current[0].set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGHUP, on_hup)
+    while True:
+        _LOGGER.info("outlook2mqtt %s starting: %d account(s)", __version__,
+                     len(config.accounts))
+        Bridge(config, stop=current[0]).run(reload=reload)
+        if not reload.is_set():
+            return EXIT_OK
+        reload.clear()
+        current[0] = threading.Event()
+        config = _reloaded(args, config)
+
+
+def _reloaded(args: argparse.Namespace, config: Config) -> Config:
+    """The config file as it is now, or `config` when the new one is invalid."""
+    try:
+        return configuration.load(args)
+    except ConfigError as exc:
+        _LOGGER.error("new configuration rejected, keeping the old one: %s",
+                      "; ".join(exc.problems))
+        return config
