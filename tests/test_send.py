@@ -27,6 +27,8 @@ from bridge.smtp.outbox import Outbox, SendRefused, login_scopes, smtp_scope
 from tests.hatemplates import render_ha
 
 TENANT = "11111111-1111-1111-1111-111111111111"
+# the account's discovery config (the bridge publishes its own device beside it)
+ACCOUNT_DEVICE = "homeassistant/device/outlook2mqtt_home/config"
 SEND = {"enabled": True, "allowed_recipients": ["*@contoso.com", "me@example.com"],
         "default_to": ["me@example.com"]}
 
@@ -301,7 +303,7 @@ def test_the_rate_limit_is_a_sliding_minute() -> None:
 
 def test_a_sending_account_gets_a_notify_entity_whose_message_becomes_a_mail() -> None:
     config = make_config(SEND)
-    [payload] = build_discovery(config, Topics("outlook2mqtt")).values()
+    payload = build_discovery(config, Topics("outlook2mqtt"))[ACCOUNT_DEVICE]
     notify = json.loads(payload)["components"]["send_mail"]
     assert notify["platform"] == "notify" and notify["retain"] is False
     assert notify["default_entity_id"] == "notify.outlook_home_send_mail"
@@ -316,8 +318,8 @@ def test_a_sending_account_gets_a_notify_entity_whose_message_becomes_a_mail() -
 @pytest.mark.parametrize("send", [None, {**SEND, "enabled": False},
                                   {**SEND, "default_to": []}])
 def test_no_notify_entity_without_sending_or_default_to(send: dict[str, Any] | None) -> None:
-    [payload] = build_discovery(make_config(send), Topics("outlook2mqtt")).values()
-    assert "send_mail" not in json.loads(payload)["components"]
+    for payload in build_discovery(make_config(send), Topics("outlook2mqtt")).values():
+        assert "send_mail" not in json.loads(payload)["components"]
 
 
 def test_the_example_config_documents_every_send_key() -> None:

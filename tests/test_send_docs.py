@@ -21,6 +21,8 @@ from tests.hatemplates import render_ha
 
 DOC = Path(__file__).parent.parent / "docs" / "sending.md"
 TENANT = "11111111-1111-1111-1111-111111111111"
+# the account's discovery config (the bridge publishes its own device beside it)
+ACCOUNT_DEVICE = "homeassistant/device/outlook2mqtt_home/config"
 
 
 def fenced(lang: str) -> list[str]:
@@ -66,7 +68,7 @@ def test_the_home_assistant_examples_use_the_notify_entity_and_publish_accepted_
         "name": "home", "mailbox": "me@contoso.com", "tenant_id": TENANT, "client_id": TENANT,
         "client_secret": "x", "send": {"allowed_recipients": ["*@example.com"],
                                        "default_to": ["me@example.com"]}}]}, environ={})
-    [device] = build_discovery(config, Topics("outlook2mqtt")).values()
+    device = build_discovery(config, Topics("outlook2mqtt"))[ACCOUNT_DEVICE]
     notify_id = json.loads(device)["components"]["send_mail"]["default_entity_id"]
     blocks = [yaml.safe_load(block) for block in fenced("yaml")]
     assert len(blocks) == 2
