@@ -127,7 +127,8 @@ def send_rig(idp: IdentityPlatform, pki: TestPKI, mosquitto: Any,
             | {"name": "quiet", "mailbox": mailboxes["quiet"]},
         ]
         bridge = BridgeProcess(workdir, config)
-        devices = [device_topic(HA_PREFIX, node_id(base, name)) for name in names]
+        # the accounts' devices and the bridge's own (its health sensors)
+        devices = [device_topic(HA_PREFIX, node_id(base, name)) for name in (*names, "bridge")]
         with Collector("127.0.0.1", mosquitto.port, [f"{base}/#", *devices]) as collector:
             bridge.start()
             try:
