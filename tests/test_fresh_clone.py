@@ -22,6 +22,7 @@ from rig.mosquitto import Mosquitto
 from rig.mqttsub import Collector
 from rig.pki import TestPKI
 from rig.procs import terminate
+from tests.conftest import wait_online
 from tests.installs import FreshInstall, clean_env, clone_repository
 
 RUNUSER = shutil.which("runuser") or "runuser"
@@ -123,8 +124,7 @@ def test_start_runs_the_config_it_finds(
             extra_groups=[], env=clean_env(HOME=str(user_install.home),
                                            OUTLOOK2MQTT_CONFIG=str(rig_config_file)))
         try:
-            seen.wait_for(lambda m: m.topic == f"{base_topic}/bridge/state"
-                          and m.payload == b"online", timeout=60)
+            wait_online(seen, base_topic, timeout=60)
         finally:
             code = terminate(proc)
     assert code == 0

@@ -33,6 +33,7 @@ from rig.pki import TestPKI
 from rig.procs import terminate
 from tests.bridgeproc import run_cli
 from tests.clitools import main
+from tests.conftest import wait_online
 from tests.installs import FreshInstall, clean_env
 from tests.test_systemd import directives
 
@@ -166,8 +167,7 @@ def test_installed_unit_verifies_and_its_command_line_runs_as_an_unprivileged_us
     with Collector("127.0.0.1", mosquitto.port, [f"{host.base_topic}/#"]) as seen:
         proc = start_as_the_unit_would(host)
         try:
-            seen.wait_for(lambda m: m.topic == f"{host.base_topic}/bridge/state"
-                          and m.payload == b"online", timeout=30)
+            wait_online(seen, host.base_topic)
         finally:
             code = terminate(proc)
     assert code == 0
