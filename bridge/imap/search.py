@@ -4,14 +4,16 @@ The criteria were checked at config load (`bridge.config.search`); here they are
 for imapclient and run. ASCII criteria go as one argument, every string quoted
 (RFC 3501 §4.3); criteria with non-ASCII text go with CHARSET UTF-8 as separate
 arguments, which imapclient sends as literals where they are 8-bit. May import:
-`bridge.config`.
+`bridge.config`, `bridge.errors`.
 """
 
 from __future__ import annotations
 
 import imapclient
+from imapclient.exceptions import IMAPClientAbortError, IMAPClientError
 
 from bridge.config.search import Token, is_ascii, parse_search
+from bridge.errors import ImapError
 
 
 class Criteria:
@@ -31,9 +33,22 @@ class Criteria:
         return [b"UID", uid_range.encode(), *(t.text.encode() for t in self._tokens)], "UTF-8"
 
     def matching(self, client: imapclient.IMAPClient, uid_range: str) -> list[int]:
-        """The UIDs in `uid_range` of the selected folder that match, ascending."""
+        """The UIDs in `uid_range` of the selected folder that match, ascending.
+
+        A server that refuses the criteria (NO/BAD) raises SearchRefused; a lost
+        connection raises as from any other command."""
         criteria, charset = self.arguments(uid_range)
-        return sorted(int(u) for u in client.search(criteria, charset))
+        try:
+            return sorted(int(u) for u in client.search(criteria, charset))
+        except IMAPClientAbortError:
+            raise
+        except IMAPClientError as exc:
+            raise SearchRefused(f"the server refused search = {self.text!r}: {exc}; change "
+                                "it (outlook2mqtt check runs it)") from None
+
+
+class SearchRefused(ImapError):
+    """The server answered the criteria with NO or BAD."""
 
 
 def encode_ascii(tokens: tuple[Token, ...]) -> bytes:
