@@ -135,8 +135,10 @@ def _search_key(tokens: list[Token], i: int) -> int:
     value = _argument(tokens, i + 1, name, _ARGUMENT_NAMES[name])
     if name in DATE_ARGUMENT:
         _check_date(name, value)
-    elif name in NUMBER_ARGUMENT and not value.isdigit():
-        raise SearchSyntaxError(f"{name} takes a size in bytes, e.g. {name} 100000")
+    elif name in NUMBER_ARGUMENT and not (value.isdigit() and int(value) < 2**32):
+        # RFC 3501 §9: a number is an unsigned 32-bit integer
+        raise SearchSyntaxError(f"{name} takes a size in bytes below 4294967296, e.g. "
+                                f"{name} 100000")
     elif name in FLAG_ARGUMENT and not re.fullmatch(r"[^\x00-\x20(){%*\"\\\]]+", value):
         raise SearchSyntaxError(f"{name} takes a keyword (flag name) such as $Label1")
     return i + 2
@@ -163,10 +165,11 @@ def _argument(tokens: list[Token], i: int, key: str, what: str) -> str:
 
 
 def _check_date(key: str, value: str) -> None:
-    day, _, rest = value.partition("-")
-    month, _, year = rest.partition("-")
+    found = re.fullmatch(r"(\d{1,2})-([A-Za-z]{3})-(\d{4})", value)
     try:
-        dt.date(int(year), _MONTHS.index(month.capitalize()) + 1, int(day))
+        if not found:
+            raise ValueError(value)
+        dt.date(int(found[3]), _MONTHS.index(found[2].capitalize()) + 1, int(found[1]))
     except ValueError:
         raise SearchSyntaxError(f"{key} takes a date as d-Mon-yyyy, e.g. {key} 1-Dec-2026; "
                                 f"got {value!r}") from None
