@@ -6,12 +6,14 @@ import json
 from typing import Any
 
 import pytest
+from imapclient.exceptions import IMAPClientError
 
+from bridge.cli.check import search_step
 from bridge.config.load import parse_config
 from bridge.config.model import Config, RouteConfig
 from bridge.config.search import SearchSyntaxError, parse_search
-from bridge.errors import ConfigError
-from bridge.imap.search import Criteria
+from bridge.errors import ConfigError, ImapError
+from bridge.imap.search import Criteria, SearchRefused
 from bridge.mail.routes import Route, Router
 from bridge.mqtt.discovery import build_discovery
 from bridge.mqtt.topics import Topics
@@ -63,6 +65,9 @@ def test_search_criteria_as_home_assistant_users_write_them_load(criteria: str) 
     ("OR FROM a", "OR needs a second search key"),
     ("SINCE 2026-12-01", "SINCE takes a date as d-Mon-yyyy"),
     ("LARGER 10MB", "LARGER takes a size in bytes"),
+    ("SMALLER 4294967296", "SMALLER takes a size in bytes below 4294967296"),
+    ("SINCE 1-Jan-1", "SINCE takes a date as d-Mon-yyyy"),
+    ("SENTON 31-Feb-2026", "SENTON takes a date as d-Mon-yyyy"),
     ("CHARSET UTF-8 FROM a", "leave out CHARSET"),
     ("UID 100:*", "the bridge chooses the new messages itself"),
     ('"alarm"', "a string where a search key belongs"),
@@ -85,6 +90,37 @@ def test_non_ascii_criteria_go_with_charset_utf8_for_literals() -> None:
     args, charset = Criteria('SUBJECT "Grüße" FROM "a b"').arguments("1:*")
     assert charset == "UTF-8"
     assert args == [b"UID", b"1:*", b"SUBJECT", "Grüße".encode(), b"FROM", b"a b"]
+
+
+class RefusingClient:
+    """An IMAPClient whose SEARCH gets Exchange's answer to criteria it cannot run."""
+
+    def search(self, criteria: Any, charset: str | None = None) -> list[int]:
+        raise IMAPClientError("UID SEARCH command error: BAD [b'Command Argument Error. 11']")
+
+    def select_folder(self, name: str, readonly: bool = False) -> dict[bytes, Any]:
+        return {}
+
+    def close_folder(self) -> None:
+        pass
+
+
+def test_a_search_the_server_refuses_is_an_imap_error_naming_the_criteria() -> None:
+    with pytest.raises(SearchRefused) as caught:
+        Criteria("SUBJECT alarm").matching(RefusingClient(), "1:*")  # type: ignore[arg-type]
+    assert isinstance(caught.value, ImapError)
+    assert str(caught.value).startswith("the server refused search = 'SUBJECT alarm': ")
+    assert "Command Argument Error" in str(caught.value)
+
+
+def test_check_reports_a_refused_search_as_a_failed_step_with_a_fix() -> None:
+    config = config_with(search="SUBJECT alarm")
+    account = config.accounts[0]
+    step = search_step(RefusingClient(), account, account.folders[0],  # type: ignore[arg-type]
+                       "INBOX")
+    assert not step.ok and step.name == "search in INBOX" and step.error == "search_refused"
+    assert "Command Argument Error" in step.detail
+    assert "change the search criteria" in (step.hint or "")
 
 
 def test_parse_search_keeps_strings_apart_from_keys() -> None:

@@ -19,12 +19,16 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from typing import TextIO
 
+import imapclient
+from imapclient.exceptions import IMAPClientError
+
 from bridge import log
 from bridge.auth.tokens import Provider, Token, hint_for, login_hint, token_provider
 from bridge.cli import cert as certs
-from bridge.config.model import CLOUDS, AccountConfig, Config, MqttConfig
+from bridge.config.model import CLOUDS, AccountConfig, Config, FolderConfig, MqttConfig
 from bridge.errors import AuthError, FolderNotFound, ImapAuthError, ImapError, LoginRequired
 from bridge.imap import connection as imap
+from bridge.imap.search import Criteria, SearchRefused
 from bridge.mqtt.client import Incoming, MqttClient
 from bridge.util.times import iso_ts
 
@@ -276,6 +280,26 @@ def _folder_hint(folder: str, existing: list[str]) -> str:
     return "\n".join(lines)
 
 
+def search_step(client: imapclient.IMAPClient, account: AccountConfig, folder: FolderConfig,
+                server_name: str) -> Step:
+    """Run the folder's `search` on the server: a refusal here would fail every sync."""
+    name = f"search in {folder.name}"
+    client.select_folder(server_name, readonly=True)
+    try:
+        found = Criteria(folder.search or "").matching(client, "1:*")
+    except SearchRefused as exc:
+        return Step(account.name, name, False, str(exc),
+                    "every sync would fail the same way: change the search criteria (the "
+                    "README lists what Exchange supports); non-ASCII text goes with CHARSET "
+                    "UTF-8, so if that is what is refused, search for ASCII words instead",
+                    "search_refused")
+    finally:
+        with contextlib.suppress(IMAPClientError):
+            client.close_folder()
+    return Step(account.name, name, True, f"{folder.search}: {len(found)} of the folder's "
+                                          "messages match")
+
+
 def check_account(account: AccountConfig, emit: Callable[[Step], None]) -> bool:
     """Token -> IMAP login -> folders, emitting a Step each; True if all passed."""
     try:
@@ -299,13 +323,18 @@ def check_account(account: AccountConfig, emit: Callable[[Step], None]) -> bool:
         for folder in account.folders:
             name = f"folder {folder.name}"
             try:
-                st = imap.folder_status(client, imap.resolve_folder(client, folder.name))
+                server_name = imap.resolve_folder(client, folder.name)
+                st = imap.folder_status(client, server_name)
             except FolderNotFound as exc:
                 all_ok = False
                 emit(Step(account.name, name, False, str(exc),
                           _folder_hint(folder.name, exc.existing), "folder_not_found"))
                 continue
             emit(Step(account.name, name, True, f"{st.unread} unread / {st.total} total"))
+            if folder.search:
+                step = search_step(client, account, folder, server_name)
+                all_ok = all_ok and step.ok
+                emit(step)
     except imap.CONNECTION_ERRORS as exc:
         emit(Step(account.name, "folders", False, f"IMAP error: {exc}",
                   "the server dropped the connection: run check again", "imap"))
