@@ -258,7 +258,7 @@ class MessagePublisher:
         routes = self._router.match_summary(payload) if self._router else []
         if self._router:
             payload["routes"] = routes
-        data = json.dumps(payload)
+        data = json.dumps(payload).encode()  # once, for every topic it goes to
         publications.append(self._mqtt.publish(topic, data))
         # the same payload again on each matching route's topic, after the main one
         publications.extend(self._mqtt.publish(self._topics.folder_route(account, folder, name),
