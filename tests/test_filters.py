@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
@@ -221,5 +222,8 @@ def test_each_route_is_an_event_entity_on_the_account_device() -> None:
         assert entity["platform"] == "event" and entity["event_types"] == ["new_message"]
         assert entity["state_topic"] == f"outlook2mqtt/home/inbox/route/{name}"
         assert entity["default_entity_id"] == f"event.outlook_home_inbox_route_{name}"
-        assert entity["name"] == f"INBOX {name}"
+        assert entity["name"] == f"INBOX route {name}"
+        # Home Assistant before 2025.10 derives the id from the device and entity names
+        derived = re.sub(r"[^a-z0-9]+", "_", f"Outlook home {entity['name']}".lower())
+        assert entity["default_entity_id"] == f"event.{derived}"
         assert entity["unique_id"] == f"outlook2mqtt_home_inbox_route_{name}"

@@ -193,7 +193,8 @@ def route_components(
     return {
         f"{folder.topic}_route_{route.name}": {
             **_entity("event", f"{node}_{folder.topic}_route_{route.name}",
-                      f"{ent}_route_{_entity_slug(route.name)}", f"{folder.name} {route.name}"),
+                      f"{ent}_route_{_entity_slug(route.name)}",
+                      f"{folder.name} route {route.name}"),
             "state_topic": topics.folder_route(account.name, folder.topic, route.name),
             "event_types": [EVENT_TYPE],
             "value_template": EVENT_TEMPLATE,
