@@ -106,6 +106,12 @@ def vm_hwm(pid: int) -> int:
     return 0
 
 
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of a process so far (/proc/PID/stat utime, stime)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 # -- the naive loop (run in its own process, for its own VmHWM) ---------------------------
 
 
@@ -172,15 +178,15 @@ def run_bridge(work: Path, config: dict[str, Any], broker_port: int, base: str, 
                count: int, name: str, repeat: int) -> dict[str, Any]:
     """Time runs at log level info (median of `repeat`); count IMAP commands in one more
     run at debug level (debug logging formats every IMAP line: it slows a run down)."""
-    timed = median_run([_bridge_once(work, config, broker_port, f"{base}-{i}", topic, count,
+    timed = median_run([bridge_once(work, config, broker_port, f"{base}-{i}", topic, count,
                                      f"{name}-info{i}", "info") for i in range(repeat)])
-    _bridge_once(work, config, broker_port, f"{base}-debug", topic, count,
+    bridge_once(work, config, broker_port, f"{base}-debug", topic, count,
                  f"{name}-debug", "debug")
     commands = _COMMAND.findall((work / f"{name}-debug.log").read_text(errors="replace"))
     return {**timed, "round_trips": len(commands), "fetches": commands.count("FETCH")}
 
 
-def _bridge_once(work: Path, config: dict[str, Any], broker_port: int, base: str, topic: str,
+def bridge_once(work: Path, config: dict[str, Any], broker_port: int, base: str, topic: str,
                  count: int, name: str, level: str) -> dict[str, Any]:
     config = {**config, "mqtt": {**config["mqtt"], "base_topic": base,
                                  "client_id": f"bench-{base}"},
@@ -197,7 +203,7 @@ def _bridge_once(work: Path, config: dict[str, Any], broker_port: int, base: str
         try:
             timing = arrivals.result(timeout=600)
             time.sleep(0.2)
-            hwm = vm_hwm(bridge.pid)
+            hwm, cpu = vm_hwm(bridge.pid), cpu_seconds(bridge.pid)
         finally:
             bridge.terminate()
             bridge.wait(30)
@@ -208,7 +214,7 @@ def _bridge_once(work: Path, config: dict[str, Any], broker_port: int, base: str
     if timing.uids != sorted(timing.uids):
         raise RuntimeError("summaries not in UID order")
     return {"seconds": timing.seconds, "wall": timing.last - started, "messages": count,
-            "vmhwm": hwm}
+            "vmhwm": hwm, "cpu": cpu}
 
 
 # -- main -------------------------------------------------------------------------------------

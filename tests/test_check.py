@@ -485,3 +485,19 @@ def test_json_lists_every_step_with_its_error_code(
     assert [(s["name"], s["ok"], s["error"]) for s in document["steps"]] == [
         ("config", True, None), ("token acquired", False, "no_imap_role"), ("MQTT", True, None)]
     assert set(document["steps"][1]) == {"account", "name", "ok", "detail", "hint", "error"}
+
+
+def test_search_is_run_on_the_server_and_its_matches_counted(
+    rig_data: Callable[..., dict[str, Any]], dovecot: Dovecot, mailbox: str,
+) -> None:
+    for sender in ("alerts@example.com", "bob@example.com", "alerts@example.com"):
+        dovecot.deliver(mailbox, make_message(subject="alarm", sender=sender, to=mailbox))
+    search = 'FROM "alerts@example.com" SUBJECT "Alarm"'
+
+    ok, steps, text = checked(rig_data(folders=[{"name": "INBOX", "search": search}]))
+
+    assert ok, text
+    step = next(s for s in steps if s.name == "search in INBOX")
+    assert step.detail == f"{search}: 2 of the folder's messages match"
+    assert [s.name for s in steps].index("search in INBOX") == [s.name for s in steps].index(
+        "folder INBOX") + 1

@@ -18,6 +18,7 @@ from cryptography.x509.oid import NameOID
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bridge.config.filters import ROUTE_KEYS
 from bridge.config.load import (
     ACCOUNT_KEYS,
     BRIDGE_KEYS,
@@ -166,14 +167,16 @@ def test_the_example_keeps_state_out_of_the_config_directory(
 @pytest.mark.parametrize(
     ("table", "keys"),
     [("mqtt", MQTT_KEYS), ("homeassistant", HOMEASSISTANT_KEYS), ("bridge", BRIDGE_KEYS),
-     ("accounts", ACCOUNT_KEYS), ("accounts.folders", FOLDER_KEYS)],
+     ("accounts", ACCOUNT_KEYS), ("accounts.folders", FOLDER_KEYS),
+     ("accounts.folders.routes", ROUTE_KEYS)],
 )
 def test_example_documents_every_key(table: str, keys: tuple[str, ...]) -> None:
     text = EXAMPLE.read_text()
     assert f"[{table}]" in text
     written = set(re.findall(r"^[#\s]*([a-z_]+) = ", text, re.MULTILINE))
     written |= set(re.findall(r"\b([a-z_]+_file) = ", text))
-    missing = [k for k in keys if k not in written and k not in ("folders", "send")]  # tables
+    tables = ("folders", "send", "routes")
+    missing = [k for k in keys if k not in written and k not in tables]
     assert not missing, f"config.toml.example does not mention {missing}"
 
 

@@ -459,7 +459,10 @@ def test_device_config_of_an_account_matches_build(config: Config) -> None:
 
 # -- docs and examples ----------------------------------------------------------------------
 
-DOC_CONFIG = make_config(account("home"), health_interval=60)  # what the docs assume
+# the names the docs assume: INBOX with one route, "parcels"
+DOC_CONFIG = make_config(account("home", folders=[
+    {"name": "INBOX", "routes": [{"name": "parcels", "from": ["*@parcels.example"]}]}]),
+    health_interval=60)  # and the bridge's own device
 
 
 def doc_topics() -> set[str]:
@@ -468,7 +471,8 @@ def doc_topics() -> set[str]:
     found = {topics.bridge_state, topics.bridge_info, topics.account_status("home"),
              topics.account_command("home"), topics.command_result("home"),
              "homeassistant/status", *build_discovery(DOC_CONFIG, topics)}
-    for suffix in ("state", "message", "error", "command", "attachment/4123/0"):
+    for suffix in ("state", "message", "error", "command", "attachment/4123/0",
+                   "route/parcels"):
         found.add(f"outlook2mqtt/home/inbox/{suffix}")
     return found
 

@@ -67,7 +67,7 @@ def start_bridge(idp: Any, pki: Any, dovecot: Any, mosquitto: Any, app: Any, mai
                  ) -> Callable[..., BridgeProcess]:
     """Start `outlook2mqtt run` as the docs assume it, watching `folders` with IDLE."""
 
-    def start(folders: list[dict[str, str]]) -> BridgeProcess:
+    def start(folders: list[dict[str, Any]]) -> BridgeProcess:
         for folder in folders:
             if folder["name"] != "INBOX" and folder["name"] not in dovecot.folders(mailbox):
                 dovecot.create_folder(mailbox, folder["name"])
@@ -107,7 +107,7 @@ def ours(registry: list[dict[str, Any]], node: str = NODE) -> dict[str, dict[str
             if e["platform"] == "mqtt" and e["unique_id"].startswith(f"{node}_")}
 
 
-def expected_entities(folders: list[dict[str, str]]) -> dict[str, str]:
+def expected_entities(folders: list[dict[str, Any]]) -> dict[str, str]:
     """unique id -> the entity id the docs give, for a bridge watching `folders`."""
     config = parse_config({
         "mqtt": {"host": "127.0.0.1", "base_topic": BASE},
@@ -120,7 +120,7 @@ def expected_entities(folders: list[dict[str, str]]) -> dict[str, str]:
     return {c["unique_id"]: c["default_entity_id"] for c in device["components"].values()}
 
 
-def registered(ha: HomeAssistant, folders: list[dict[str, str]]) -> dict[str, dict[str, Any]]:
+def registered(ha: HomeAssistant, folders: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Wait until exactly the entities of `folders` are registered; their entries."""
     expected = set(expected_entities(folders))
 
@@ -210,6 +210,40 @@ def test_a_new_mail_fires_the_event_and_the_docs_automations_notify(
     assert {n["title"] for n in sent} == {"Mail from Alice"}
     for name in ("mail_from_alice", "mail_from_alice_mqtt_trigger"):
         assert ha.state(f"automation.{name}")["attributes"]["last_triggered"]
+    assert log_problems(ha, log_start) == []
+
+
+def test_a_route_is_an_event_entity_that_fires_for_its_mail_alone(
+    ha: HomeAssistant, start_bridge: Callable[..., BridgeProcess], imap_session: IMAPClient,
+    mailbox: str,
+) -> None:
+    folders = [{"name": "INBOX", "routes": [{"name": "parcels", "from": ["*@parcels.example"]}]}]
+    log_start = len(ha.log_lines())
+    start_bridge(folders)
+    entries = registered(ha, folders)
+    route = "event.outlook_home_inbox_route_parcels"
+    assert entries[f"{NODE}_inbox_route_parcels"]["entity_id"] == route
+    wait_state(ha, "binary_sensor.outlook_home_connection", "on")
+
+    def last_subject(entity_id: str, subject: str) -> dict[str, Any] | None:
+        event = ha.state(entity_id)
+        return event if event and event["attributes"].get("subject") == subject else None
+
+    sender = "Driver <driver@parcels.example>"
+    imap_session.append("INBOX", make_message(subject="Delivered", sender=sender, to=mailbox))
+    fired = wait_until(lambda: last_subject(route, "Delivered"), "the route's event")
+    assert fired["attributes"]["routes"] == ["parcels"]
+    assert fired["attributes"]["event_type"] == "new_message"
+    assert fired["attributes"]["from_address"] == "driver@parcels.example"
+    for subject in ("Not a parcel", "Not one either"):
+        imap_session.append("INBOX", make_message(subject=subject, to=mailbox))
+    # The bridge publishes a message's route topics right after its message topic, and
+    # Home Assistant takes them in order: once the main entity shows the last message,
+    # a route event for the first would have shown.
+    main = wait_until(lambda: last_subject("event.outlook_home_inbox_new_mail",
+                                           "Not one either"), "the new_message event")
+    assert main["attributes"]["routes"] == []
+    assert ha.state(route) == fired
     assert log_problems(ha, log_start) == []
 
 

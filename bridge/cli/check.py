@@ -8,6 +8,7 @@ MQTT once. Every failure people actually hit maps to a hint saying what to chang
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import re
 import socket
@@ -19,7 +20,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from typing import Any, TextIO
 
+import imapclient
 from imapclient import IMAPClient
+from imapclient.exceptions import IMAPClientError
 
 from bridge import log
 from bridge.auth.delegated import login_hint
@@ -30,7 +33,7 @@ from bridge.cli.configuration import add_command
 from bridge.cli.exits import EXIT_FAIL, EXIT_INVALID, EXIT_OK
 from bridge.cli.steps import Step, format_step
 from bridge.cli.token_checks import IMAP_SCOPE, auth_failure, token_step
-from bridge.config.model import CLOUDS, AccountConfig, Config, MqttConfig
+from bridge.config.model import CLOUDS, AccountConfig, Config, FolderConfig, MqttConfig
 from bridge.errors import (
     AuthError,
     ConfigError,
@@ -39,6 +42,7 @@ from bridge.errors import (
     ImapError,
 )
 from bridge.imap import connection
+from bridge.imap.search import Criteria, SearchRefused
 from bridge.mqtt.client import Incoming, MqttClient, connect_failure
 from bridge.util.suggest import did_you_mean
 
@@ -106,6 +110,26 @@ def _folder_hint(folder: str, existing: list[str]) -> str:
     return "\n".join(lines)
 
 
+def search_step(client: imapclient.IMAPClient, account: AccountConfig, folder: FolderConfig,
+                server_name: str) -> Step:
+    """Run the folder's `search` on the server: a refusal here would fail every sync."""
+    name = f"search in {folder.name}"
+    client.select_folder(server_name, readonly=True)
+    try:
+        found = Criteria(folder.search or "").matching(client, "1:*")
+    except SearchRefused as exc:
+        return Step(account.name, name, False, str(exc),
+                    "every sync would fail the same way: change the search criteria (the "
+                    "README lists what Exchange supports); non-ASCII text goes with CHARSET "
+                    "UTF-8, so if that is what is refused, search for ASCII words instead",
+                    "search_refused")
+    finally:
+        with contextlib.suppress(IMAPClientError):
+            client.close_folder()
+    return Step(account.name, name, True, f"{folder.search}: {len(found)} of the folder's "
+                                          "messages match")
+
+
 def check_account(account: AccountConfig, emit: Callable[[Step], None]) -> bool:
     """Token -> IMAP login -> folders, emitting a Step each; True if all passed."""
     try:
@@ -146,13 +170,18 @@ def _check_folders(account: AccountConfig, client: IMAPClient,
     for folder in account.folders:
         name = f"folder {folder.name}"
         try:
-            st = connection.folder_status(client, connection.resolve_folder(client, folder.name))
+            server_name = connection.resolve_folder(client, folder.name)
+            st = connection.folder_status(client, server_name)
         except FolderNotFound as exc:
             all_ok = False
             emit(Step(account.name, name, False, str(exc),
                       _folder_hint(folder.name, exc.existing), "folder_not_found"))
             continue
         emit(Step(account.name, name, True, f"{st.unread} unread / {st.total} total"))
+        if folder.search:
+            step = search_step(client, account, folder, server_name)
+            all_ok = all_ok and step.ok
+            emit(step)
     return all_ok
 
 

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from bridge.config import credentials, fields
+from bridge.config import credentials, fields, filters
 from bridge.config.model import (
     ALL_COMMANDS,
     CLOUDS,
@@ -51,11 +51,12 @@ ACCOUNT_KEYS = (
 )
 FOLDER_KEYS = (
     "name", "topic", "backfill", "attachments", "max_attachment_bytes", "inline_attachments",
-    "attachment_types", "include_body", "preview_chars",
+    "attachment_types", "include_body", "preview_chars", "search", "routes",
 )
 _TABLES: dict[str, tuple[str, ...]] = {
     "[mqtt]": MQTT_KEYS, "[homeassistant]": HOMEASSISTANT_KEYS, "[bridge]": BRIDGE_KEYS,
     "[[accounts]]": ACCOUNT_KEYS, "[[accounts.folders]]": FOLDER_KEYS,
+    f"[[{filters.ROUTE_HEADER}]]": filters.ROUTE_KEYS,
 }
 _FOLDER_ELSEWHERE = {
     # the classic TOML slip: account keys written below [[accounts.folders]] land in the folder
@@ -363,4 +364,6 @@ def _folder(t: fields.Table) -> FolderConfig:
         attachment_types=types,
         include_body=t.boolean("include_body", False),
         preview_chars=t.integer("preview_chars", 280, 0),
+        search=filters.search(t),
+        routes=filters.routes(t, _elsewhere(f"[[{filters.ROUTE_HEADER}]]")),
     )

@@ -77,6 +77,16 @@ class BridgeConfig:
 
 
 @dataclass(frozen=True)
+class RouteConfig:
+    """Extra topic `B/A/F/route/<name>` for mail from `senders` (lower-case address globs,
+    any one) and/or with a `subject` (a regex searched in the decoded subject)."""
+
+    name: str
+    senders: tuple[str, ...] = ()
+    subject: str | None = None
+
+
+@dataclass(frozen=True)
 class FolderConfig:
     name: str
     topic: str
@@ -87,6 +97,8 @@ class FolderConfig:
     attachment_types: tuple[str, ...] = ("*/*",)  # globs, "!" denies: bridge.mail.policy
     include_body: bool = False
     preview_chars: int = 280
+    search: str | None = None  # IMAP SEARCH criteria: bridge.config.search
+    routes: tuple[RouteConfig, ...] = ()
 
 
 @dataclass(frozen=True)

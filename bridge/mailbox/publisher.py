@@ -29,6 +29,7 @@ from bridge.imap.partfetch import BIG_PART, MessageInFlight, PartFetcher, PartMi
 from bridge.mail.message import StoredMessage, Summary, assemble, summarize
 from bridge.mail.partwise import PartWalk
 from bridge.mail.policy import AttachmentRules, SummaryOptions, skip_reason
+from bridge.mail.routes import Route, Router
 from bridge.mail.walk import FoundAttachment, MessageContent
 from bridge.mailbox.readahead import ReadAhead
 from bridge.mqtt.client import MqttClient, Publication
@@ -71,6 +72,7 @@ class MessagePublisher:
         self._mqtt = mqtt
         self._topics = topics
         self._prefix = topics.attachment_prefix(account.name, folder.topic)
+        self._router = Router([Route(r.name, r.senders, r.subject) for r in folder.routes])
 
     def publish_batches(
         self,
@@ -255,7 +257,14 @@ class MessagePublisher:
         topic = self._topics.folder_message(account, folder)
         # Home Assistant's MQTT event entity reads the event type from the payload.
         payload = {**summary.payload, "event_type": "new_message"}
-        publications.append(self._mqtt.publish(topic, json.dumps(payload)))
+        routes = self._router.match_summary(payload) if self._router else []
+        if self._router:
+            payload["routes"] = routes
+        data = json.dumps(payload).encode()  # once, for every topic it goes to
+        publications.append(self._mqtt.publish(topic, data))
+        # the same payload again on each matching route's topic, after the main one
+        publications.extend(self._mqtt.publish(self._topics.folder_route(account, folder, name),
+                                               data) for name in routes)
         if self._on_published is not None:
             self._on_published()
         return Published(uid, tuple(publications), summary.payload)

@@ -24,6 +24,7 @@ from bridge.auth.tokens import Provider, Token
 from bridge.config.model import AccountConfig, FolderConfig
 from bridge.errors import AuthError, FolderNotFound, ImapAuthError, ImapError, LoginRequired
 from bridge.imap import connection as imap
+from bridge.imap.search import Criteria
 from bridge.mailbox.positions import Position, StateStore
 from bridge.mailbox.publisher import MessagePublisher
 from bridge.mailbox.status import AccountStatus
@@ -113,6 +114,7 @@ class FolderWatcher(threading.Thread):
         self._session_ok = False
         self._publisher = MessagePublisher(account=account, folder=folder, mqtt=mqtt, topics=topics,
                                            on_published=status.published)
+        self._search = Criteria(folder.search) if folder.search else None
 
     @property
     def worker_id(self) -> str:
@@ -280,7 +282,12 @@ class FolderWatcher(threading.Thread):
         new = sorted(u for u in new if u > position.last_uid)
         if new:
             _LOGGER.debug("%s/%s: %d new", self.account.name, self.folder.name, len(new))
-            position = self._publish_new(client, new, position)
+            if wanted := self._wanted(client, new):
+                position = self._publish_new(client, wanted, position)
+            if position.last_uid < new[-1]:
+                # the rest did not match `search`: passed over, never to be looked at again
+                position = Position(position.uidvalidity, new[-1])
+                self._store.save(self.account.name, self.folder.name, position)
         total = int(selected[b"EXISTS"])
         unread = len(client.search(["UNSEEN"])) if total else 0
         self.state.unread, self.state.total = unread, total
@@ -309,12 +316,20 @@ class FolderWatcher(threading.Thread):
                 uidvalidity,
             )
         elif self.folder.backfill:
-            uids = sorted(client.search(["ALL"]))
+            uids = (self._search.matching(client, "1:*") if self._search
+                    else sorted(client.search(["ALL"])))
             newest = uids[-self.folder.backfill :]
             last = newest[0] - 1 if newest else last
         position = Position(uidvalidity, last)
         self._store.save(self.account.name, self.folder.name, position)
         return position
+
+    def _wanted(self, client: imapclient.IMAPClient, new: list[int]) -> list[int]:
+        """The new UIDs to publish: those matching `search`, if the folder has one."""
+        if self._search is None:
+            return new
+        matching = set(self._search.matching(client, f"{new[0]}:{new[-1]}"))
+        return [u for u in new if u in matching]
 
     def _publish_new(
         self, client: imapclient.IMAPClient, uids: list[int], position: Position

@@ -54,7 +54,8 @@ EVENT_TEMPLATE = (
     "message_id=value_json.get('message_id'), date=value_json.get('date'), "
     "from_name=f.get('name'), from_address=f.get('address'), "
     "subject=value_json.get('subject'), preview=value_json.get('preview'), "
-    "has_attachments=value_json.get('has_attachments'), seen=value_json.get('seen')) "
+    "has_attachments=value_json.get('has_attachments'), seen=value_json.get('seen'), "
+    "routes=value_json.get('routes', [])) "
     "| to_json }}"
 )
 ACCOUNT_REFRESH_PAYLOAD = '{"action": "refresh"}'
@@ -186,6 +187,7 @@ def folder_components(
             "icon": "mdi:email-receive-outline",
         },
     }
+    components.update(route_components(account, folder, topics, node))
     for action, label, icon in (
         ("mark_all_read", "mark all read", "mdi:email-open-multiple-outline"),
         ("refresh", "refresh", "mdi:refresh"),
@@ -200,6 +202,25 @@ def folder_components(
                 "icon": icon,
             }
     return components
+
+
+def route_components(
+    account: AccountConfig, folder: FolderConfig, topics: Topics, node: str
+) -> dict[str, Any]:
+    """An event entity per route of the folder, keyed `<folder topic>_route_<route>`."""
+    ent = f"outlook_{_entity_slug(account.name)}_{_entity_slug(folder.topic)}"
+    return {
+        f"{folder.topic}_route_{route.name}": {
+            **_entity("event", f"{node}_{folder.topic}_route_{route.name}",
+                      f"{ent}_route_{_entity_slug(route.name)}",
+                      f"{folder.name} route {route.name}"),
+            "state_topic": topics.folder_route(account.name, folder.topic, route.name),
+            "event_types": [EVENT_TYPE],
+            "value_template": EVENT_TEMPLATE,
+            "icon": "mdi:email-fast-outline",
+        }
+        for route in folder.routes
+    }
 
 
 def device_config(config: Config, account: AccountConfig, topics: Topics) -> dict[str, Any]:

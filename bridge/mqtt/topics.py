@@ -44,6 +44,9 @@ class Topics:
     def folder_error(self, account: str, folder_topic: str) -> str:
         return f"{self.folder_base(account, folder_topic)}/error"
 
+    def folder_route(self, account: str, folder_topic: str, route: str) -> str:
+        return f"{self.folder_base(account, folder_topic)}/route/{route}"
+
     def folder_command(self, account: str, folder_topic: str) -> str:
         return f"{self.folder_base(account, folder_topic)}/command"
 
