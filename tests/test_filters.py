@@ -215,7 +215,9 @@ def test_a_summary_is_matched_by_its_from_address_and_decoded_subject() -> None:
 def test_each_route_is_an_event_entity_on_the_account_device() -> None:
     config = config_with(routes=[{"name": "parcels", "from": ["*@parcels.example"]},
                                  {"name": "alarm", "subject": "alarm"}])
-    (payload,) = build_discovery(config, Topics("outlook2mqtt")).values()
+    # the account's device (the bridge's own is published beside it)
+    payload = build_discovery(config, Topics("outlook2mqtt"))[
+        "homeassistant/device/outlook2mqtt_home/config"]
     components = json.loads(payload)["components"]
     for name in ("parcels", "alarm"):
         entity = components[f"inbox_route_{name}"]
