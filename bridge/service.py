@@ -13,7 +13,7 @@ from bridge.auth.providers import token_provider
 from bridge.commands.parse import response_topic_allowed
 from bridge.commands.worker import CommandWorker
 from bridge.config.model import AccountConfig, Config
-from bridge.mailbox.health import health_payload
+from bridge.mailbox.health import health_payload, sent_a_mail
 from bridge.mailbox.positions import StateStore
 from bridge.mailbox.publisher import MessagePublisher
 from bridge.mailbox.status import AccountStatus
@@ -181,7 +181,10 @@ class Bridge:
             worker.submit(msg, folder)
 
     def _reply(self, account: str, msg: Incoming, payload: bytes) -> None:
-        self.accounts[account].status.commanded()
+        status = self.accounts[account].status
+        status.commanded()
+        if sent_a_mail(payload):
+            status.sent_mail()
         self.mqtt.publish(self.topics.command_result(account), payload)
         if not (msg.response_topic and self.mqtt.v5):
             return

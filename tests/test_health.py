@@ -12,7 +12,7 @@ import pytest
 
 from bridge.config.load import parse_config
 from bridge.errors import ConfigError
-from bridge.mailbox.health import health_payload, rss_bytes
+from bridge.mailbox.health import health_payload, rss_bytes, sent_a_mail
 from bridge.mailbox.status import AccountStatus
 from bridge.mqtt.discovery import bridge_device_config
 from bridge.mqtt.topics import Topics
@@ -53,6 +53,24 @@ def test_payload_has_uptime_memory_threads_and_each_account() -> None:
         "work": {"connected": False, "messages_published": 1, "commands": 0, "sent": 0,
                  "last_error": "folder 'Receipts' does not exist"},
     }
+
+
+@pytest.mark.parametrize(("reply", "sent"), [
+    (b'{"id": "s1", "action": "send", "status": "ok", "message_id": "<a@b>"}', True),
+    (b'{"action": "notify", "status": "ok", "message_id": "<a@b>"}', True),
+    (b'{"action": "send", "status": "error", "error": "not allowed: x@y"}', False),
+    (b'{"action": "mark_read", "status": "ok", "uids": [1]}', False),
+    (b'not json', False),
+])
+def test_a_mail_counts_as_sent_when_its_reply_names_the_message(reply: bytes, sent: bool) -> None:
+    assert sent_a_mail(reply) is sent
+
+
+def test_sent_mail_is_counted_per_account() -> None:
+    status = statuses()["home"]
+    status.sent_mail()
+
+    assert status.health()["sent"] == 1
 
 
 def test_the_latest_error_stays_after_recovery_while_status_clears_it() -> None:

@@ -41,3 +41,13 @@ def health_payload(started: float, accounts: Mapping[str, AccountStatus], *,
         "accounts": per_account,
         "updated": iso_now(),
     }).encode()
+
+
+def sent_a_mail(reply: bytes) -> bool:
+    """Whether a command's reply reports a mail sent: only a sending command that the
+    server accepted is answered with a `message_id` (CONTRACT §5b)."""
+    try:
+        answer = json.loads(reply)
+    except ValueError:
+        return False
+    return isinstance(answer, dict) and answer.get("status") == "ok" and "message_id" in answer

@@ -94,6 +94,10 @@ class AccountStatus:
         """A command was answered."""
         self._count("commands")
 
+    def sent_mail(self) -> None:
+        """A sending command's mail was accepted by the server."""
+        self._count("sent")
+
     @property
     def messages_published(self) -> int:
         with self._lock:
