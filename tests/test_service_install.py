@@ -193,9 +193,9 @@ def start_as_the_unit_would(host: Host) -> subprocess.Popen[bytes]:
     argv = unit["ExecStart"][0].replace("${CREDENTIALS_DIRECTORY}", str(creds)).split()
     env = {"PATH": "/usr/bin:/bin", "CREDENTIALS_DIRECTORY": str(creds),
            "STATE_DIRECTORY": str(state), "PYTHONUNBUFFERED": "1"}
-    log = (host.base / "journal").open("wb")
-    return subprocess.Popen(argv, env=env, user=nobody.pw_uid, group=nobody.pw_gid,
-                            extra_groups=[], umask=0o077, cwd="/", stdout=log, stderr=log)
+    with (host.base / "journal").open("wb") as log:  # the child keeps its own descriptor
+        return subprocess.Popen(argv, env=env, user=nobody.pw_uid, group=nobody.pw_gid,
+                                extra_groups=[], umask=0o077, cwd="/", stdout=log, stderr=log)
 
 
 def test_secret_goes_to_the_store_and_a_second_install_reuses_it(
