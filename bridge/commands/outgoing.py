@@ -1,4 +1,4 @@
-"""The sending commands (CONTRACT §5b): `send`, `reply`, `forward`, and `notify` (Home
+"""The sending commands (docs/sending.md): `send`, `reply`, `forward`, and `notify` (Home
 Assistant's notify entity), parsed and validated into a `SendCommand`.
 
 Pure, like `bridge.commands.parse`, whose selection rules (folder, uid, message_id) it reuses.

@@ -1,4 +1,4 @@
-"""Commands from MQTT (CONTRACT §5): parse and validate a payload, build the reply.
+"""Commands from MQTT (README, Commands over MQTT): parse and validate a payload, build the reply.
 
 Pure functions, no I/O: `actions` carries a validated `Command` out on IMAP and
 `command_worker` runs it on the account's own connection.
@@ -341,7 +341,7 @@ def reply(
     to: str | None = None,
     message_id: str | None = None,
 ) -> bytes:
-    """The reply payload of CONTRACT §5; `to` names the folder a move/copy went to,
+    """The reply payload (README, Commands over MQTT); `to` names the folder a move/copy went to,
     `message_id` the mail a sending command sent (§5b)."""
     body: dict[str, Any] = {}
     if command_id is not None:

@@ -103,7 +103,7 @@ class FolderConfig:
 
 @dataclass(frozen=True)
 class SendConfig:
-    """`[accounts.send]`: sending mail over SMTP AUTH (CONTRACT §5b)."""
+    """`[accounts.send]`: sending mail over SMTP AUTH (docs/sending.md)."""
 
     smtp_host: str
     allowed_recipients: tuple[str, ...]  # lower-case address globs

@@ -1,4 +1,4 @@
-"""`[accounts.send]` read into a `SendConfig` (CONTRACT §2, §5b): the SMTP host of the cloud,
+"""`[accounts.send]` read into a `SendConfig` (docs/sending.md): the SMTP host of the cloud,
 the recipient allow-list and the limits. Problems are recorded, never raised.
 
 Imports only the config's model and field readers.

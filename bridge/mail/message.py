@@ -1,4 +1,4 @@
-"""Pure message parsing: raw RFC 822 bytes -> the summary of CONTRACT §4 and its attachments.
+"""Pure message parsing: raw RFC 822 bytes -> the published summary and its attachments.
 
 No I/O happens here. `summarize` never raises: whatever fails is named in the summary's
 ``errors`` list and everything that could be read is still returned.
@@ -61,7 +61,7 @@ class Attachment:
 
 @dataclass(frozen=True)
 class Summary:
-    """The JSON summary of CONTRACT §4 and the attachments it lists, in the same order."""
+    """The JSON summary as published and the attachments it lists, in the same order."""
 
     payload: dict[str, Any]
     attachments: tuple[Attachment, ...]

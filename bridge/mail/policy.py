@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class AttachmentRules:
-    """Which attachments a folder publishes (CONTRACT §2, `[[accounts.folders]]`)."""
+    """Which attachments a folder publishes (`[[accounts.folders]]`)."""
 
     publish: bool = True  # `attachments`
     inline: bool = False  # `inline_attachments`

@@ -50,6 +50,6 @@ class Router:
         return names
 
     def match_summary(self, payload: Mapping[str, Any]) -> list[str]:
-        """`match` for a summary payload (CONTRACT §4: `from.address`, `subject`)."""
+        """`match` for a summary payload (its `from.address` and `subject`)."""
         sender = payload.get("from") or {}
         return self.match(sender.get("address"), payload.get("subject"))

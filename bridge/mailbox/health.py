@@ -45,7 +45,7 @@ def health_payload(started: float, accounts: Mapping[str, AccountStatus], *,
 
 def sent_a_mail(reply: bytes) -> bool:
     """Whether a command's reply reports a mail sent: only a sending command that the
-    server accepted is answered with a `message_id` (CONTRACT §5b)."""
+    server accepted is answered with a `message_id` (docs/sending.md)."""
     try:
         answer = json.loads(reply)
     except ValueError:

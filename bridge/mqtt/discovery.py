@@ -1,4 +1,4 @@
-"""Home Assistant MQTT discovery payloads (CONTRACT §6): pure functions, no network.
+"""Home Assistant MQTT discovery payloads (docs/homeassistant.md): pure functions, no network.
 
 One device-based discovery config per account, `<prefix>/device/<node>/config`, with
 the device, origin, availability and QoS given once and every entity in `components`
@@ -60,7 +60,7 @@ EVENT_TEMPLATE = (
 )
 ACCOUNT_REFRESH_PAYLOAD = '{"action": "refresh"}'
 # Home Assistant's MQTT notify passes only the message text (as `value`): the command
-# mails it to the account's default_to (CONTRACT §5b).
+# mails it to the account's default_to (docs/sending.md).
 NOTIFY_TEMPLATE = "{{ dict(action='notify', text=value) | to_json }}"
 
 
@@ -120,7 +120,7 @@ def account_components(account: AccountConfig, topics: Topics, node: str) -> dic
                       "Refresh all"),
             "command_topic": topics.account_command(account.name),
             "payload_press": ACCOUNT_REFRESH_PAYLOAD,
-            "retain": False,  # a retained command is never executed (CONTRACT §5)
+            "retain": False,  # a retained command is never executed (README, Commands over MQTT)
             "icon": "mdi:refresh",
         }
     return components
@@ -136,7 +136,7 @@ def notify_components(account: AccountConfig, topics: Topics, node: str) -> dict
             **_entity("notify", f"{node}_send_mail", f"{ent}_send_mail", "Send mail"),
             "command_topic": topics.account_command(account.name),
             "command_template": NOTIFY_TEMPLATE,
-            "retain": False,  # a retained command is never executed (CONTRACT §5)
+            "retain": False,  # a retained command is never executed (README, Commands over MQTT)
             "icon": "mdi:email-send-outline",
         },
     }

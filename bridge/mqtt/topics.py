@@ -1,4 +1,4 @@
-"""Topic names of the tree in CONTRACT §3: pure functions, no I/O."""
+"""Topic names of the tree in the README's topic table: pure functions, no I/O."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Sending mail over SMTP AUTH with XOAUTH2 (CONTRACT §5b).
+"""Sending mail over SMTP AUTH with XOAUTH2 (docs/sending.md).
 
 `compose` builds messages (pure, stdlib `email`), `hints` turns Exchange's SMTP answers into
 fixes, `submit` speaks SMTP (smtplib, STARTTLS), `outbox` enforces the account's limits and

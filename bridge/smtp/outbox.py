@@ -1,4 +1,4 @@
-"""An account's outbox: the safety rules of CONTRACT §5b, checked before any connection, then
+"""An account's outbox: the safety rules of docs/sending.md, checked before any connection, then
 one SMTP session per message.
 
 Refusals (recipient not allowed, too many recipients, too large, rate limit) raise
