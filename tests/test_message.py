@@ -532,6 +532,24 @@ def test_any_header_text_decodes(value: str) -> None:
     check_invariants(run(raw))
 
 
+@pytest.mark.parametrize("charset", ["x-unknown", "unknown-8bit", "unknown", "x-klingon"])
+def test_an_unknown_charset_is_guessed_and_noted(charset: str) -> None:
+    raw = (f"Subject: =?{charset}?Q?Caf=E9?= and =?{charset}?Q?Caf=C3=A9?=\n"
+           f"Content-Type: text/plain; charset={charset}\n\nCaf\xe9 ok\n").encode("latin-1")
+    payload = run(raw).payload
+    assert (payload["subject"], payload["preview"]) == ("Café and Café", "Café ok")
+    assert payload["errors"] == [f"text/plain: unknown charset '{charset}'",
+                                 f"subject: unknown charset '{charset}'"]
+
+
+@pytest.mark.parametrize("charset", ["", "; charset=us-ascii"])
+def test_8bit_text_without_a_useful_label_is_guessed_silently(charset: str) -> None:
+    raw = f"Content-Type: text/plain{charset}\n\nCaf\xe9\n".encode("latin-1")
+    payload = run(raw).payload
+    assert payload["preview"] == "Café"
+    assert "errors" not in payload
+
+
 def test_errors_are_deduplicated_and_capped() -> None:
     words = " ".join(f"=?x-bogus{i}?Q?a?=" for i in range(50))
     errors = run(f"Subject: {words} =?x-bogus0?Q?b?=\n\nx".encode()).payload["errors"]
