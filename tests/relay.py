@@ -18,6 +18,8 @@ import time
 from dataclasses import dataclass
 from typing import Self
 
+from rig.pki import TestPKI
+
 
 @dataclass(frozen=True)
 class RelayTLS:
@@ -25,6 +27,13 @@ class RelayTLS:
 
     server: ssl.SSLContext
     client: ssl.SSLContext
+
+
+def relay_tls(pki: TestPKI) -> RelayTLS:
+    """The rig's server certificate toward the client, the rig's CA toward the server."""
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server.load_cert_chain(pki.server_cert_file, pki.server_key_file)
+    return RelayTLS(server=server, client=ssl.create_default_context(cafile=str(pki.ca_file)))
 
 
 class Relay:
@@ -35,6 +44,7 @@ class Relay:
         self.tls = tls
         self.port = 0
         self.rate: float | None = None  # bytes per second from the server, None: unlimited
+        self.up_rate: float | None = None  # bytes per second from the client
         self.cut_on: bytes | None = None  # cut after forwarding a client chunk holding this
         self.hold_on: bytes | None = None  # `hold` after forwarding a client chunk holding this
         self.sent: list[tuple[float, bytes]] = []  # every chunk clients sent, timed, in order
@@ -65,6 +75,15 @@ class Relay:
     def commands(self) -> list[bytes]:
         """The client's lines so far (IMAP commands, with `tls` or a plain server)."""
         return b"".join(data for _t, data in self.sent).splitlines()
+
+    @property
+    def open_connections(self) -> int:
+        """Client connections not yet closed (all they sent has been passed on)."""
+        return len(self._writers) // 2
+
+    def count(self, pattern: bytes) -> int:
+        """How often clients sent `pattern` (e.g. a topic: the PUBLISHes to it)."""
+        return b"".join(data for _t, data in self.sent).count(pattern)
 
     def times_of(self, pattern: bytes) -> list[float]:
         """When (time.monotonic) clients sent a chunk holding `pattern`."""
@@ -109,12 +128,14 @@ class Relay:
     async def _upstream(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                         pair: tuple[asyncio.StreamWriter, ...], cut: asyncio.Event) -> None:
         with contextlib.suppress(OSError, ConnectionError):
-            while data := await reader.read(1 << 16):
+            while data := await reader.read(4096):
                 self.sent.append((time.monotonic(), data))
                 cutting = self.cut_on is not None and self.cut_on in data
                 if cutting:  # once: the server gets the command, the client no answer
                     self.cut_on = None
                     cut.set()
+                if self.up_rate:
+                    await asyncio.sleep(len(data) / self.up_rate)
                 writer.write(data)
                 await writer.drain()
                 if self.hold_on is not None and self.hold_on in data:

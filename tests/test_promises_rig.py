@@ -8,7 +8,6 @@ import itertools
 import json
 import logging
 import socket
-import ssl
 import statistics
 import threading
 import time
@@ -32,16 +31,9 @@ from rig.pki import TestPKI
 from rig.samples import make_message
 from tests.bridgeproc import BridgeProcess
 from tests.conftest import wait_online
-from tests.relay import Relay, RelayTLS
+from tests.relay import Relay, relay_tls
 
 QUIET = 300  # seconds between polls: only what a test causes makes the bridge act
-
-
-def relay_tls(pki: TestPKI) -> RelayTLS:
-    """The rig's server certificate toward the bridge, the rig's CA toward Dovecot."""
-    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    server.load_cert_chain(pki.server_cert_file, pki.server_key_file)
-    return RelayTLS(server=server, client=ssl.create_default_context(cafile=str(pki.ca_file)))
 
 
 @pytest.fixture
@@ -109,6 +101,22 @@ def test_mark_all_read_lists_only_the_messages_that_were_unread(
     assert reply == {"id": "all", "action": "mark_all_read", "status": "ok",
                      "uids": uids[0::2]}
     assert all("\\Seen" in f for f in dovecot.flags(mailbox).values())
+
+
+def test_a_flag_reply_lists_every_selected_message_also_those_already_flagged(
+    make_bridge: Callable[..., BridgeProcess], secret_credential: dict[str, Any],
+    collector: Collector, dovecot: Dovecot, mailbox: str, base_topic: str,
+) -> None:
+    flagged = dovecot.deliver(mailbox, make_message(to=mailbox), flags=["\\Flagged"])
+    plain = dovecot.deliver(mailbox, make_message(to=mailbox))
+    make_bridge(secret_credential, poll_interval=QUIET).start()
+    wait_online(collector, base_topic)
+
+    reply = command(collector, base_topic, {"action": "flag", "folder": "INBOX",
+                                            "uids": [plain, flagged]})
+
+    assert reply == {"action": "flag", "status": "ok", "uids": [flagged, plain]}
+    assert all("\\Flagged" in f for f in dovecot.flags(mailbox).values())
 
 
 def test_fetch_replies_only_after_the_broker_acknowledged(
@@ -187,6 +195,26 @@ def test_a_command_cut_off_mid_way_is_not_retried(
 
 
 # -- push, healing, supervision -------------------------------------------------------
+
+
+def test_idle_is_renewed_every_idle_renew_seconds(
+    make_bridge: Callable[..., BridgeProcess], secret_credential: dict[str, Any],
+    collector: Collector, imap_relay: Relay, base_topic: str,
+) -> None:
+    renew = 2
+    make_bridge(secret_credential, imap_port=imap_relay.port, idle=True, poll_interval=QUIET,
+                extra_account={"idle_renew": renew}).start()
+    wait_online(collector, base_topic)
+    deadline = time.monotonic() + 60
+    while len(imap_relay.times_of(b" IDLE\r\n")) < 5 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    idles = imap_relay.times_of(b" IDLE\r\n")
+    assert len(idles) >= 5
+    gaps = [b - a for a, b in itertools.pairwise(idles)]
+    assert min(gaps) >= 0.9 * renew, gaps
+    assert statistics.median(gaps) <= 2 * renew, gaps
+    assert len(imap_relay.times_of(b"DONE\r\n")) >= len(idles) - 1  # ended, not dropped
+    assert sum(b"AUTHENTICATE" in c for c in imap_relay.commands()) == 1  # one session
 
 
 @pytest.fixture(scope="module")
