@@ -47,7 +47,11 @@ class Relay:
         self.up_rate: float | None = None  # bytes per second from the client
         self.cut_on: bytes | None = None  # cut after forwarding a client chunk holding this
         self.hold_on: bytes | None = None  # `hold` after forwarding a client chunk holding this
+        # After the client of one connection has had `pattern` passed on `count` times, that
+        # connection passes nothing more from it (its network died; once, the first to get there).
+        self.stop_after: tuple[bytes, int] | None = None
         self.sent: list[tuple[float, bytes]] = []  # every chunk clients sent, timed, in order
+        self.passed: list[bytes] = []  # what of it went on to the server
         self.cuts = 0
         self._loop = asyncio.new_event_loop()
         self._open: asyncio.Event | None = None
@@ -82,8 +86,8 @@ class Relay:
         return len(self._writers) // 2
 
     def count(self, pattern: bytes) -> int:
-        """How often clients sent `pattern` (e.g. a topic: the PUBLISHes to it)."""
-        return b"".join(data for _t, data in self.sent).count(pattern)
+        """How often the server got `pattern` (e.g. a topic: the PUBLISHes to it)."""
+        return b"".join(self.passed).count(pattern)
 
     def times_of(self, pattern: bytes) -> list[float]:
         """When (time.monotonic) clients sent a chunk holding `pattern`."""
@@ -127,9 +131,16 @@ class Relay:
 
     async def _upstream(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                         pair: tuple[asyncio.StreamWriter, ...], cut: asyncio.Event) -> None:
+        stopped = False
         with contextlib.suppress(OSError, ConnectionError):
             while data := await reader.read(4096):
                 self.sent.append((time.monotonic(), data))
+                if stopped:
+                    continue
+                if self.stop_after is not None:
+                    pattern, limit = self.stop_after
+                    if b"".join(self.passed).count(pattern) + data.count(pattern) >= limit:
+                        self.stop_after, stopped = None, True
                 cutting = self.cut_on is not None and self.cut_on in data
                 if cutting:  # once: the server gets the command, the client no answer
                     self.cut_on = None
@@ -137,6 +148,7 @@ class Relay:
                 if self.up_rate:
                     await asyncio.sleep(len(data) / self.up_rate)
                 writer.write(data)
+                self.passed.append(data)
                 await writer.drain()
                 if self.hold_on is not None and self.hold_on in data:
                     self._gate().clear()
