@@ -295,6 +295,8 @@ def datagrams(sock: socket.socket) -> list[str]:
         sock.settimeout(0.5)
 
 
+# The worker's death is the point: pytest need not warn about it.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
 def test_the_watchdog_is_no_longer_fed_once_a_worker_died(
     notify_socket: socket.socket, idp: IdentityPlatform, pki: TestPKI, dovecot: Dovecot,
     mosquitto: Mosquitto, tenant: str, mailbox: str, secret_credential: dict[str, Any],
