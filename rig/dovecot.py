@@ -53,6 +53,9 @@ auth_failure_delay = 0
 auth_verbose = yes
 first_valid_uid = 1
 mail_location = maildir:~/Maildir
+# Every Dovecot on this machine shares uid 65534's 128 inotify instances; past them IDLE
+# falls back to checking every mailbox_idle_check_interval (30 s by default).
+mailbox_idle_check_interval = 1 secs
 {capability}
 protocol imap {{
   # Dovecot allows 10 per user and IP; Exchange about 20 per mailbox.

@@ -17,12 +17,10 @@ from typing import Any
 import pytest
 import trustme
 
-from bridge.cli import check
 from bridge.cli.check import run_check
 from bridge.cli.steps import Step, format_step
 from bridge.config.load import parse_config
 from bridge.config.model import Config
-from bridge.errors import ImapAuthError
 from rig.bridgecfg import rig_config, write_config
 from rig.dovecot import Dovecot
 from rig.idp import App, IdentityPlatform
@@ -308,23 +306,6 @@ def test_missing_mailbox_grant_prints_the_powershell_with_both_ids(
     assert f"Get-MailboxPermission -Identity {mailbox} -User {sp}" in hint
     assert "Test-ServicePrincipalAuthorization" not in hint
     assert f"            New-ServicePrincipal -AppId {ungranted.client_id}" in text
-
-
-def test_authenticated_but_not_connected_names_the_mailbox(
-    rig_data: Callable[..., dict[str, Any]], mailbox: str, monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    def exchange_says(account: Any, _token: Any, **_kw: Any) -> Any:
-        raise ImapAuthError(f"IMAP login to {account.mailbox} refused: User is authenticated "
-                            "but not connected.")
-
-    monkeypatch.setattr(check.connection, "connect", exchange_says)
-
-    _ok, steps, _text = checked(rig_data())
-
-    step = failed(steps)
-    assert step.error == "not_connected"
-    assert f"Exchange cannot open {mailbox}" in (step.hint or "")
-    assert "Add-MailboxPermission" in (step.hint or "")
 
 
 @pytest.fixture

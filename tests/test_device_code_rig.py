@@ -200,7 +200,9 @@ def test_run_refreshes_then_waits_for_a_new_login_while_other_accounts_publish(
                       account="work")["accounts"][0]
     config["accounts"].append(work)
     path = write_config(workdir / "config.toml", config)
-    idp.token_lifetime = 5  # every connection redeems the refresh token; renewal every 4 s
+    # Every connection redeems the refresh token (MSAL renews tokens with under 5 minutes
+    # left); renewal every 8 s, long enough for a login on a busy machine.
+    idp.token_lifetime = 10
     rc, out = sign_in(idp, path, mailbox)
     assert rc == 0, out
     shown_by_login = len(status_of(collector, base_topic, "home"))
@@ -214,7 +216,7 @@ def test_run_refreshes_then_waits_for_a_new_login_while_other_accounts_publish(
     dovecot.deliver(mailbox, make_message(subject="before expiry"))
     collector.wait_topic(inbox)
     # a few token lifetimes: each renewal redeems (and rotates) the refresh token
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 60
     while idp.delegated.stats.refreshes < refreshes + 2 and time.monotonic() < deadline:
         time.sleep(0.2)
     assert idp.delegated.stats.refreshes >= refreshes + 2
@@ -255,7 +257,9 @@ def test_run_refreshes_then_waits_for_a_new_login_while_other_accounts_publish(
     cache = workdir / "state" / "home.token-cache.json"
     assert cache.stat().st_mode & 0o777 == 0o600
     log = bridge.log()
-    assert "refresh" in log.lower() or "token acquired" in log  # the debug log is not empty
+    # the log covered every renewal and login, so finding no token in it means something
+    assert log.count("token acquired for account home") >= 3
+    assert "AUTHENTICATE" in log
     leaked = [t[:12] for t in idp.delegated.stats.raw_tokens if t in log or t in out]
     assert not leaked
     assert not any(s.payload for s in collector.on(f"{base_topic}/home/status")

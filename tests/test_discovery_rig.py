@@ -83,8 +83,12 @@ def quiet(collector: Collector, seconds: float) -> None:
 
 def retained_under(port: int, prefix: str) -> dict[str, bytes]:
     """What a client subscribing now gets: the retained messages under `prefix`."""
-    with Collector("127.0.0.1", port, [f"{prefix}/#"]) as fresh:
-        quiet(fresh, 1)
+    # The broker sends a subscriber the retained messages before anything published after
+    # the subscription: once a marker sent then is back, every retained one is in.
+    marker = f"o2m-marker/{uuid.uuid4().hex}"
+    with Collector("127.0.0.1", port, [f"{prefix}/#", marker]) as fresh:
+        fresh.publish(marker, b"end")
+        fresh.wait_topic(marker, timeout=30)
         return {m.topic: m.payload for m in fresh.messages if m.retain}
 
 

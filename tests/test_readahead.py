@@ -28,8 +28,12 @@ def test_the_producer_runs_at_most_depth_items_ahead() -> None:
     with ReadAhead(produce, name="ra-depth", depth=1) as ahead:
         items = iter(ahead)
         assert next(items) == 0
-        time.sleep(0.2)  # ample time to run ahead, if it could
-        # item 1 waits in the queue, item 2 is made and waits to be put: no more
+        # item 1 waits in the queue, item 2 is made and waits to be put ...
+        deadline = time.monotonic() + 30
+        while len(produced) < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert produced[:3] == [0, 1, 2]
+        time.sleep(0.2)  # ... and no more, however long it is given
         assert produced == [0, 1, 2]
 
 

@@ -3,6 +3,7 @@ an identity-platform outage. The bridge must lose nothing and heal by itself."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -15,9 +16,11 @@ from rig.dovecot import Dovecot
 from rig.idp import IdentityPlatform
 from rig.mosquitto import Mosquitto
 from rig.mqttsub import Collector
+from rig.pki import TestPKI
 from rig.samples import make_message
 from tests.bridgeproc import BridgeProcess
 from tests.conftest import wait_online
+from tests.relay import Relay, relay_tls
 
 BACKLOG = 200
 
@@ -52,24 +55,77 @@ def own_broker(tmp_path: Path) -> Iterator[Mosquitto]:
         yield broker
 
 
+# What the README promises a crash or a broker restart repeats at most: one batch.
+REPEAT_LIMIT = 50
+
+
+FAULT_AT = 110  # publishes the broker gets before the fault: mid-batch, mid-backlog
+
+
+@pytest.fixture
+def slow_imap(dovecot: Dovecot, pki: TestPKI) -> Iterator[Relay]:
+    """Dovecot behind a relay passing 20 KB/s: the bridge publishes each window as it
+    arrives and then waits for the next, as it does with Exchange far away."""
+    with Relay(dovecot.port, tls=relay_tls(pki)) as relay:
+        relay.rate = 20_000
+        yield relay
+
+
+def wait_count(relay: Relay, pattern: bytes, count: int, timeout: float = 30) -> None:
+    """Until the server behind the relay got `pattern` `count` times."""
+    deadline = time.monotonic() + timeout
+    while relay.count(pattern) < count and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert relay.count(pattern) >= count
+
+
+def wait_closed(relay: Relay, timeout: float = 30) -> None:
+    """Until the relay passed on all a dead client had sent and closed its connections."""
+    deadline = time.monotonic() + timeout
+    while relay.open_connections and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert relay.open_connections == 0
+
+
+def stored_last_uid(state_dir: Path) -> int:
+    """The INBOX position the bridge has recorded (acknowledged messages only)."""
+    path = state_dir / "positions" / "home" / "INBOX.json"
+    return int(json.loads(path.read_text())["last_uid"])
+
+
+def check_in_order_one_batch_repeated(arrivals: list[int], expected: list[int]) -> int:
+    """Every UID, first seen in UID order; repeats within one batch. Returns the repeats."""
+    assert list(dict.fromkeys(arrivals)) == expected
+    repeated = sorted(uid for uid, n in Counter(arrivals).items() if n > 1)
+    assert len(repeated) <= REPEAT_LIMIT, repeated
+    assert not repeated or repeated[-1] - repeated[0] < REPEAT_LIMIT, repeated
+    return len(arrivals) - len(expected)
+
+
 def test_broker_restart_during_backlog_loses_no_message(
     own_broker: Mosquitto, make_bridge: Callable[..., BridgeProcess],
     secret_credential: dict[str, Any], dovecot: Dovecot, mailbox: str, base_topic: str,
-    record_property: Callable[[str, object], None],
+    record_property: Callable[[str, object], None], slow_imap: Relay,
 ) -> None:
     deliver_many(dovecot, mailbox, BACKLOG)
     topic = f"{base_topic}/home/inbox/message"
     sub = Collector("127.0.0.1", own_broker.port, [topic], client_id=f"sub-{base_topic}",
                     clean=False).start()
     try:
-        make_bridge(secret_credential, mqtt_port=own_broker.port,
-                    folders=[{"name": "INBOX", "backfill": BACKLOG}]).start()
-        sub.wait_topic(topic, count=40, timeout=30)
-        own_broker.restart()
-        seen = wait_all_uids(sub, topic, set(dovecot.uids(mailbox)), timeout=90)
+        with Relay(own_broker.port) as relay:
+            # The broker gets FAULT_AT summaries, then nothing more until it restarts.
+            relay.stop_after = (topic.encode(), FAULT_AT)
+            make_bridge(secret_credential, mqtt_port=relay.port, imap_port=slow_imap.port,
+                        folders=[{"name": "INBOX", "backfill": BACKLOG}]).start()
+            wait_count(relay, topic.encode(), FAULT_AT)
+            published_before = relay.count(topic.encode())
+            own_broker.restart()
+            seen = wait_all_uids(sub, topic, set(dovecot.uids(mailbox)), timeout=90)
     finally:
         sub.stop()
-    duplicates = sum(n - 1 for n in seen.values())
+    assert published_before < BACKLOG  # the fault hit the backlog, not its end
+    duplicates = check_in_order_one_batch_repeated(
+        [m.json()["uid"] for m in sub.on(topic)], dovecot.uids(mailbox))
     record_property("duplicates", duplicates)
     print(f"broker restart during {BACKLOG}-message backlog: {duplicates} duplicates")
     assert len(seen) == BACKLOG
@@ -77,18 +133,27 @@ def test_broker_restart_during_backlog_loses_no_message(
 
 def test_kill_9_during_backlog_then_restart_loses_no_message(
     make_bridge: Callable[..., BridgeProcess], secret_credential: dict[str, Any],
-    collector: Collector, dovecot: Dovecot, mailbox: str, base_topic: str,
-    record_property: Callable[[str, object], None],
+    collector: Collector, dovecot: Dovecot, mosquitto: Mosquitto, mailbox: str,
+    base_topic: str, record_property: Callable[[str, object], None], tmp_path: Path,
+    slow_imap: Relay,
 ) -> None:
     deliver_many(dovecot, mailbox, BACKLOG)
     topic = f"{base_topic}/home/inbox/message"
     folders = [{"name": "INBOX", "backfill": BACKLOG}]
-    first = make_bridge(secret_credential, folders=folders).start()
-    collector.wait_topic(topic, count=60, timeout=30)
-    first.kill()
+    with Relay(mosquitto.port) as relay:
+        relay.stop_after = (topic.encode(), FAULT_AT)  # then the bridge is killed
+        first = make_bridge(secret_credential, folders=folders, mqtt_port=relay.port,
+                            imap_port=slow_imap.port).start()
+        wait_count(relay, topic.encode(), FAULT_AT)
+        first.kill()
+        wait_closed(relay)
+        published_before = relay.count(topic.encode())
+    stored = stored_last_uid(tmp_path / "state")
+    assert published_before < BACKLOG and stored < max(dovecot.uids(mailbox))
     make_bridge(secret_credential, folders=folders).start()
     seen = wait_all_uids(collector, topic, set(dovecot.uids(mailbox)))
-    duplicates = sum(n - 1 for n in seen.values())
+    arrivals = [m.json()["uid"] for m in collector.on(topic)]
+    duplicates = check_in_order_one_batch_repeated(arrivals, dovecot.uids(mailbox))
     record_property("duplicates", duplicates)
     print(f"kill -9 during {BACKLOG}-message backlog: {duplicates} duplicates")
     assert len(seen) == BACKLOG
@@ -134,6 +199,7 @@ def test_short_lived_tokens_are_renewed_without_losing_mail_or_erroring(
     assert [m.json()["subject"] for m in msgs] == [f"tick {i}" for i in range(12)]
     assert idp.token_requests - tokens_before >= 4  # really renewed
     statuses = [m.json() for m in collector.on(f"{base_topic}/home/status")]
+    assert any(s["auth"] == "ok" and s["connected"] for s in statuses)
     assert all(s["auth"] != "error" and s["last_error"] is None for s in statuses)
     assert bridge.stop() == 0
 

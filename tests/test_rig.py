@@ -155,6 +155,8 @@ def test_certificate_with_thumbprint_signs_rs256_and_gets_a_token(
     result = acquire(idp, pki, app, credential=credential)
 
     assert claims_of(result["access_token"])["appidacr"] == "2"
+    assert [(h["alg"], str(h["x5t"]).rstrip("=")) for h in app.assertion_headers] == [
+        ("RS256", cert.x5t)]
 
 
 def test_certificate_with_public_certificate_signs_ps256_and_gets_a_token(
@@ -168,6 +170,9 @@ def test_certificate_with_public_certificate_signs_ps256_and_gets_a_token(
     result = acquire(idp, pki, app, credential=credential)
 
     assert "access_token" in result
+    # MSAL pads the thumbprint with '='
+    assert [(h["alg"], str(h["x5t#S256"]).rstrip("=")) for h in app.assertion_headers] == [
+        ("PS256", cert.x5t_s256)]
 
 
 def test_unregistered_certificate_gives_aadsts700027(

@@ -27,6 +27,9 @@ _FOLD = re.compile(r"\r?\n(?=[ \t])")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 # Charsets that say nothing useful: decode as UTF-8 if valid, else as Windows-1252.
 _GUESS_CHARSETS = frozenset({"", "us-ascii", "ascii", "unknown-8bit", "x-unknown", "unknown"})
+# Of those, the ones that declare the charset unknown: the guess is noted, as for a name
+# Python has no codec for (an absent or ASCII label is ordinary mail and not noted).
+_UNKNOWN_CHARSETS = frozenset({"unknown-8bit", "x-unknown", "unknown"})
 # Invisible characters that mail templates pad previews with.
 ZERO_WIDTH = re.compile("[\u00ad\u034f\u200b-\u200d\u2060\ufeff]")
 
@@ -65,6 +68,8 @@ def decode_bytes(data: bytes, charset: str | None, notes: list[str], where: str)
     """Decode `data` in `charset`, best effort: bad bytes become U+FFFD, never an exception."""
     name = (charset or "").strip().strip("\"'").lower()
     if name in _GUESS_CHARSETS:
+        if name in _UNKNOWN_CHARSETS:
+            notes.append(f"{where}: unknown charset {name!r}")
         return guess_decode(data)
     try:
         if not _CHARSET_NAME.fullmatch(name):

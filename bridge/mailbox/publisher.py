@@ -38,7 +38,10 @@ from bridge.mqtt.topics import Topics
 _LOGGER = logging.getLogger(__name__)
 
 META_BATCH = 200  # UIDs per metadata FETCH
-PUBLISH_BATCH = 50  # messages handed to the caller at a time (it awaits them, then saves)
+# Messages handed to the caller at a time (it awaits them, then saves). A batch is handed
+# over once the next one is published, so two are published but unsaved at most: a crash
+# repeats at most 2 x 25 = 50 messages.
+PUBLISH_BATCH = 25
 YIELD_BYTES = 16 << 20  # attachment bytes published before the caller must await them
 BIG_PART_WAIT = 30.0  # seconds to wait for the broker to take the previous big part
 
