@@ -186,7 +186,8 @@ class Bridge:
     # -- lifecycle ---------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start MQTT and every worker; publish `online` once all folders have settled."""
+        """Start MQTT and every worker; publish `online` once every folder's first
+        attempt is over."""
         self.mqtt.subscribe(self._command_routes)
         if self.discovery:
             self.mqtt.subscribe([self.ha_status_topic])
@@ -228,7 +229,7 @@ class Bridge:
         for watcher in watchers:
             # A folder that cannot connect does not hold the others back: its account
             # status says why. Every folder that connected has recorded its position.
-            while not watcher.settled.wait(0.5):
+            while not watcher.first_attempt_over.wait(0.5):
                 if self.stop_event.is_set():
                     return
         _LOGGER.info("all folders ready: bridge online")

@@ -306,7 +306,7 @@ def check_account(account: AccountConfig, emit: Callable[[Step], None]) -> bool:
                           _folder_hint(folder.name, exc.existing), "folder_not_found"))
                 continue
             emit(Step(account.name, name, True, f"{st.unread} unread / {st.total} total"))
-    except imap.CONNECTION_ERRORS as exc:
+    except imap.IMAP_FAILURES as exc:
         emit(Step(account.name, "folders", False, f"IMAP error: {exc}",
                   "the server dropped the connection: run check again", "imap"))
         all_ok = False

@@ -16,7 +16,7 @@ from bridge.commands import actions
 from bridge.commands.parse import Command, InvalidCommand, parse_command, peek, reply
 from bridge.config.model import AccountConfig
 from bridge.errors import AuthError, CommandError, ImapError, LoginRequired
-from bridge.imap import connection as imap
+from bridge.imap.connection import CONNECTION_LOST, IMAP_FAILURES, close, connect
 from bridge.mailbox.publisher import MessagePublisher
 from bridge.mqtt.client import Incoming
 
@@ -25,8 +25,6 @@ _LOGGER = logging.getLogger(__name__)
 QUEUE_LIMIT = 100
 
 Replier = Callable[[Incoming, bytes], None]
-# A dropped IMAP connection (socket error, BYE, EOF); a NO or BAD answer is IMAP4.error.
-_LOST = (OSError, imapclient.imaplib.IMAP4.abort)
 
 
 class CommandWorker(threading.Thread):
@@ -91,7 +89,7 @@ class CommandWorker(threading.Thread):
                 command_id, action = peek(msg.payload)
                 answer = reply(command_id, action, error="internal error: see the bridge's log")
             self._send(msg, answer)
-        imap.close(self._client)
+        close(self._client)
 
     def handle(self, payload: bytes, folder: str | None) -> bytes:
         """Parse and execute one command; return its reply."""
@@ -123,7 +121,7 @@ class CommandWorker(threading.Thread):
         client = self._connection()
         try:
             outcome = actions.execute(client, command, self._publishers)
-        except _LOST as exc:
+        except CONNECTION_LOST as exc:
             # Not retried: the server may have carried out part of it (a COPY without
             # the EXPUNGE), and a second run could duplicate messages.
             self._drop(exc)
@@ -145,11 +143,11 @@ class CommandWorker(threading.Thread):
         if self._client is not None:
             try:
                 self._client.noop()
-            except (*_LOST, imapclient.imaplib.IMAP4.error) as exc:
+            except IMAP_FAILURES as exc:
                 self._drop(exc)
         if self._client is None:
             token = self._provider.get_token()
-            self._client = imap.connect(self.account, token)
+            self._client = connect(self.account, token)
         return self._client
 
     def _drop(self, exc: BaseException) -> None:
@@ -159,7 +157,7 @@ class CommandWorker(threading.Thread):
             type(exc).__name__,
             exc,
         )
-        imap.close(self._client)
+        close(self._client)
         self._client = None
 
     def _changed(self, server_name: str | None) -> None:
@@ -168,7 +166,7 @@ class CommandWorker(threading.Thread):
             return
         upper = server_name.upper()
         for folder in self.account.folders:
-            # The rules of imap.resolve_folder: INBOX and its children ignore case.
+            # resolve_folder's rules: INBOX and its children ignore case.
             if folder.name == server_name or (
                 folder.name.upper() == upper and upper.split("/")[0] == "INBOX"
             ):

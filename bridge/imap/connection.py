@@ -24,13 +24,13 @@ from bridge.log import register_secret
 
 _LOGGER = logging.getLogger(__name__)
 
-# Anything that means "this connection is gone": reconnect and carry on.
-CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
-    OSError,  # socket errors, ssl.SSLError, TimeoutError
-    IMAPClientError,  # includes IMAPClientAbortError (BYE, EOF)
-    imapclient.imaplib.IMAP4.abort,
-    imapclient.imaplib.IMAP4.error,
-)
+# The connection is gone: a socket or TLS error, a timeout, BYE or EOF (imaplib's abort,
+# which imapclient calls IMAPClientAbortError). Reconnect; what was in flight may or may
+# not have been carried out.
+CONNECTION_LOST: tuple[type[BaseException], ...] = (OSError, imapclient.imaplib.IMAP4.abort)
+# The connection is gone, or the server answered NO or BAD (imaplib's error, the base
+# class of abort, which imapclient calls IMAPClientError).
+IMAP_FAILURES: tuple[type[BaseException], ...] = (*CONNECTION_LOST, IMAPClientError)
 
 
 def ssl_context(account: AccountConfig) -> ssl.SSLContext:
@@ -63,7 +63,7 @@ def connect(account: AccountConfig, token: Token, *, timeout: float = 30) -> ima
         raise ImapError(f"TLS certificate of {where} not trusted: {exc.verify_message}") from None
     except socket.gaierror as exc:
         raise ImapError(f"cannot resolve {account.imap_host}: {exc.strerror}") from None
-    except CONNECTION_ERRORS as exc:
+    except IMAP_FAILURES as exc:
         raise ImapError(f"cannot connect to {where}: {exc}") from None
     # imaplib logs the base64 SASL response at debug level: redact that form too.
     sasl = f"user={account.mailbox}\1auth=Bearer {token.access_token}\1\1"
@@ -73,7 +73,7 @@ def connect(account: AccountConfig, token: Token, *, timeout: float = 30) -> ima
     except LoginError as exc:
         _safe_logout(client)
         raise ImapAuthError(f"IMAP login to {account.mailbox} refused: {_text(exc)}") from None
-    except CONNECTION_ERRORS as exc:
+    except IMAP_FAILURES as exc:
         _safe_logout(client)
         raise ImapError(f"IMAP login to {where} failed: {_text(exc)}") from None
     return client

@@ -22,7 +22,7 @@ from imapclient.exceptions import IMAPClientAbortError
 from bridge.auth.tokens import Provider, Token, wait_for_new_login
 from bridge.config.model import AccountConfig, FolderConfig
 from bridge.errors import AuthError, FolderNotFound, ImapAuthError, ImapError, LoginRequired
-from bridge.imap import connection as imap
+from bridge.imap.connection import IMAP_FAILURES, close, connect, resolve_folder
 from bridge.mailbox.positions import Position, StateStore
 from bridge.mailbox.publisher import MessagePublisher
 from bridge.mailbox.status import AccountStatus
@@ -104,8 +104,11 @@ class FolderWatcher(threading.Thread):
         self._status = status
         self._stopping = stop
         self._wake = threading.Event()
-        self.ready = threading.Event()  # starting position recorded (or first attempt failed)
-        self.settled = threading.Event()
+        # Set once the starting position is recorded: the folder state means something.
+        self.position_recorded = threading.Event()
+        # Set once the first attempt has an outcome (position recorded, failure reported,
+        # sign-in awaited) or the watcher stopped: the bridge announces `online` then.
+        self.first_attempt_over = threading.Event()
         self.state = FolderState()
         self._published_state: tuple[int, int, int, int] | None = None
         self._server_name = folder.name
@@ -131,9 +134,9 @@ class FolderWatcher(threading.Thread):
             try:
                 token = self._provider.get_token(force=force_token)
                 force_token = False
-                client = imap.connect(self.account, token)
+                client = connect(self.account, token)
                 client.normalise_times = False
-                self._server_name = imap.resolve_folder(client, self.folder.name)
+                self._server_name = resolve_folder(client, self.folder.name)
                 self._status.connected(self.worker_id, token.expires_at)
                 self._watch(client, token)
                 backoff.reset()  # an orderly end: token renewal or shutdown
@@ -151,7 +154,7 @@ class FolderWatcher(threading.Thread):
             except BrokerUnavailable:
                 if not self._stopping.is_set():
                     self._failed("the broker refused a publish", auth=False, backoff=backoff)
-            except imap.CONNECTION_ERRORS as exc:
+            except IMAP_FAILURES as exc:
                 text = f"IMAP connection lost: {type(exc).__name__}: {exc}"
                 # Exchange ends sessions at token expiry: "BYE Session invalidated -
                 # AccessTokenExpired". After a healthy session, reconnect at once (with a
@@ -168,8 +171,8 @@ class FolderWatcher(threading.Thread):
                 self._failed(f"internal error: {type(exc).__name__}: {exc}", auth=False,
                              backoff=backoff)
             finally:
-                imap.close(client)
-        self.settled.set()
+                close(client)
+        self.first_attempt_over.set()
 
     def _failed(self, error: str, *, auth: bool, backoff: Backoff) -> None:
         delay = backoff.next_delay()
@@ -186,7 +189,7 @@ class FolderWatcher(threading.Thread):
             delay,
         )
         self._status.failed(self.worker_id, error, auth=auth)
-        self.settled.set()
+        self.first_attempt_over.set()
         self._stopping.wait(delay)
 
     def _await_login(self, exc: LoginRequired) -> None:
@@ -196,7 +199,7 @@ class FolderWatcher(threading.Thread):
         _LOGGER.warning("%s/%s: %s; waiting for the sign-in", self.account.name,
                         self.folder.name, exc)
         self._status.login_required(self.worker_id, str(exc))
-        self.settled.set()
+        self.first_attempt_over.set()
         if self.account.token_cache is not None:
             wait_for_new_login(self.account.token_cache, exc.stamp, self._stopping)
             if not self._stopping.is_set():
@@ -272,8 +275,8 @@ class FolderWatcher(threading.Thread):
         uidvalidity = int(selected[b"UIDVALIDITY"])
         uidnext = int(selected.get(b"UIDNEXT", 0)) or None
         position = self._start_position(client, uidvalidity, uidnext)
-        self.ready.set()
-        self.settled.set()
+        self.position_recorded.set()
+        self.first_attempt_over.set()
         new = [u for u in client.search(["UID", f"{position.last_uid + 1}:*"])]
         new = sorted(u for u in new if u > position.last_uid)
         if new:
@@ -347,5 +350,5 @@ class FolderWatcher(threading.Thread):
 
     def republish_state(self) -> None:
         """Publish the retained state again (after an MQTT reconnect)."""
-        if self.ready.is_set():
+        if self.position_recorded.is_set():
             self._publish_state(force=True)
