@@ -127,52 +127,61 @@ class FolderWatcher(threading.Thread):
 
     def run(self) -> None:
         backoff = Backoff()
-        force_token = False
+        fresh_token = False
         while not self._stopping.is_set():
-            client: imapclient.IMAPClient | None = None
-            self._session_ok = False
-            try:
-                token = self._provider.get_token(force=force_token)
-                force_token = False
-                client = connect(self.account, token)
-                client.normalise_times = False
-                self._server_name = resolve_folder(client, self.folder.name)
-                self._status.connected(self.worker_id, token.expires_at)
-                self._watch(client, token)
-                backoff.reset()  # an orderly end: token renewal or shutdown
-            except LoginRequired as exc:
-                self._await_login(exc)
-                backoff.reset()
-            except (AuthError, ImapAuthError) as exc:
-                transient = isinstance(exc, AuthError) and exc.transient
-                self._failed(str(exc), auth=not transient, backoff=backoff)
-            except FolderNotFound as exc:
-                existing = ", ".join(exc.existing[:20])
-                self._failed(f"{exc}; folders: {existing}", auth=False, backoff=backoff)
-            except ImapError as exc:
-                self._failed(str(exc), auth=False, backoff=backoff)
-            except BrokerUnavailable:
-                if not self._stopping.is_set():
-                    self._failed("the broker refused a publish", auth=False, backoff=backoff)
-            except IMAP_FAILURES as exc:
-                text = f"IMAP connection lost: {type(exc).__name__}: {exc}"
-                # Exchange ends sessions at token expiry: "BYE Session invalidated -
-                # AccessTokenExpired". After a healthy session, reconnect at once (with a
-                # fresh token if that was the reason); only repeated failures back off.
-                force_token = "expired" in str(exc).lower()
-                if self._session_ok:
-                    _LOGGER.info("%s/%s: %s; reconnecting now", self.account.name,
-                                 self.folder.name, text)
-                    backoff.reset()
-                else:
-                    self._failed(text, auth=False, backoff=backoff)
-            except Exception as exc:  # a bug must not silently end the watcher
-                _LOGGER.exception("%s/%s: unexpected error", self.account.name, self.folder.name)
-                self._failed(f"internal error: {type(exc).__name__}: {exc}", auth=False,
-                             backoff=backoff)
-            finally:
-                close(client)
+            fresh_token = self._session(backoff, fresh_token=fresh_token)
         self.first_attempt_over.set()
+
+    def _session(self, backoff: Backoff, *, fresh_token: bool) -> bool:
+        """Connect and watch until the session ends; True if the next session must use a
+        freshly acquired token."""
+        client: imapclient.IMAPClient | None = None
+        self._session_ok = False
+        try:
+            token = self._provider.get_token(force=fresh_token)
+            client = connect(self.account, token)
+            client.normalise_times = False
+            self._server_name = resolve_folder(client, self.folder.name)
+            self._status.connected(self.worker_id, token.expires_at)
+            self._watch(client, token)
+            backoff.reset()  # an orderly end: token renewal or shutdown
+        except LoginRequired as exc:
+            self._await_login(exc)
+            backoff.reset()
+        except (AuthError, ImapAuthError) as exc:
+            transient = isinstance(exc, AuthError) and exc.transient
+            self._failed(str(exc), auth=not transient, backoff=backoff)
+        except FolderNotFound as exc:
+            existing = ", ".join(exc.existing[:20])
+            self._failed(f"{exc}; folders: {existing}", auth=False, backoff=backoff)
+        except ImapError as exc:
+            self._failed(str(exc), auth=False, backoff=backoff)
+        except BrokerUnavailable:
+            if not self._stopping.is_set():
+                self._failed("the broker refused a publish", auth=False, backoff=backoff)
+        except IMAP_FAILURES as exc:
+            return self._lost(exc, backoff)
+        except Exception as exc:  # a bug must not silently end the watcher
+            _LOGGER.exception("%s/%s: unexpected error", self.account.name, self.folder.name)
+            self._failed(f"internal error: {type(exc).__name__}: {exc}", auth=False,
+                         backoff=backoff)
+        finally:
+            close(client)
+        return False
+
+    def _lost(self, exc: BaseException, backoff: Backoff) -> bool:
+        """The session ended under us; True if a fresh token is needed."""
+        text = f"IMAP connection lost: {type(exc).__name__}: {exc}"
+        # Exchange ends sessions at token expiry: "BYE Session invalidated -
+        # AccessTokenExpired". After a healthy session, reconnect at once (with a fresh
+        # token if that was the reason); only repeated failures back off.
+        if self._session_ok:
+            _LOGGER.info("%s/%s: %s; reconnecting now", self.account.name,
+                         self.folder.name, text)
+            backoff.reset()
+        else:
+            self._failed(text, auth=False, backoff=backoff)
+        return "expired" in str(exc).lower()
 
     def _failed(self, error: str, *, auth: bool, backoff: Backoff) -> None:
         delay = backoff.next_delay()
