@@ -60,6 +60,7 @@ class Bridge:
         )
         self.ha_status_topic = f"{config.homeassistant.prefix}/status"
         self.accounts: dict[str, AccountWorkers] = {}
+        self._stale_discovery_checked = threading.Event()
         self._command_routes: dict[str, tuple[str, str | None]] = {}
         for account in config.accounts:
             self._build_account(account)
@@ -133,6 +134,9 @@ class Bridge:
         ).encode()
 
     def _on_mqtt_connect(self) -> None:
+        if not self._stale_discovery_checked.is_set():
+            self._stale_discovery_checked.set()
+            self._clear_stale_discovery()
         # Retained topics again after every (re)connect: a broker without persistence
         # forgets them, and the Last Will may have replaced `online`.
         self.mqtt.publish(self.topics.bridge_info, self.info_payload(), retain=True)
@@ -192,7 +196,6 @@ class Bridge:
         if self.discovery:
             self.mqtt.subscribe([self.ha_status_topic])
         self.mqtt.start()
-        self._clear_stale_discovery()
         for group in self.accounts.values():
             for watcher in group.watchers:
                 watcher.start()
@@ -201,17 +204,15 @@ class Bridge:
         threading.Thread(target=self._announce_online, name="announce-online", daemon=True).start()
 
     def _clear_stale_discovery(self) -> None:
-        """Once connected, empty the retained discovery configs published last time and
-        not now (an account removed from the config); record what is published now."""
+        """On the first connection, empty the retained discovery configs published last
+        time and not now (an account removed from the config); record what is published
+        now. A thread of its own: paho's callbacks must not wait for acknowledgements."""
         if not self.config.homeassistant.discovery:
             return  # nothing under the prefix; the index waits until discovery is back on
         state_dir = self.config.bridge.state_dir
         stale = stale_topics(load_index(state_dir), self.discovery)
 
         def clear() -> None:
-            while not self.mqtt.connected.wait(0.5):
-                if self.stop_event.is_set():
-                    return
             if stale:
                 _LOGGER.info("clearing %d stale Home Assistant discovery config(s)", len(stale))
             sent = {t: self.mqtt.publish(t, b"", retain=True, qos=1) for t in stale}
@@ -229,9 +230,9 @@ class Bridge:
         for watcher in watchers:
             # A folder that cannot connect does not hold the others back: its account
             # status says why. Every folder that connected has recorded its position.
-            while not watcher.first_attempt_over.wait(0.5):
-                if self.stop_event.is_set():
-                    return
+            watcher.first_attempt_over.wait()  # also set when the watcher stops
+            if self.stop_event.is_set():
+                return
         _LOGGER.info("all folders ready: bridge online")
         self.online.set()
         self.mqtt.publish(self.topics.bridge_state, "online", retain=True)
@@ -267,6 +268,8 @@ class Bridge:
         for group in self.accounts.values():
             for watcher in group.watchers:
                 watcher.request_sync()
+            if group.commands is not None:
+                group.commands.stop()
         threads: list[threading.Thread] = [w for g in self.accounts.values() for w in g.watchers]
         threads += [g.commands for g in self.accounts.values() if g.commands is not None]
         # One deadline for all: systemd's TimeoutStopSec must never be reached.

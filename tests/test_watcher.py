@@ -1,38 +1,64 @@
 """The folder watcher's IDLE loop against a scripted IMAP client (a unit seam: the rig
-tests prove the real thing; these pin down server replies the rig cannot produce)."""
+tests prove the real thing; these pin down server replies the rig cannot produce).
+
+The scripted client's socket is one end of a socketpair: the script writes a byte to
+the other end for each response it has, so the watcher's select() wakes as on a real
+connection, and closing the other end plays the server closing the connection."""
 
 from __future__ import annotations
 
+import socket
 import threading
+import time
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from imapclient.exceptions import IMAPClientAbortError
 
+from bridge.imap.connection import take_news
 from bridge.mailbox.watcher import FolderWatcher, _is_change
+from bridge.util.wakeup import Wakeup
 
 
 class ScriptedIdle:
-    """Answers idle_check from a script, then stays quiet."""
+    """Answers idle_check from a script, one response list per byte on the socket."""
 
     def __init__(self, script: list[list[Any]]) -> None:
         self.script = list(script)
         self.done = 0
+        self.server, self.sock = socket.socketpair()
+        self._imap = SimpleNamespace(file=SimpleNamespace(peek=lambda _n: b""))
+
+    def socket(self) -> socket.socket:
+        return self.sock
 
     def idle(self) -> None:
-        pass
+        if self.script:
+            self.server.send(b"x")
 
     def idle_check(self, timeout: float) -> list[Any]:
-        return self.script.pop(0) if self.script else []
+        try:
+            if not self.sock.recv(1):
+                return []  # what imapclient returns on EOF
+        except OSError:
+            return []
+        if not self.script:
+            return []
+        responses = self.script.pop(0)
+        if self.script:
+            self.server.send(b"x")
+        return responses
 
-    def idle_done(self) -> None:
+    def idle_done(self) -> tuple[bytes, list[Any]]:
         self.done += 1
+        return b"Idle terminated", []
 
 
 def idle_only_watcher() -> FolderWatcher:
     watcher = FolderWatcher.__new__(FolderWatcher)
     watcher._stopping = threading.Event()
-    watcher._wake = threading.Event()
+    watcher._wake = Wakeup()
     return watcher
 
 
@@ -49,12 +75,43 @@ def test_new_mail_during_idle_ends_idle_with_done() -> None:
 
 
 def test_silent_eof_during_idle_is_a_lost_connection_not_a_busy_loop() -> None:
-    class Eof(ScriptedIdle):
-        def idle_check(self, timeout: float) -> list[Any]:
-            return []  # what imapclient returns at once on EOF
-
+    client = ScriptedIdle([])
+    client.server.close()  # the socket reads as EOF from now on
     with pytest.raises(IMAPClientAbortError, match="closed"):
-        idle_only_watcher()._idle(Eof([]), until=float("inf"))  # type: ignore[arg-type]
+        idle_only_watcher()._idle(client, until=float("inf"))  # type: ignore[arg-type]
+
+
+def test_a_sync_request_ends_idle_at_once() -> None:
+    watcher, client = idle_only_watcher(), ScriptedIdle([])
+    threading.Timer(0.2, watcher.request_sync).start()
+    started = time.monotonic()
+    watcher._idle(client, until=float("inf"))  # type: ignore[arg-type]
+    assert client.done == 1
+    assert time.monotonic() - started < 2  # woken, not a timed poll or the renewal
+
+
+def test_idle_is_ended_and_restarted_so_a_dead_connection_is_noticed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """DONE is sent every IDLE_CHECK_INTERVAL: a server that no longer answers it
+    times the socket out instead of leaving the watcher in IDLE until renewal."""
+    monkeypatch.setattr("bridge.mailbox.watcher.IDLE_CHECK_INTERVAL", 0.1)
+    client = ScriptedIdle([])
+    idle_only_watcher()._idle(client, until=time.monotonic() + 0.55)  # type: ignore[arg-type]
+    assert client.done >= 4
+
+
+def test_take_news_counts_reports_stashed_in_any_answer() -> None:
+    """EXISTS stashed from a SEARCH answer counts when the count moved; an EXPUNGE always."""
+    stash: dict[str, list[Any]] = {}
+    client = SimpleNamespace(_imap=SimpleNamespace(untagged_responses=stash))
+    stash["EXISTS"] = [b"3"]
+    assert take_news(client, 3) is False  # SELECT's own count: nothing new
+    stash.update(EXISTS=[b"3", b"4"], RECENT=[b"1"])
+    assert take_news(client, 3) is True
+    assert stash == {}  # forgotten once seen
+    stash["EXPUNGE"] = [b"2"]
+    assert take_news(client, 4) is True
 
 
 @pytest.mark.parametrize(

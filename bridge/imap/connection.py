@@ -33,6 +33,14 @@ CONNECTION_LOST: tuple[type[BaseException], ...] = (OSError, imapclient.imaplib.
 IMAP_FAILURES: tuple[type[BaseException], ...] = (*CONNECTION_LOST, IMAPClientError)
 
 
+# Every read waits at most this long: a server that has not answered by then is treated
+# as gone (a NAT or firewall that silently forgot the connection never answers).
+ANSWER_TIMEOUT = 30.0
+# TCP keepalive: probe after 45 s of silence, every 15 s, give up after 3 unanswered
+# probes. It keeps NAT mappings alive and notices a peer that vanished within ~90 s.
+KEEPALIVE_IDLE, KEEPALIVE_INTERVAL, KEEPALIVE_PROBES = 45, 15, 3
+
+
 def ssl_context(account: AccountConfig) -> ssl.SSLContext:
     """Verifying TLS context; `ca_file` adds a CA to the system ones."""
     context = ssl.create_default_context()
@@ -41,7 +49,9 @@ def ssl_context(account: AccountConfig) -> ssl.SSLContext:
     return context
 
 
-def connect(account: AccountConfig, token: Token, *, timeout: float = 30) -> imapclient.IMAPClient:
+def connect(
+    account: AccountConfig, token: Token, *, timeout: float = ANSWER_TIMEOUT
+) -> imapclient.IMAPClient:
     """Open a logged-in connection to the account's mailbox."""
     context = ssl_context(account)
     where = f"{account.imap_host}:{account.imap_port}"
@@ -65,6 +75,7 @@ def connect(account: AccountConfig, token: Token, *, timeout: float = 30) -> ima
         raise ImapError(f"cannot resolve {account.imap_host}: {exc.strerror}") from None
     except IMAP_FAILURES as exc:
         raise ImapError(f"cannot connect to {where}: {exc}") from None
+    keep_alive(client.socket())
     # imaplib logs the base64 SASL response at debug level: redact that form too.
     sasl = f"user={account.mailbox}\1auth=Bearer {token.access_token}\1\1"
     register_secret(base64.b64encode(sasl.encode()).decode())
@@ -77,6 +88,15 @@ def connect(account: AccountConfig, token: Token, *, timeout: float = 30) -> ima
         _safe_logout(client)
         raise ImapError(f"IMAP login to {where} failed: {_text(exc)}") from None
     return client
+
+
+def keep_alive(sock: socket.socket) -> None:
+    """Turn on TCP keepalive with short timers, where the platform has them."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for option, value in (("TCP_KEEPIDLE", KEEPALIVE_IDLE), ("TCP_KEEPINTVL", KEEPALIVE_INTERVAL),
+                          ("TCP_KEEPCNT", KEEPALIVE_PROBES)):
+        if hasattr(socket, option):
+            sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)
 
 
 def _text(exc: BaseException) -> str:
@@ -95,6 +115,48 @@ def close(client: imapclient.IMAPClient | None) -> None:
     """Log out, ignoring a connection that is already gone."""
     if client is not None:
         _safe_logout(client)
+
+
+def abandon(client: imapclient.IMAPClient | None) -> None:
+    """Close a connection known to be lost, without a LOGOUT that would wait for an
+    answer that never comes."""
+    if client is not None:
+        with contextlib.suppress(Exception):
+            client.shutdown()
+
+
+def has_unread_input(client: imapclient.IMAPClient) -> bool:
+    """Whether bytes from the server wait in imaplib's or TLS's buffers, where select()
+    on the socket cannot see them (a response that came with IDLE's continuation).
+
+    imapclient 4.1.0 has no public view of imaplib's reader, hence `_imap.file`."""
+    sock = client.socket()
+    if isinstance(sock, ssl.SSLSocket) and sock.pending():
+        return True
+    timeout = sock.gettimeout()
+    sock.setblocking(False)
+    try:
+        return bool(client._imap.file.peek(1))
+    except (BlockingIOError, ssl.SSLWantReadError):
+        return False
+    finally:
+        sock.settimeout(timeout)
+
+
+def take_news(client: imapclient.IMAPClient, handled: int) -> bool:
+    """Whether an answer to any command since the last call reported a message count
+    other than `handled`, or an expunge, in the selected folder; forgets the reports.
+
+    A server may report EXISTS and EXPUNGE inside any response (RFC 3501 §7): mail that
+    lands during a SEARCH is announced there, and only there. imaplib stashes such
+    responses in `untagged_responses`, which imapclient 4.1.0 leaves in place (SELECT
+    clears them); imapclient has no public view of them, hence `_imap`. RECENT always
+    comes with an EXISTS, so the count decides.
+    """
+    stash: dict[str, list[Any]] = client._imap.untagged_responses
+    counts, expunged = stash.pop("EXISTS", []), stash.pop("EXPUNGE", [])
+    stash.pop("RECENT", None)
+    return any(int(count) != handled for count in counts) or bool(expunged)
 
 
 def list_folders(client: imapclient.IMAPClient) -> list[tuple[tuple[bytes, ...], str]]:

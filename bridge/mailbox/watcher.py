@@ -22,7 +22,16 @@ from imapclient.exceptions import IMAPClientAbortError
 from bridge.auth.tokens import Provider, Token, wait_for_new_login
 from bridge.config.model import AccountConfig, FolderConfig
 from bridge.errors import AuthError, FolderNotFound, ImapAuthError, ImapError, LoginRequired
-from bridge.imap.connection import IMAP_FAILURES, close, connect, resolve_folder
+from bridge.imap.connection import (
+    CONNECTION_LOST,
+    IMAP_FAILURES,
+    abandon,
+    close,
+    connect,
+    has_unread_input,
+    resolve_folder,
+    take_news,
+)
 from bridge.mailbox.positions import Position, StateStore
 from bridge.mailbox.publisher import MessagePublisher
 from bridge.mailbox.status import AccountStatus
@@ -30,8 +39,15 @@ from bridge.mqtt.client import MqttClient, Publication
 from bridge.mqtt.topics import Topics
 from bridge.util.backoff import Backoff
 from bridge.util.times import iso_now
+from bridge.util.wakeup import Wakeup
 
 _LOGGER = logging.getLogger(__name__)
+
+# IDLE is ended and started again this often: DONE must then be answered within the read
+# timeout, so a connection that died without a FIN or RST is noticed within the sum.
+IDLE_CHECK_INTERVAL = 60.0
+# readable with nothing to read, this many times in a row: the server closed the socket
+_EMPTY_READS_AT_EOF = 3
 
 
 class BrokerUnavailable(Exception):
@@ -73,6 +89,14 @@ def _is_change(response: Any) -> bool:
     )
 
 
+def _raise_on_bye(responses: list[Any]) -> None:
+    """A BYE ends the session, e.g. Exchange's "BYE Session invalidated - AccessTokenExpired"."""
+    for response in responses:
+        if isinstance(response, tuple) and response and response[0] == b"BYE":
+            text = b" ".join(r for r in response[1:] if isinstance(r, bytes))
+            raise IMAPClientAbortError(f"BYE {text.decode(errors='replace')}")
+
+
 def summary_lite(payload: dict[str, Any]) -> dict[str, Any]:
     """The part of a summary kept in the retained folder state."""
     keys = ("uid", "message_id", "date", "from", "subject", "seen", "has_attachments")
@@ -103,7 +127,7 @@ class FolderWatcher(threading.Thread):
         self._store = store
         self._status = status
         self._stopping = stop
-        self._wake = threading.Event()
+        self._wake = Wakeup()
         # Set once the starting position is recorded: the folder state means something.
         self.position_recorded = threading.Event()
         # Set once the first attempt has an outcome (position recorded, failure reported,
@@ -113,6 +137,7 @@ class FolderWatcher(threading.Thread):
         self._published_state: tuple[int, int, int, int] | None = None
         self._server_name = folder.name
         self._session_ok = False
+        self._handled_count = 0  # the folder's message count the last sync started from
         self._publisher = MessagePublisher(account=account, folder=folder, mqtt=mqtt, topics=topics)
 
     @property
@@ -131,12 +156,14 @@ class FolderWatcher(threading.Thread):
         while not self._stopping.is_set():
             fresh_token = self._session(backoff, fresh_token=fresh_token)
         self.first_attempt_over.set()
+        self._wake.close()
 
     def _session(self, backoff: Backoff, *, fresh_token: bool) -> bool:
         """Connect and watch until the session ends; True if the next session must use a
         freshly acquired token."""
         client: imapclient.IMAPClient | None = None
         self._session_ok = False
+        lost = False
         try:
             token = self._provider.get_token(force=fresh_token)
             client = connect(self.account, token)
@@ -148,9 +175,13 @@ class FolderWatcher(threading.Thread):
         except LoginRequired as exc:
             self._await_login(exc)
             backoff.reset()
-        except (AuthError, ImapAuthError) as exc:
-            transient = isinstance(exc, AuthError) and exc.transient
-            self._failed(str(exc), auth=not transient, backoff=backoff)
+        except ImapAuthError as exc:
+            # The server refused this token: one issued before admin consent, or revoked
+            # early, stays refused, and MSAL would return it from its cache until expiry.
+            self._failed(str(exc), auth=True, backoff=backoff)
+            return True
+        except AuthError as exc:
+            self._failed(str(exc), auth=not exc.transient, backoff=backoff)
         except FolderNotFound as exc:
             existing = ", ".join(exc.existing[:20])
             self._failed(f"{exc}; folders: {existing}", auth=False, backoff=backoff)
@@ -160,28 +191,29 @@ class FolderWatcher(threading.Thread):
             if not self._stopping.is_set():
                 self._failed("the broker refused a publish", auth=False, backoff=backoff)
         except IMAP_FAILURES as exc:
+            lost = isinstance(exc, CONNECTION_LOST)
             return self._lost(exc, backoff)
         except Exception as exc:  # a bug must not silently end the watcher
             _LOGGER.exception("%s/%s: unexpected error", self.account.name, self.folder.name)
             self._failed(f"internal error: {type(exc).__name__}: {exc}", auth=False,
                          backoff=backoff)
         finally:
-            close(client)
+            (abandon if lost else close)(client)
         return False
 
     def _lost(self, exc: BaseException, backoff: Backoff) -> bool:
-        """The session ended under us; True if a fresh token is needed."""
+        """The session ended under us; True if the next one needs a fresh token."""
         text = f"IMAP connection lost: {type(exc).__name__}: {exc}"
-        # Exchange ends sessions at token expiry: "BYE Session invalidated -
-        # AccessTokenExpired". After a healthy session, reconnect at once (with a fresh
-        # token if that was the reason); only repeated failures back off.
+        # Exchange ends sessions whose token expired or was revoked: "BYE Session
+        # invalidated - AccessTokenExpired". After a healthy session, reconnect at once
+        # (with a fresh token if the server named it); only repeated failures back off.
         if self._session_ok:
             _LOGGER.info("%s/%s: %s; reconnecting now", self.account.name,
                          self.folder.name, text)
             backoff.reset()
         else:
             self._failed(text, auth=False, backoff=backoff)
-        return "expired" in str(exc).lower()
+        return "token" in str(exc).lower()
 
     def _failed(self, error: str, *, auth: bool, backoff: Backoff) -> None:
         delay = backoff.next_delay()
@@ -239,10 +271,12 @@ class FolderWatcher(threading.Thread):
                              self.account.name, self.folder.name)
                 return
             if use_idle:
-                # A change that landed after the sync's SEARCH but before IDLE starts is
-                # reported to NOOP, not to IDLE (imaplib would stash it): check first.
-                _text, pending = client.noop()
-                if any(_is_change(r) for r in pending):
+                # Mail that landed during the sync was announced in the answer to one
+                # of its commands, or is announced to this NOOP: sync again first.
+                client.noop()
+                if take_news(client, self._handled_count):
+                    _LOGGER.debug("%s/%s: changed during the sync", self.account.name,
+                                  self.folder.name)
                     continue
                 self._idle(client, until=min(renew_at, time.monotonic() + self.account.idle_renew))
             else:
@@ -251,36 +285,43 @@ class FolderWatcher(threading.Thread):
 
     def _idle(self, client: imapclient.IMAPClient, *, until: float) -> None:
         """IDLE (RFC 2177) until the server reports a change, a sync is requested, or
-        `until` (IDLE must be renewed well within the server's 30-minute timeout)."""
-        client.idle()
-        quick_empty = 0
+        `until` (IDLE must be renewed well within the server's 30-minute timeout). Every
+        IDLE_CHECK_INTERVAL the server must answer DONE, else the socket times out."""
         while not (self._stopping.is_set() or self._wake.is_set()):
-            remaining = until - time.monotonic()
-            if remaining <= 0:
-                break
-            wait = min(1.0, remaining)
-            started = time.monotonic()
-            responses = client.idle_check(timeout=wait)
-            for response in responses:
-                if isinstance(response, tuple) and response and response[0] == b"BYE":
-                    # e.g. Exchange's "BYE Session invalidated - AccessTokenExpired"
-                    text = b" ".join(r for r in response[1:] if isinstance(r, bytes))
-                    raise IMAPClientAbortError(f"BYE {text.decode(errors='replace')}")
+            check_at = min(until, time.monotonic() + IDLE_CHECK_INTERVAL)
+            client.idle()
+            changed = self._idle_wait(client, check_at)
+            _text, responses = client.idle_done()
+            _raise_on_bye(responses)
+            if changed or any(_is_change(r) for r in responses) or time.monotonic() >= until:
+                return
+
+    def _idle_wait(self, client: imapclient.IMAPClient, deadline: float) -> bool:
+        """Wait in IDLE until `deadline` or a wake-up (False), or a change (True)."""
+        sock = client.socket()
+        empty_reads = 0
+        while not (self._stopping.is_set() or self._wake.is_set()):
+            if has_unread_input(client):
+                return True  # DONE's answer collects what is buffered, and says more
+            if not self._wake.wait_readable(sock, deadline - time.monotonic()):
+                if time.monotonic() >= deadline:
+                    return False
+                continue
+            responses = client.idle_check(timeout=0)
+            _raise_on_bye(responses)
             if any(_is_change(r) for r in responses):
-                break
-            # imapclient returns [] at once on EOF: a readable socket with nothing to
-            # read, again and again, is a closed connection, not a quiet one.
-            quick_empty = quick_empty + 1 if not responses and (
-                time.monotonic() - started < wait / 2) else 0
-            if quick_empty >= 3:
+                return True
+            empty_reads = 0 if responses else empty_reads + 1
+            if empty_reads >= _EMPTY_READS_AT_EOF:
                 raise IMAPClientAbortError("connection closed by the server during IDLE")
-        client.idle_done()
+        return False
 
     # -- one sync --------------------------------------------------------------------
 
     def sync(self, client: imapclient.IMAPClient) -> None:
         """Publish what is new since the stored position and refresh the folder state."""
         selected = client.select_folder(self._server_name, readonly=True)
+        self._handled_count = int(selected[b"EXISTS"])
         uidvalidity = int(selected[b"UIDVALIDITY"])
         uidnext = int(selected.get(b"UIDNEXT", 0)) or None
         position = self._start_position(client, uidvalidity, uidnext)
