@@ -1,0 +1,141 @@
+"""A chaos run: steady mail into the bench mailbox while random faults hit the bridge,
+then the count of what was lost (must be 0), duplicated and how late it came.
+
+Faults, one every 20-40 s at random: the broker restarts (with persistence, as a real
+one would), Dovecot kicks the mailbox's sessions, the app's tokens are revoked and the
+sessions kicked (an admin revoking sessions), or every open IMAP connection is silently
+dropped (a NAT that forgot them: no FIN, no RST). The bridge runs at its default IDLE
+settings, through a relay (`rig.relay`) that can drop connections.
+
+    .venv/bin/python -m bench.chaos [--minutes 10] [--interval 2] [--seed N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+from bench.latency import pct
+from bench.servers import MAILBOX, Servers, servers
+from rig.bridgecfg import write_config
+from rig.mosquitto import Mosquitto
+from rig.mqttsub import Collector, Received
+from rig.relay import ImapRelay
+from rig.samples import make_message
+
+TOPIC = "outlook2mqtt/home/inbox/message"
+DRAIN_SECONDS = 180  # after the last message: a silent drop takes up to ~90 s to notice
+
+
+def _rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def _faults(rig: Servers, broker: Mosquitto, relay: ImapRelay) -> dict[str, Callable[[], None]]:
+    def drop_silently() -> None:
+        relay.drop_existing()
+
+    def cut_tokens() -> None:
+        rig.idp.revoke_all(rig.app.client_id)
+        rig.dovecot.kick(MAILBOX)
+
+    return {
+        "broker restart": broker.restart,
+        "IMAP kick": lambda: rig.dovecot.kick(MAILBOX),
+        "token cut": cut_tokens,
+        "silent drop": drop_silently,
+    }
+
+
+def _inject(faults: dict[str, Callable[[], None]], rng: random.Random, stop: threading.Event,
+            log: list[tuple[float, str]]) -> None:
+    while not stop.wait(rng.uniform(20, 40)):
+        name = rng.choice(sorted(faults))
+        log.append((time.monotonic(), name))
+        print(f"{time.strftime('%H:%M:%S')} fault: {name}", flush=True)
+        faults[name]()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--minutes", type=float, default=10)
+    parser.add_argument("--interval", type=float, default=2.0, help="seconds between mails")
+    parser.add_argument("--seed", type=int, default=None)
+    args = parser.parse_args()
+    rng = random.Random(args.seed)
+    arrivals: dict[str, list[float]] = {}
+    lock = threading.Lock()
+
+    def on_message(msg: Received) -> None:
+        if msg.topic == TOPIC:
+            with lock:
+                arrivals.setdefault(msg.json()["subject"], []).append(time.monotonic())
+
+    with servers() as rig, Mosquitto(rig.work / "chaos-mqtt", persistence=True) as broker, \
+            ImapRelay(rig.pki, rig.dovecot.port) as relay:
+        config = rig.config(imap_port=relay.port)
+        config["mqtt"]["port"] = broker.port
+        path = write_config(rig.work / "config.toml", config)
+        bridge = subprocess.Popen(
+            [sys.executable, "-m", "bridge", "run", "-c", str(path), "--log-level", "info"],
+            stdout=(rig.work / "bridge.log").open("wb"), stderr=subprocess.STDOUT)
+        sub = Collector("127.0.0.1", broker.port, ["outlook2mqtt/#"], client_id="chaos-sub",
+                        clean=False, on_message=on_message).start()
+        stop = threading.Event()
+        fault_log: list[tuple[float, str]] = []
+        appended: dict[str, float] = {}
+        try:
+            sub.wait_for(lambda m: m.topic == "outlook2mqtt/bridge/state"
+                         and m.payload == b"online", timeout=60)
+            rss_start = _rss_mib(bridge.pid)
+            threading.Thread(target=_inject, args=(_faults(rig, broker, relay), rng, stop,
+                                                   fault_log), daemon=True).start()
+            end = time.monotonic() + args.minutes * 60
+            while time.monotonic() < end:
+                subject = f"chaos {len(appended)}"
+                rig.dovecot.deliver(MAILBOX, make_message(subject=subject, to=MAILBOX))
+                appended[subject] = time.monotonic()
+                time.sleep(rng.uniform(0.5, 1.5) * args.interval)
+            stop.set()
+            drain_until = time.monotonic() + DRAIN_SECONDS
+            while time.monotonic() < drain_until and not set(appended) <= set(arrivals):
+                time.sleep(0.5)
+            rss_end = _rss_mib(bridge.pid)
+        finally:
+            stop.set()
+            sub.stop()
+            bridge.terminate()
+            bridge.wait(15)
+        _report(args.minutes, appended, arrivals, fault_log, rss_start, rss_end)
+        lost = len(set(appended) - set(arrivals))
+    return 0 if lost == 0 else 1
+
+
+def _report(minutes: float, appended: dict[str, float], arrivals: dict[str, list[float]],
+            faults: list[tuple[float, str]], rss_start: float, rss_end: float) -> None:
+    lost = sorted(set(appended) - set(arrivals))
+    duplicates = sum(len(times) - 1 for times in arrivals.values())
+    delays = [arrivals[s][0] - t for s, t in appended.items() if s in arrivals]
+    counts = Counter(name for _t, name in faults)
+    print(f"\n{minutes:g} minutes, {len(appended)} messages appended, "
+          f"{len(faults)} faults ({', '.join(f'{n} x{c}' for n, c in sorted(counts.items()))})")
+    print(f"lost: {len(lost)} {lost[:10] if lost else ''}")
+    print(f"duplicates: {duplicates}")
+    if delays:
+        print(f"APPEND -> MQTT delay: p50 {pct(delays, 0.5):.2f} s, p99 {pct(delays, 0.99):.2f} s,"
+              f" max {max(delays):.2f} s")
+    print(f"RSS: {rss_start:.1f} MiB at start, {rss_end:.1f} MiB at end")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
