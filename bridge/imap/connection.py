@@ -125,40 +125,6 @@ def abandon(client: imapclient.IMAPClient | None) -> None:
             client.shutdown()
 
 
-def has_unread_input(client: imapclient.IMAPClient) -> bool:
-    """Whether bytes from the server wait in imaplib's or TLS's buffers, where select()
-    on the socket cannot see them (a response that came with IDLE's continuation).
-
-    imapclient 4.1.0 has no public view of imaplib's reader, hence `_imap.file`."""
-    sock = client.socket()
-    if isinstance(sock, ssl.SSLSocket) and sock.pending():
-        return True
-    timeout = sock.gettimeout()
-    sock.setblocking(False)
-    try:
-        return bool(client._imap.file.peek(1))
-    except (BlockingIOError, ssl.SSLWantReadError):
-        return False
-    finally:
-        sock.settimeout(timeout)
-
-
-def take_news(client: imapclient.IMAPClient, handled: int) -> bool:
-    """Whether an answer to any command since the last call reported a message count
-    other than `handled`, or an expunge, in the selected folder; forgets the reports.
-
-    A server may report EXISTS and EXPUNGE inside any response (RFC 3501 §7): mail that
-    lands during a SEARCH is announced there, and only there. imaplib stashes such
-    responses in `untagged_responses`, which imapclient 4.1.0 leaves in place (SELECT
-    clears them); imapclient has no public view of them, hence `_imap`. RECENT always
-    comes with an EXISTS, so the count decides.
-    """
-    stash: dict[str, list[Any]] = client._imap.untagged_responses
-    counts, expunged = stash.pop("EXISTS", []), stash.pop("EXPUNGE", [])
-    stash.pop("RECENT", None)
-    return any(int(count) != handled for count in counts) or bool(expunged)
-
-
 def list_folders(client: imapclient.IMAPClient) -> list[tuple[tuple[bytes, ...], str]]:
     """(flags, name) for every folder the server lists."""
     return [(tuple(flags), str(name)) for flags, _delim, name in client.list_folders()]

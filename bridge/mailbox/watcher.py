@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import imapclient
-from imapclient.exceptions import IMAPClientAbortError
 
 from bridge.auth.tokens import Provider, Token, wait_for_new_login
 from bridge.config.model import AccountConfig, FolderConfig
@@ -28,10 +27,9 @@ from bridge.imap.connection import (
     abandon,
     close,
     connect,
-    has_unread_input,
     resolve_folder,
-    take_news,
 )
+from bridge.imap.idle import idle, take_news
 from bridge.mailbox.positions import Position, StateStore
 from bridge.mailbox.publisher import MessagePublisher
 from bridge.mailbox.status import AccountStatus
@@ -42,12 +40,6 @@ from bridge.util.times import iso_now
 from bridge.util.wakeup import Wakeup
 
 _LOGGER = logging.getLogger(__name__)
-
-# IDLE is ended and started again this often: DONE must then be answered within the read
-# timeout, so a connection that died without a FIN or RST is noticed within the sum.
-IDLE_CHECK_INTERVAL = 60.0
-# readable with nothing to read, this many times in a row: the server closed the socket
-_EMPTY_READS_AT_EOF = 3
 
 
 class BrokerUnavailable(Exception):
@@ -78,23 +70,6 @@ class FolderState:
 
     def key(self) -> tuple[int, int, int, int]:
         return (self.unread, self.total, self.uidvalidity, self.last_uid)
-
-
-def _is_change(response: Any) -> bool:
-    """EXISTS, EXPUNGE or FETCH (flags) in an IDLE response: something to sync."""
-    return (
-        isinstance(response, tuple)
-        and len(response) >= 2
-        and response[1] in (b"EXISTS", b"EXPUNGE", b"FETCH", b"RECENT")
-    )
-
-
-def _raise_on_bye(responses: list[Any]) -> None:
-    """A BYE ends the session, e.g. Exchange's "BYE Session invalidated - AccessTokenExpired"."""
-    for response in responses:
-        if isinstance(response, tuple) and response and response[0] == b"BYE":
-            text = b" ".join(r for r in response[1:] if isinstance(r, bytes))
-            raise IMAPClientAbortError(f"BYE {text.decode(errors='replace')}")
 
 
 def summary_lite(payload: dict[str, Any]) -> dict[str, Any]:
@@ -278,43 +253,11 @@ class FolderWatcher(threading.Thread):
                     _LOGGER.debug("%s/%s: changed during the sync", self.account.name,
                                   self.folder.name)
                     continue
-                self._idle(client, until=min(renew_at, time.monotonic() + self.account.idle_renew))
+                idle(client, self._wake, self._stopping,
+                     until=min(renew_at, time.monotonic() + self.account.idle_renew))
             else:
                 self._wake.wait(min(self.account.poll_interval,
                                     max(0.0, renew_at - time.monotonic())))
-
-    def _idle(self, client: imapclient.IMAPClient, *, until: float) -> None:
-        """IDLE (RFC 2177) until the server reports a change, a sync is requested, or
-        `until` (IDLE must be renewed well within the server's 30-minute timeout). Every
-        IDLE_CHECK_INTERVAL the server must answer DONE, else the socket times out."""
-        while not (self._stopping.is_set() or self._wake.is_set()):
-            check_at = min(until, time.monotonic() + IDLE_CHECK_INTERVAL)
-            client.idle()
-            changed = self._idle_wait(client, check_at)
-            _text, responses = client.idle_done()
-            _raise_on_bye(responses)
-            if changed or any(_is_change(r) for r in responses) or time.monotonic() >= until:
-                return
-
-    def _idle_wait(self, client: imapclient.IMAPClient, deadline: float) -> bool:
-        """Wait in IDLE until `deadline` or a wake-up (False), or a change (True)."""
-        sock = client.socket()
-        empty_reads = 0
-        while not (self._stopping.is_set() or self._wake.is_set()):
-            if has_unread_input(client):
-                return True  # DONE's answer collects what is buffered, and says more
-            if not self._wake.wait_readable(sock, deadline - time.monotonic()):
-                if time.monotonic() >= deadline:
-                    return False
-                continue
-            responses = client.idle_check(timeout=0)
-            _raise_on_bye(responses)
-            if any(_is_change(r) for r in responses):
-                return True
-            empty_reads = 0 if responses else empty_reads + 1
-            if empty_reads >= _EMPTY_READS_AT_EOF:
-                raise IMAPClientAbortError("connection closed by the server during IDLE")
-        return False
 
     # -- one sync --------------------------------------------------------------------
 

@@ -1,8 +1,8 @@
-"""The folder watcher's IDLE loop against a scripted IMAP client (a unit seam: the rig
-tests prove the real thing; these pin down server replies the rig cannot produce).
+"""The IDLE wait against a scripted IMAP client (a unit seam: the rig tests prove the
+real thing; these pin down server replies the rig cannot produce).
 
 The scripted client's socket is one end of a socketpair: the script writes a byte to
-the other end for each response it has, so the watcher's select() wakes as on a real
+the other end for each response it has, so the select() in the IDLE wait wakes as on a real
 connection, and closing the other end plays the server closing the connection."""
 
 from __future__ import annotations
@@ -16,8 +16,7 @@ from typing import Any
 import pytest
 from imapclient.exceptions import IMAPClientAbortError
 
-from bridge.imap.connection import take_news
-from bridge.mailbox.watcher import FolderWatcher, _is_change
+from bridge.imap.idle import idle, is_change, take_news
 from bridge.util.wakeup import Wakeup
 
 
@@ -55,22 +54,19 @@ class ScriptedIdle:
         return b"Idle terminated", []
 
 
-def idle_only_watcher() -> FolderWatcher:
-    watcher = FolderWatcher.__new__(FolderWatcher)
-    watcher._stopping = threading.Event()
-    watcher._wake = Wakeup()
-    return watcher
+def idle_until(client: ScriptedIdle, until: float, wake: Wakeup | None = None) -> None:
+    idle(client, wake or Wakeup(), threading.Event(), until=until)  # type: ignore[arg-type]
 
 
 def test_token_expiry_bye_during_idle_ends_the_session() -> None:
     client = ScriptedIdle([[(b"BYE", b"Session invalidated - AccessTokenExpired")]])
     with pytest.raises(IMAPClientAbortError, match="AccessTokenExpired"):
-        idle_only_watcher()._idle(client, until=float("inf"))  # type: ignore[arg-type]
+        idle_until(client, float("inf"))
 
 
 def test_new_mail_during_idle_ends_idle_with_done() -> None:
     client = ScriptedIdle([[(b"OK", b"Still here")], [(5, b"EXISTS")]])
-    idle_only_watcher()._idle(client, until=float("inf"))  # type: ignore[arg-type]
+    idle_until(client, float("inf"))
     assert client.done == 1 and client.script == []
 
 
@@ -78,14 +74,14 @@ def test_silent_eof_during_idle_is_a_lost_connection_not_a_busy_loop() -> None:
     client = ScriptedIdle([])
     client.server.close()  # the socket reads as EOF from now on
     with pytest.raises(IMAPClientAbortError, match="closed"):
-        idle_only_watcher()._idle(client, until=float("inf"))  # type: ignore[arg-type]
+        idle_until(client, float("inf"))
 
 
 def test_a_sync_request_ends_idle_at_once() -> None:
-    watcher, client = idle_only_watcher(), ScriptedIdle([])
-    threading.Timer(0.2, watcher.request_sync).start()
+    wake, client = Wakeup(), ScriptedIdle([])
+    threading.Timer(0.2, wake.set).start()
     started = time.monotonic()
-    watcher._idle(client, until=float("inf"))  # type: ignore[arg-type]
+    idle_until(client, float("inf"), wake)
     assert client.done == 1
     assert time.monotonic() - started < 2  # woken, not a timed poll or the renewal
 
@@ -93,11 +89,11 @@ def test_a_sync_request_ends_idle_at_once() -> None:
 def test_idle_is_ended_and_restarted_so_a_dead_connection_is_noticed(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """DONE is sent every IDLE_CHECK_INTERVAL: a server that no longer answers it
-    times the socket out instead of leaving the watcher in IDLE until renewal."""
-    monkeypatch.setattr("bridge.mailbox.watcher.IDLE_CHECK_INTERVAL", 0.1)
+    """DONE is sent every CHECK_INTERVAL: a server that no longer answers it
+    times the socket out instead of sitting in IDLE until renewal."""
+    monkeypatch.setattr("bridge.imap.idle.CHECK_INTERVAL", 0.1)
     client = ScriptedIdle([])
-    idle_only_watcher()._idle(client, until=time.monotonic() + 0.55)  # type: ignore[arg-type]
+    idle_until(client, time.monotonic() + 0.55)
     assert client.done >= 4
 
 
@@ -106,7 +102,8 @@ def test_take_news_counts_reports_stashed_in_any_answer() -> None:
     stash: dict[str, list[Any]] = {}
     client = SimpleNamespace(_imap=SimpleNamespace(untagged_responses=stash))
     stash["EXISTS"] = [b"3"]
-    assert take_news(client, 3) is False  # SELECT's own count: nothing new
+    # SELECT's own count: nothing new
+    assert take_news(client, 3) is False  # type: ignore[arg-type]
     stash.update(EXISTS=[b"3", b"4"], RECENT=[b"1"])
     assert take_news(client, 3) is True
     assert stash == {}  # forgotten once seen
@@ -121,4 +118,4 @@ def test_take_news_counts_reports_stashed_in_any_answer() -> None:
      ((1, b"RECENT"), True), (b"garbage", False)],
 )
 def test_which_idle_responses_trigger_a_sync(response: Any, change: bool) -> None:
-    assert _is_change(response) is change
+    assert is_change(response) is change
