@@ -4,8 +4,8 @@ It terminates TLS on both sides (the rig's server certificate towards the client
 rig's CA towards Dovecot), so it sees the commands: a test can run an action just
 before a command reaches the server (`before_command`), to land mail at an exact point
 of a client's conversation. `drop_existing` plays a NAT or firewall that forgot the
-connections: their bytes are no longer forwarded and nothing is closed (no FIN, no
-RST), while new connections are relayed as before. TCP keepalive is answered by the
+connections: their bytes are no longer forwarded and the client is sent nothing (no FIN,
+no RST), while new connections are relayed as before. TCP keepalive is answered by the
 relay's own kernel, as by a real middlebox, so only an IMAP-level exchange notices.
 """
 
@@ -111,9 +111,15 @@ class ImapRelay:
             except OSError:
                 data = b""
             if link.dropped.is_set():
-                if not data:
-                    return  # keep the other side open: no FIN, no RST
-                continue  # swallowed: the forgotten connection carries nothing
+                if data:
+                    continue  # swallowed: the forgotten connection carries nothing
+                if commands:
+                    # The client gave up on it: let the server's session go too, as a
+                    # server's own timeouts would, instead of holding one of the
+                    # mailbox's connection slots. The client hears nothing either way.
+                    with contextlib.suppress(OSError):
+                        dst.close()
+                return
             if not data:
                 with contextlib.suppress(OSError):
                     dst.close()
