@@ -32,6 +32,7 @@ from rig.samples import make_message
 
 TOPIC = "outlook2mqtt/home/inbox/message"
 DRAIN_SECONDS = 180  # after the last message: a silent drop takes up to ~90 s to notice
+FAULT_SHADOW = 120  # seconds: how long after a fault a message counts as hit by it
 
 
 def _rss_mib(pid: int) -> float:
@@ -135,6 +136,24 @@ def _report(minutes: float, appended: dict[str, float], arrivals: dict[str, list
         print(f"APPEND -> MQTT delay: p50 {pct(delays, 0.5):.2f} s, p99 {pct(delays, 0.99):.2f} s,"
               f" max {max(delays):.2f} s")
     print(f"RSS: {rss_start:.1f} MiB at start, {rss_end:.1f} MiB at end")
+    print(f"\n| last fault before the APPEND (within {FAULT_SHADOW} s) | messages | p50 s "
+          "| max s |")
+    print("|---|---|---|---|")
+    for name, group in sorted(_delays_by_fault(appended, arrivals, faults).items()):
+        print(f"| {name} | {len(group)} | {pct(group, 0.5):.2f} | {max(group):.2f} |")
+
+
+def _delays_by_fault(appended: dict[str, float], arrivals: dict[str, list[float]],
+                     faults: list[tuple[float, str]]) -> dict[str, list[float]]:
+    """Each published message's delay, grouped by the fault that preceded its APPEND."""
+    groups: dict[str, list[float]] = {}
+    for subject, at in appended.items():
+        if subject not in arrivals:
+            continue
+        before = [(t, name) for t, name in faults if at - FAULT_SHADOW <= t <= at]
+        name = max(before)[1] if before else "none"
+        groups.setdefault(name, []).append(arrivals[subject][0] - at)
+    return groups
 
 
 if __name__ == "__main__":
