@@ -13,6 +13,7 @@ settings, through a relay (`rig.relay`) that can drop connections.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import random
 import subprocess
 import sys
@@ -46,13 +47,18 @@ def _faults(rig: Servers, broker: Mosquitto, relay: ImapRelay) -> dict[str, Call
     def drop_silently() -> None:
         relay.drop_existing()
 
+    def kick() -> None:
+        # doveadm fails when no session is open (the bridge is between two): nothing to hit
+        with contextlib.suppress(RuntimeError):
+            rig.dovecot.kick(MAILBOX)
+
     def cut_tokens() -> None:
         rig.idp.revoke_all(rig.app.client_id)
-        rig.dovecot.kick(MAILBOX)
+        kick()
 
     return {
         "broker restart": broker.restart,
-        "IMAP kick": lambda: rig.dovecot.kick(MAILBOX),
+        "IMAP kick": kick,
         "token cut": cut_tokens,
         "silent drop": drop_silently,
     }
