@@ -70,7 +70,7 @@ def test_consent_granted_after_start_is_used_without_a_restart(
     """Tokens carry the roles granted when they were issued (as Entra's do): the token
     cached before admin consent stays refused, so the bridge must get a new one."""
     app = idp.register_app(tenant, secret=random_secret(), roles=[], mailboxes=[mailbox])
-    make_bridge({"client_id": app.client_id, "secret": app.secrets[0]}, **IDLE).start()
+    bridge = make_bridge({"client_id": app.client_id, "secret": app.secrets[0]}, **IDLE).start()
     status_topic = f"{base_topic}/home/status"
     collector.wait_for(lambda m: m.topic == status_topic and m.json()["auth"] == "error",
                        timeout=30)
@@ -80,6 +80,7 @@ def test_consent_granted_after_start_is_used_without_a_restart(
     dovecot.deliver(mailbox, make_message(subject="after consent", to=mailbox))
     published_within(collector, f"{base_topic}/home/inbox/message", "after consent",
                      max(1.0, 60 - (time.monotonic() - granted)))
+    assert "unexpected error" not in bridge.log()  # healed by design, not by a fallback
 
 
 def test_tokens_refused_before_their_expiry_cost_no_mail(
@@ -92,7 +93,7 @@ def test_tokens_refused_before_their_expiry_cost_no_mail(
     idp.refuse_after = 10
     topic = f"{base_topic}/home/inbox/message"
     with SessionReaper(idp, dovecot, mailbox, app.client_id) as reaper:
-        make_bridge(secret_credential, **IDLE).start()
+        bridge = make_bridge(secret_credential, **IDLE).start()
         wait_online(collector, base_topic)
         delays = []
         for i in range(6):  # 42 s: several refusals in a row
@@ -100,6 +101,7 @@ def test_tokens_refused_before_their_expiry_cost_no_mail(
             delays.append(published_within(collector, topic, f"tick {i}", 20))
             time.sleep(max(0.0, 7 - delays[-1]))
     assert reaper.kicks >= 2  # the sessions really were ended
+    assert "unexpected error" not in bridge.log()
     print(f"early refusal: {reaper.kicks} kicks, slowest message {max(delays):.1f} s")
 
 

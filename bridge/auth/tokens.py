@@ -201,7 +201,8 @@ class TokenProvider:
 
     def _drop_cached_tokens(self) -> None:
         cache = self._app.token_cache
-        for item in cache.search(msal.TokenCache.CredentialType.ACCESS_TOKEN):
+        # search() is a generator over the cache's dict: collect before removing.
+        for item in list(cache.search(msal.TokenCache.CredentialType.ACCESS_TOKEN)):
             cache.remove_at(item)
 
 
