@@ -78,6 +78,8 @@ def main() -> int:
     parser.add_argument("--minutes", type=float, default=10)
     parser.add_argument("--interval", type=float, default=2.0, help="seconds between mails")
     parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--bridge-log", type=Path, default=None,
+                        help="keep the bridge's log (debug level) here")
     args = parser.parse_args()
     rng = random.Random(args.seed)
     arrivals: dict[str, list[float]] = {}
@@ -93,9 +95,11 @@ def main() -> int:
         config = rig.config(imap_port=relay.port)
         config["mqtt"]["port"] = broker.port
         path = write_config(rig.work / "config.toml", config)
+        log = args.bridge_log or rig.work / "bridge.log"
         bridge = subprocess.Popen(
-            [sys.executable, "-m", "bridge", "run", "-c", str(path), "--log-level", "info"],
-            stdout=(rig.work / "bridge.log").open("wb"), stderr=subprocess.STDOUT)
+            [sys.executable, "-m", "bridge", "run", "-c", str(path), "--log-level",
+             "debug" if args.bridge_log else "info"],
+            stdout=log.open("wb"), stderr=subprocess.STDOUT)
         sub = Collector("127.0.0.1", broker.port, ["outlook2mqtt/#"], client_id="chaos-sub",
                         clean=False, on_message=on_message).start()
         stop = threading.Event()
