@@ -72,10 +72,6 @@ class FolderNotFound(ImapError):
         super().__init__(f"folder {folder!r} does not exist")
 
 
-class MqttError(BridgeError):
-    """The MQTT broker could not be reached or refused the connection."""
-
-
 class CommandError(BridgeError):
     """A command is malformed, not enabled, or cannot be carried out; the text is the reply."""
 

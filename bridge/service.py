@@ -71,6 +71,7 @@ class Bridge:
         )
         self.ha_status_topic = f"{config.homeassistant.prefix}/status"
         self.accounts: dict[str, AccountWorkers] = {}
+        self._stale_discovery_checked = threading.Event()
         self._command_routes: dict[str, tuple[str, str | None]] = {}
         for account in config.accounts:
             self._build_account(account)
@@ -145,6 +146,9 @@ class Bridge:
         ).encode()
 
     def _on_mqtt_connect(self) -> None:
+        if not self._stale_discovery_checked.is_set():
+            self._stale_discovery_checked.set()
+            self._update_discovery()
         # Retained topics again after every (re)connect: a broker without persistence
         # forgets them, and the Last Will may have replaced `online`.
         self.mqtt.publish(self.topics.bridge_info, self.info_payload(), retain=True)
@@ -202,12 +206,12 @@ class Bridge:
     # -- lifecycle ---------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start MQTT and every worker; publish `online` once all folders have settled."""
+        """Start MQTT and every worker; publish `online` once every folder's first
+        attempt is over."""
         self.mqtt.subscribe(self._command_routes)
         if self.discovery:
             self.mqtt.subscribe([self.ha_status_topic])
         self.mqtt.start()
-        self._update_discovery()
         for group in self.accounts.values():
             for watcher in group.watchers:
                 watcher.start()
@@ -227,9 +231,10 @@ class Bridge:
                 return
 
     def _update_discovery(self) -> None:
-        """Once connected, remove from Home Assistant what was published last time and
+        """On the first connection, remove from Home Assistant what was published last time and
         not now: empty the config of an account removed from the config, and send each
-        removed component once as its platform alone. Then record what is published."""
+        removed component once as its platform alone. Then record what is published.
+        A thread of its own: paho's callbacks must not wait for acknowledgements."""
         if not self.config.homeassistant.discovery:
             return  # nothing under the prefix; the index waits until discovery is back on
         state_dir = self.config.bridge.state_dir
@@ -243,9 +248,6 @@ class Bridge:
         changes.update(removal_configs(self.config, self.topics, removed))
 
         def send() -> None:
-            while not self.mqtt.connected.wait(0.5):
-                if self.stop_event.is_set():
-                    return
             if changes:
                 _LOGGER.info("removing from Home Assistant: %d device(s), %d entity(ies)",
                              len(stale), sum(map(len, removed.values())))
@@ -265,9 +267,9 @@ class Bridge:
         for watcher in watchers:
             # A folder that cannot connect does not hold the others back: its account
             # status says why. Every folder that connected has recorded its position.
-            while not watcher.settled.wait(0.5):
-                if self.stop_event.is_set():
-                    return
+            watcher.first_attempt_over.wait()  # also set when the watcher stops
+            if self.stop_event.is_set():
+                return
         if self.mqtt.connected.is_set():
             _LOGGER.info("all folders ready: bridge online")
         else:  # `online` is queued and reaches the broker with the connection
@@ -307,6 +309,8 @@ class Bridge:
         for group in self.accounts.values():
             for watcher in group.watchers:
                 watcher.request_sync()
+            if group.commands is not None:
+                group.commands.stop()
         threads: list[threading.Thread] = [w for g in self.accounts.values() for w in g.watchers]
         threads += [g.commands for g in self.accounts.values() if g.commands is not None]
         # One deadline for all: systemd's TimeoutStopSec must never be reached.

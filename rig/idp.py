@@ -205,6 +205,8 @@ class IdentityPlatform(Service):
         self.token_lifetime = token_lifetime
         self.down = False
         self.retry_after: int | None = 0  # MSAL throttles a 5xx'd request this long (None: 5 s)
+        # tokens refused this many seconds after issue, whatever their exp claims (None: at exp)
+        self.refuse_after: float | None = None
         self.lock = threading.Lock()
         self.tenants: dict[str, dict[str, App]] = {}
         self.token_requests = 0
@@ -315,6 +317,12 @@ class IdentityPlatform(Service):
             tokens = {c["uti"] for c in self.issued if c["appid"] == client_id}
             self._revoked |= tokens
         return len(tokens)
+
+    def good_until(self, claims: JSON) -> float:
+        """When a token with these claims stops being accepted (exp, or refuse_after)."""
+        if self.refuse_after is None:
+            return float(claims["exp"])
+        return min(float(claims["exp"]), float(claims["iat"]) + self.refuse_after)
 
     def public_key_pem(self) -> bytes:
         """The token-signing public key as PEM (for Dovecot's local JWT validation)."""
@@ -515,6 +523,8 @@ class IdentityPlatform(Service):
             raise _Reject(f"invalid token: {exc}") from exc
         if claims.get("uti") in self._revoked:
             raise _Reject("token revoked")
+        if time.time() >= self.good_until(claims):
+            raise _Reject("token invalidated before its expiry")
         if role not in claims.get("roles", []):
             raise _Reject(f"token lacks the {role} role")
         return claims

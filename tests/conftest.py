@@ -5,7 +5,8 @@ XOAUTH2, checked against `idp`), `mosquitto` (anonymous broker), `homeassistant`
 one on `mosquitto`, with the docs' examples loaded). Each test gets its own
 `tenant`, `mailbox` and `app` (secret in `app.secrets[0]`, granted `mailbox`), so tests never
 see each other's mail or tokens. Tests that change a shared server (`idp.down`,
-`idp.token_lifetime`, a Dovecot restart) must put it back; `_restore_idp` does it for the idp.
+`idp.token_lifetime`, `idp.refuse_after`, a Dovecot restart) must put it back; `_restore_idp`
+does it for the idp.
 """
 
 from __future__ import annotations
@@ -51,9 +52,10 @@ def _restore_idp(request: pytest.FixtureRequest) -> Iterator[None]:
         yield
         return
     platform: IdentityPlatform = request.getfixturevalue("idp")
-    saved = platform.down, platform.token_lifetime, platform.retry_after
+    saved = platform.down, platform.token_lifetime, platform.retry_after, platform.refuse_after
     yield
-    platform.down, platform.token_lifetime, platform.retry_after = saved
+    (platform.down, platform.token_lifetime, platform.retry_after,
+     platform.refuse_after) = saved
 
 
 @pytest.fixture(scope="session")

@@ -150,7 +150,7 @@ def check_account(account: AccountConfig, emit: Callable[[Step], None]) -> bool:
               f"{account.mailbox} on {account.imap_host}:{account.imap_port}"))
     try:
         folders_ok = _check_folders(account, client, emit)
-    except connection.CONNECTION_ERRORS as exc:
+    except connection.IMAP_FAILURES as exc:
         emit(Step(account.name, "folders", False, f"IMAP error: {exc}",
                   "the server dropped the connection: run check again", "imap"))
         return False

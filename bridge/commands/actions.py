@@ -19,7 +19,7 @@ import imapclient
 
 from bridge.commands.parse import Command, did_you_mean
 from bridge.errors import CommandError, FolderNotFound
-from bridge.imap import connection as imap
+from bridge.imap.connection import list_folders, resolve_folder
 from bridge.mailbox.publisher import MessagePublisher
 from bridge.mqtt.client import Publication
 
@@ -116,7 +116,7 @@ def execute(
 
 def _resolve(client: imapclient.IMAPClient, name: str, what: str) -> str:
     try:
-        return imap.resolve_folder(client, name)
+        return resolve_folder(client, name)
     except FolderNotFound as exc:
         raise CommandError(
             f"{what} {name[:100]!r} does not exist{did_you_mean(name, exc.existing)}: give an "
@@ -178,7 +178,7 @@ def _move_or_copy(client: imapclient.IMAPClient, sel: Selection) -> Outcome:
 
 
 def _archive(client: imapclient.IMAPClient, sel: Selection) -> Outcome:
-    target = special_folder(imap.list_folders(client), b"\\Archive", ARCHIVE_NAME)
+    target = special_folder(list_folders(client), b"\\Archive", ARCHIVE_NAME)
     if target is None:
         raise CommandError(
             "no archive folder: none is marked \\Archive and none is named 'Archive'; "
@@ -193,7 +193,7 @@ def _delete(client: imapclient.IMAPClient, sel: Selection) -> Outcome:
                          "delete without expunge moves them to Deleted Items")
         _expunge(client, sel.uids)
         return Outcome(sel.uids, (sel.folder,))
-    target = special_folder(imap.list_folders(client), b"\\Trash", TRASH_NAME)
+    target = special_folder(list_folders(client), b"\\Trash", TRASH_NAME)
     if target is None:
         raise CommandError(
             "no Deleted Items folder: none is marked \\Trash and none is named "

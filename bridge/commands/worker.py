@@ -16,8 +16,8 @@ from bridge.commands import actions, sending
 from bridge.commands.outgoing import SendCommand, parse_request
 from bridge.commands.parse import Command, InvalidCommand, peek, reply
 from bridge.config.model import AccountConfig, same_folder
-from bridge.errors import AuthError, CommandError, ImapError, LoginRequired
-from bridge.imap import connection as imap
+from bridge.errors import AuthError, CommandError, ImapAuthError, ImapError, LoginRequired
+from bridge.imap.connection import CONNECTION_LOST, IMAP_FAILURES, abandon, close, connect
 from bridge.mailbox.publisher import MessagePublisher
 from bridge.mqtt.client import Incoming
 from bridge.smtp.outbox import Outbox
@@ -27,8 +27,7 @@ _LOGGER = logging.getLogger(__name__)
 QUEUE_LIMIT = 100
 
 Replier = Callable[[Incoming, bytes], None]
-# A dropped IMAP connection (socket error, BYE, EOF); a NO or BAD answer is IMAP4.error.
-_LOST = (OSError, imapclient.imaplib.IMAP4.abort)
+_STOP = None  # queued by stop(): the worker ends when it reaches it
 
 
 class CommandWorker(threading.Thread):
@@ -52,9 +51,12 @@ class CommandWorker(threading.Thread):
         self._reply = reply
         self._on_changed = on_changed  # configured folder name ("*" = every folder)
         self._stopping = stop
-        self._queue: queue.Queue[tuple[Incoming, str | None]] = queue.Queue(queue_limit)
+        # Unbounded, so that stop() never blocks; submit() keeps to queue_limit.
+        self._queue: queue.Queue[tuple[Incoming, str | None] | None] = queue.Queue()
+        self._queue_limit = queue_limit
         self._client: imapclient.IMAPClient | None = None
         self.outbox = Outbox(account, provider) if account.sending else None
+        self._fresh_token = False  # the server refused the last token: get a new one
 
     # -- paho's thread: cheap checks only, never block -------------------------------------
 
@@ -71,22 +73,26 @@ class CommandWorker(threading.Thread):
                 f"clear this one by publishing an empty retained message to {msg.topic}"
             )))
             return
-        try:
-            self._queue.put_nowait((msg, folder))
-        except queue.Full:
+        if self._queue.qsize() >= self._queue_limit:  # only paho's thread adds commands
             command_id, action = peek(msg.payload)
             self._send(msg, reply(command_id, action, error=(
-                f"busy: {self._queue.maxsize} commands are waiting; send this one again later"
+                f"busy: {self._queue_limit} commands are waiting; send this one again later"
             )))
+            return
+        self._queue.put((msg, folder))
+
+    def stop(self) -> None:
+        """End the worker once the command in hand is answered (the stop event is set)."""
+        self._queue.put(_STOP)
 
     # -- the worker thread -----------------------------------------------------------------
 
     def run(self) -> None:
         while not self._stopping.is_set():
-            try:
-                msg, folder = self._queue.get(timeout=0.5)
-            except queue.Empty:
-                continue
+            item = self._queue.get()
+            if item is _STOP:
+                break
+            msg, folder = item
             try:
                 answer = self.handle(msg.payload, folder)
             except Exception:  # a bug must cost one command, not the account's commands
@@ -94,7 +100,7 @@ class CommandWorker(threading.Thread):
                 command_id, action = peek(msg.payload)
                 answer = reply(command_id, action, error="internal error: see the bridge's log")
             self._send(msg, answer)
-        imap.close(self._client)
+        close(self._client)
 
     def handle(self, payload: bytes, folder: str | None) -> bytes:
         """Parse and execute one command; return its reply."""
@@ -140,7 +146,7 @@ class CommandWorker(threading.Thread):
         client = self._connection()
         try:
             return actions.read_message(client, selection)
-        except _LOST as exc:
+        except CONNECTION_LOST as exc:
             self._drop(exc)
             raise CommandError("the IMAP connection dropped while reading the original; "
                                "nothing was sent: send the command again") from None
@@ -155,7 +161,7 @@ class CommandWorker(threading.Thread):
         client = self._connection()
         try:
             outcome = actions.execute(client, command, self._publishers)
-        except _LOST as exc:
+        except CONNECTION_LOST as exc:
             # Not retried: the server may have carried out part of it (a COPY without
             # the EXPUNGE), and a second run could duplicate messages.
             self._drop(exc)
@@ -177,11 +183,18 @@ class CommandWorker(threading.Thread):
         if self._client is not None:
             try:
                 self._client.noop()
-            except (*_LOST, imapclient.imaplib.IMAP4.error) as exc:
+            except IMAP_FAILURES as exc:
                 self._drop(exc)
         if self._client is None:
-            token = self._provider.get_token()
-            self._client = imap.connect(self.account, token)
+            token = self._provider.get_token(force=self._fresh_token)
+            try:
+                self._client = connect(self.account, token)
+            except ImapAuthError:
+                # A token refused now stays refused (issued before admin consent, or
+                # revoked): MSAL would return it from its cache until it expires.
+                self._fresh_token = True
+                raise
+            self._fresh_token = False
         return self._client
 
     def _drop(self, exc: BaseException) -> None:
@@ -191,7 +204,8 @@ class CommandWorker(threading.Thread):
             type(exc).__name__,
             exc,
         )
-        imap.close(self._client)
+        # A lost connection is not logged out: LOGOUT would wait for an answer in vain.
+        (abandon if isinstance(exc, CONNECTION_LOST) else close)(self._client)
         self._client = None
 
     def _changed(self, server_name: str | None) -> None:

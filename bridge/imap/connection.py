@@ -24,13 +24,21 @@ from bridge.log import register_secret
 
 _LOGGER = logging.getLogger(__name__)
 
-# Anything that means "this connection is gone": reconnect and carry on.
-CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
-    OSError,  # socket errors, ssl.SSLError, TimeoutError
-    IMAPClientError,  # includes IMAPClientAbortError (BYE, EOF)
-    imapclient.imaplib.IMAP4.abort,
-    imapclient.imaplib.IMAP4.error,
-)
+# The connection is gone: a socket or TLS error, a timeout, BYE or EOF (imaplib's abort,
+# which imapclient calls IMAPClientAbortError). Reconnect; what was in flight may or may
+# not have been carried out.
+CONNECTION_LOST: tuple[type[BaseException], ...] = (OSError, imapclient.imaplib.IMAP4.abort)
+# The connection is gone, or the server answered NO or BAD (imaplib's error, the base
+# class of abort, which imapclient calls IMAPClientError).
+IMAP_FAILURES: tuple[type[BaseException], ...] = (*CONNECTION_LOST, IMAPClientError)
+
+
+# Every read waits at most this long: a server that has not answered by then is treated
+# as gone (a NAT or firewall that silently forgot the connection never answers).
+ANSWER_TIMEOUT = 30.0
+# TCP keepalive: probe after 45 s of silence, every 15 s, give up after 3 unanswered
+# probes. It keeps NAT mappings alive and notices a peer that vanished within ~90 s.
+KEEPALIVE_IDLE, KEEPALIVE_INTERVAL, KEEPALIVE_PROBES = 45, 15, 3
 
 
 def ssl_context(account: AccountConfig) -> ssl.SSLContext:
@@ -41,7 +49,9 @@ def ssl_context(account: AccountConfig) -> ssl.SSLContext:
     return context
 
 
-def connect(account: AccountConfig, token: Token, *, timeout: float = 30) -> imapclient.IMAPClient:
+def connect(
+    account: AccountConfig, token: Token, *, timeout: float = ANSWER_TIMEOUT
+) -> imapclient.IMAPClient:
     """Open a logged-in connection to the account's mailbox."""
     context = ssl_context(account)
     where = f"{account.imap_host}:{account.imap_port}"
@@ -63,8 +73,9 @@ def connect(account: AccountConfig, token: Token, *, timeout: float = 30) -> ima
         raise ImapError(f"TLS certificate of {where} not trusted: {exc.verify_message}") from None
     except socket.gaierror as exc:
         raise ImapError(f"cannot resolve {account.imap_host}: {exc.strerror}") from None
-    except CONNECTION_ERRORS as exc:
+    except IMAP_FAILURES as exc:
         raise ImapError(f"cannot connect to {where}: {exc}") from None
+    keep_alive(client.socket())
     # imaplib logs the base64 SASL response at debug level: redact that form too.
     sasl = f"user={account.mailbox}\1auth=Bearer {token.access_token}\1\1"
     register_secret(base64.b64encode(sasl.encode()).decode())
@@ -73,10 +84,19 @@ def connect(account: AccountConfig, token: Token, *, timeout: float = 30) -> ima
     except LoginError as exc:
         _safe_logout(client)
         raise ImapAuthError(f"IMAP login to {account.mailbox} refused: {_text(exc)}") from None
-    except CONNECTION_ERRORS as exc:
+    except IMAP_FAILURES as exc:
         _safe_logout(client)
         raise ImapError(f"IMAP login to {where} failed: {_text(exc)}") from None
     return client
+
+
+def keep_alive(sock: socket.socket) -> None:
+    """Turn on TCP keepalive with short timers, where the platform has them."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for option, value in (("TCP_KEEPIDLE", KEEPALIVE_IDLE), ("TCP_KEEPINTVL", KEEPALIVE_INTERVAL),
+                          ("TCP_KEEPCNT", KEEPALIVE_PROBES)):
+        if hasattr(socket, option):
+            sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)
 
 
 def _text(exc: BaseException) -> str:
@@ -95,6 +115,14 @@ def close(client: imapclient.IMAPClient | None) -> None:
     """Log out, ignoring a connection that is already gone."""
     if client is not None:
         _safe_logout(client)
+
+
+def abandon(client: imapclient.IMAPClient | None) -> None:
+    """Close a connection known to be lost, without a LOGOUT that would wait for an
+    answer that never comes."""
+    if client is not None:
+        with contextlib.suppress(Exception):
+            client.shutdown()
 
 
 def list_folders(client: imapclient.IMAPClient) -> list[tuple[tuple[bytes, ...], str]]:

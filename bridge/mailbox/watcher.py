@@ -17,13 +17,20 @@ from dataclasses import dataclass
 from typing import Any
 
 import imapclient
-from imapclient.exceptions import IMAPClientAbortError
 
 from bridge.auth.delegated import wait_for_new_login
 from bridge.auth.tokens import Provider, Token
 from bridge.config.model import AccountConfig, FolderConfig
 from bridge.errors import AuthError, FolderNotFound, ImapAuthError, ImapError, LoginRequired
-from bridge.imap import connection as imap
+from bridge.imap.connection import (
+    CONNECTION_LOST,
+    IMAP_FAILURES,
+    abandon,
+    close,
+    connect,
+    resolve_folder,
+)
+from bridge.imap.idle import idle, take_news
 from bridge.imap.search import Criteria
 from bridge.mailbox.positions import Position, StateStore
 from bridge.mailbox.publisher import MessagePublisher
@@ -32,6 +39,7 @@ from bridge.mqtt.client import MqttClient, Publication
 from bridge.mqtt.topics import Topics
 from bridge.util.backoff import Backoff
 from bridge.util.times import iso_now
+from bridge.util.wakeup import Wakeup
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -66,15 +74,6 @@ class FolderState:
         return (self.unread, self.total, self.uidvalidity, self.last_uid)
 
 
-def _is_change(response: Any) -> bool:
-    """EXISTS, EXPUNGE or FETCH (flags) in an IDLE response: something to sync."""
-    return (
-        isinstance(response, tuple)
-        and len(response) >= 2
-        and response[1] in (b"EXISTS", b"EXPUNGE", b"FETCH", b"RECENT")
-    )
-
-
 def summary_lite(payload: dict[str, Any]) -> dict[str, Any]:
     """The part of a summary kept in the retained folder state."""
     keys = ("uid", "message_id", "date", "from", "subject", "seen", "has_attachments")
@@ -105,13 +104,17 @@ class FolderWatcher(threading.Thread):
         self._store = store
         self._status = status
         self._stopping = stop
-        self._wake = threading.Event()
-        self.ready = threading.Event()  # starting position recorded (or first attempt failed)
-        self.settled = threading.Event()
+        self._wake = Wakeup()
+        # Set once the starting position is recorded: the folder state means something.
+        self.position_recorded = threading.Event()
+        # Set once the first attempt has an outcome (position recorded, failure reported,
+        # sign-in awaited) or the watcher stopped: the bridge announces `online` then.
+        self.first_attempt_over = threading.Event()
         self.state = FolderState()
         self._published_state: tuple[int, int, int, int] | None = None
         self._server_name = folder.name
         self._session_ok = False
+        self._handled_count = 0  # the folder's message count the last sync started from
         self._publisher = MessagePublisher(account=account, folder=folder, mqtt=mqtt, topics=topics,
                                            on_published=status.published)
         self._search = Criteria(folder.search) if folder.search else None
@@ -128,52 +131,68 @@ class FolderWatcher(threading.Thread):
 
     def run(self) -> None:
         backoff = Backoff()
-        force_token = False
+        fresh_token = False
         while not self._stopping.is_set():
-            client: imapclient.IMAPClient | None = None
-            self._session_ok = False
-            try:
-                token = self._provider.get_token(force=force_token)
-                force_token = False
-                client = imap.connect(self.account, token)
-                client.normalise_times = False
-                self._server_name = imap.resolve_folder(client, self.folder.name)
-                self._status.connected(self.worker_id, token.expires_at)
-                self._watch(client, token)
-                backoff.reset()  # an orderly end: token renewal or shutdown
-            except LoginRequired as exc:
-                self._await_login(exc)
-                backoff.reset()
-            except (AuthError, ImapAuthError) as exc:
-                transient = isinstance(exc, AuthError) and exc.transient
-                self._failed(str(exc), auth=not transient, backoff=backoff)
-            except FolderNotFound as exc:
-                existing = ", ".join(exc.existing[:20])
-                self._failed(f"{exc}; folders: {existing}", auth=False, backoff=backoff)
-            except ImapError as exc:
-                self._failed(str(exc), auth=False, backoff=backoff)
-            except BrokerUnavailable:
-                if not self._stopping.is_set():
-                    self._failed("the broker refused a publish", auth=False, backoff=backoff)
-            except imap.CONNECTION_ERRORS as exc:
-                text = f"IMAP connection lost: {type(exc).__name__}: {exc}"
-                # Exchange ends sessions at token expiry: "BYE Session invalidated -
-                # AccessTokenExpired". After a healthy session, reconnect at once (with a
-                # fresh token if that was the reason); only repeated failures back off.
-                force_token = "expired" in str(exc).lower()
-                if self._session_ok:
-                    _LOGGER.info("%s/%s: %s; reconnecting now", self.account.name,
-                                 self.folder.name, text)
-                    backoff.reset()
-                else:
-                    self._failed(text, auth=False, backoff=backoff)
-            except Exception as exc:  # a bug must not silently end the watcher
-                _LOGGER.exception("%s/%s: unexpected error", self.account.name, self.folder.name)
-                self._failed(f"internal error: {type(exc).__name__}: {exc}", auth=False,
-                             backoff=backoff)
-            finally:
-                imap.close(client)
-        self.settled.set()
+            fresh_token = self._session(backoff, fresh_token=fresh_token)
+        self.first_attempt_over.set()
+        self._wake.close()
+
+    def _session(self, backoff: Backoff, *, fresh_token: bool) -> bool:
+        """Connect and watch until the session ends; True if the next session must use a
+        freshly acquired token."""
+        client: imapclient.IMAPClient | None = None
+        self._session_ok = False
+        lost = False
+        try:
+            token = self._provider.get_token(force=fresh_token)
+            client = connect(self.account, token)
+            client.normalise_times = False
+            self._server_name = resolve_folder(client, self.folder.name)
+            self._status.connected(self.worker_id, token.expires_at)
+            self._watch(client, token)
+            backoff.reset()  # an orderly end: token renewal or shutdown
+        except LoginRequired as exc:
+            self._await_login(exc)
+            backoff.reset()
+        except ImapAuthError as exc:
+            # The server refused this token: one issued before admin consent, or revoked
+            # early, stays refused, and MSAL would return it from its cache until expiry.
+            self._failed(str(exc), auth=True, backoff=backoff)
+            return True
+        except AuthError as exc:
+            self._failed(str(exc), auth=not exc.transient, backoff=backoff)
+        except FolderNotFound as exc:
+            existing = ", ".join(exc.existing[:20])
+            self._failed(f"{exc}; folders: {existing}", auth=False, backoff=backoff)
+        except ImapError as exc:
+            self._failed(str(exc), auth=False, backoff=backoff)
+        except BrokerUnavailable:
+            if not self._stopping.is_set():
+                self._failed("the broker refused a publish", auth=False, backoff=backoff)
+        except IMAP_FAILURES as exc:
+            lost = isinstance(exc, CONNECTION_LOST)
+            return self._lost(exc, backoff)
+        except Exception as exc:  # a bug must not silently end the watcher
+            _LOGGER.exception("%s/%s: unexpected error", self.account.name, self.folder.name)
+            self._failed(f"internal error: {type(exc).__name__}: {exc}", auth=False,
+                         backoff=backoff)
+        finally:
+            (abandon if lost else close)(client)
+        return False
+
+    def _lost(self, exc: BaseException, backoff: Backoff) -> bool:
+        """The session ended under us; True if the next one needs a fresh token."""
+        text = f"IMAP connection lost: {type(exc).__name__}: {exc}"
+        # Exchange ends sessions whose token expired or was revoked: "BYE Session
+        # invalidated - AccessTokenExpired". After a healthy session, reconnect at once
+        # (with a fresh token if the server named it); only repeated failures back off.
+        if self._session_ok:
+            _LOGGER.info("%s/%s: %s; reconnecting now", self.account.name,
+                         self.folder.name, text)
+            backoff.reset()
+        else:
+            self._failed(text, auth=False, backoff=backoff)
+        return "token" in str(exc).lower()
 
     def _failed(self, error: str, *, auth: bool, backoff: Backoff) -> None:
         delay = backoff.next_delay()
@@ -190,7 +209,7 @@ class FolderWatcher(threading.Thread):
             delay,
         )
         self._status.failed(self.worker_id, error, auth=auth)
-        self.settled.set()
+        self.first_attempt_over.set()
         self._stopping.wait(delay)
 
     def _await_login(self, exc: LoginRequired) -> None:
@@ -200,7 +219,7 @@ class FolderWatcher(threading.Thread):
         _LOGGER.warning("%s/%s: %s; waiting for the sign-in", self.account.name,
                         self.folder.name, exc)
         self._status.login_required(self.worker_id, str(exc))
-        self.settled.set()
+        self.first_attempt_over.set()
         if self.account.token_cache is not None:
             wait_for_new_login(self.account.token_cache, exc.stamp, self._stopping)
             if not self._stopping.is_set():
@@ -231,53 +250,30 @@ class FolderWatcher(threading.Thread):
                              self.account.name, self.folder.name)
                 return
             if use_idle:
-                # A change that landed after the sync's SEARCH but before IDLE starts is
-                # reported to NOOP, not to IDLE (imaplib would stash it): check first.
-                _text, pending = client.noop()
-                if any(_is_change(r) for r in pending):
+                # Mail that landed during the sync was announced in the answer to one
+                # of its commands, or is announced to this NOOP: sync again first.
+                client.noop()
+                if take_news(client, self._handled_count):
+                    _LOGGER.debug("%s/%s: changed during the sync", self.account.name,
+                                  self.folder.name)
                     continue
-                self._idle(client, until=min(renew_at, time.monotonic() + self.account.idle_renew))
+                idle(client, self._wake, self._stopping,
+                     until=min(renew_at, time.monotonic() + self.account.idle_renew))
             else:
                 self._wake.wait(min(self.account.poll_interval,
                                     max(0.0, renew_at - time.monotonic())))
-
-    def _idle(self, client: imapclient.IMAPClient, *, until: float) -> None:
-        """IDLE (RFC 2177) until the server reports a change, a sync is requested, or
-        `until` (IDLE must be renewed well within the server's 30-minute timeout)."""
-        client.idle()
-        quick_empty = 0
-        while not (self._stopping.is_set() or self._wake.is_set()):
-            remaining = until - time.monotonic()
-            if remaining <= 0:
-                break
-            wait = min(1.0, remaining)
-            started = time.monotonic()
-            responses = client.idle_check(timeout=wait)
-            for response in responses:
-                if isinstance(response, tuple) and response and response[0] == b"BYE":
-                    # e.g. Exchange's "BYE Session invalidated - AccessTokenExpired"
-                    text = b" ".join(r for r in response[1:] if isinstance(r, bytes))
-                    raise IMAPClientAbortError(f"BYE {text.decode(errors='replace')}")
-            if any(_is_change(r) for r in responses):
-                break
-            # imapclient returns [] at once on EOF: a readable socket with nothing to
-            # read, again and again, is a closed connection, not a quiet one.
-            quick_empty = quick_empty + 1 if not responses and (
-                time.monotonic() - started < wait / 2) else 0
-            if quick_empty >= 3:
-                raise IMAPClientAbortError("connection closed by the server during IDLE")
-        client.idle_done()
 
     # -- one sync --------------------------------------------------------------------
 
     def sync(self, client: imapclient.IMAPClient) -> None:
         """Publish what is new since the stored position and refresh the folder state."""
         selected = client.select_folder(self._server_name, readonly=True)
+        self._handled_count = int(selected[b"EXISTS"])
         uidvalidity = int(selected[b"UIDVALIDITY"])
         uidnext = int(selected.get(b"UIDNEXT", 0)) or None
         position = self._start_position(client, uidvalidity, uidnext)
-        self.ready.set()
-        self.settled.set()
+        self.position_recorded.set()
+        self.first_attempt_over.set()
         new = [u for u in client.search(["UID", f"{position.last_uid + 1}:*"])]
         new = sorted(u for u in new if u > position.last_uid)
         if new:
@@ -364,5 +360,5 @@ class FolderWatcher(threading.Thread):
 
     def republish_state(self) -> None:
         """Publish the retained state again (after an MQTT reconnect)."""
-        if self.ready.is_set():
+        if self.position_recorded.is_set():
             self._publish_state(force=True)

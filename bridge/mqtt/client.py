@@ -10,7 +10,6 @@ import logging
 import socket
 import ssl
 import threading
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -87,6 +86,7 @@ class _PahoClient(paho.Client):
     backoff: Backoff
     target: str = ""
     failure: str | None = None  # why the last attempt failed
+    closing: threading.Event  # set by MqttClient.stop: a pending reconnect wait ends
 
     def reconnect(self) -> MQTTErrorCode:
         try:
@@ -95,14 +95,17 @@ class _PahoClient(paho.Client):
             self.failure = connect_failure(self.target, exc)
             raise
 
-    def _reconnect_wait(self) -> None:  # paho 2.x: called between reconnect attempts
+    # paho has no public hook for the delay between reconnect attempts
+    # (reconnect_delay_set only sets the bounds of its own unjittered doubling), so this
+    # overrides a private method, checked against paho-mqtt 2.2.0: loop_forever calls
+    # it, without arguments, before every reconnect attempt. tests/test_mqtt.py fails
+    # if paho stops calling it.
+    def _reconnect_wait(self) -> None:
         delay = self.backoff.next_delay()
         level = logging.WARNING if self.backoff.attempts <= 1 else logging.DEBUG
         _LOGGER.log(level, "MQTT: %s; reconnecting in %.1f s",
                     self.failure or f"not connected to {self.target}", delay)
-        deadline = time.monotonic() + delay
-        while not self._thread_terminate and (remaining := deadline - time.monotonic()) > 0:
-            time.sleep(min(remaining, 0.5))
+        self.closing.wait(delay)
 
 
 def _user_properties(pairs: Iterable[tuple[str, str]]) -> Properties:
@@ -153,6 +156,7 @@ class MqttClient:
             client.will_set(will_topic, "offline", qos=1, retain=True)
         client.backoff = Backoff(initial=1.0, cap=300.0)
         client.target = f"{config.host}:{config.port}"
+        client.closing = threading.Event()
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
@@ -177,6 +181,7 @@ class MqttClient:
     def stop(self) -> None:
         """Disconnect cleanly (no Last Will) and stop the network thread."""
         self._stopping = True
+        self._client.closing.set()
         self._client.disconnect()
         self._client.loop_stop()
         self.connected.clear()
@@ -294,7 +299,3 @@ class MqttClient:
         if early is not None:
             publication._complete(early)
         return publication
-
-    def publish_and_wait(self, topic: str, payload: bytes | str, timeout: float, **kw: Any) -> bool:
-        """Publish and wait for the broker's acknowledgement."""
-        return self.publish(topic, payload, **kw).wait(timeout)
