@@ -18,7 +18,6 @@ from bridge.config.load import parse_config
 from bridge.mailbox.positions import StateStore
 from bridge.mailbox.status import AccountStatus
 from bridge.mailbox.watcher import FolderWatcher
-from bridge.mqtt import client as mqtt_client
 from bridge.mqtt.client import MqttClient
 from bridge.mqtt.topics import Topics
 from bridge.util.backoff import Backoff
@@ -108,26 +107,23 @@ def test_an_imap_outage_backs_off_from_one_second_to_five_minutes(
 def test_an_mqtt_outage_backs_off_from_one_second_to_five_minutes(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, tmp_path: Path,
 ) -> None:
-    clock = {"now": 0.0, "slept": 0.0}
+    clock = {"slept": 0.0}
 
-    class FakeTime:
-        """The client module's clock: sleeping moves it on at once."""
+    class RecordingClosing(threading.Event):
+        """The client's reconnect wait: each wait is recorded and ends at once."""
 
-        @staticmethod
-        def monotonic() -> float:
-            return clock["now"]
+        def wait(self, timeout: float | None = None) -> bool:
+            if self.is_set():
+                return True
+            clock["slept"] += timeout or 0.0
+            return False
 
-        @staticmethod
-        def sleep(seconds: float) -> None:
-            clock["now"] += seconds
-            clock["slept"] += seconds
-
-    monkeypatch.setattr(mqtt_client, "time", FakeTime)
     data = rig_config(authority="https://login.example.test", ca_file=tmp_path,
                       imap_port=993, mqtt_port=free_port(), tenant_id="t", client_id="c",
                       mailbox="a@b.test", secret="s3cret-value", state_dir=tmp_path)
     del data["accounts"][0]["ca_file"]
     mqtt = MqttClient(parse_config(data).mqtt)  # no broker on that port
+    mqtt._client.closing = RecordingClosing()
     pattern = re.compile(r"reconnecting in ([\d.]+) s")
     with caplog.at_level(logging.DEBUG, logger="bridge.mqtt.client"):
         mqtt.start()

@@ -9,8 +9,9 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +80,17 @@ def quiet(collector: Collector, seconds: float) -> None:
     """Let `seconds` pass while the collector records (for "nothing arrives" checks)."""
     with contextlib.suppress(TimeoutError):
         collector.wait_for(lambda m: False, timeout=seconds)
+
+
+def recorded_index(path: Path, done: Callable[[dict[str, Any]], bool],
+                   timeout: float = 30) -> dict[str, Any]:
+    """The discovery index once `done` holds for it, or as it is at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        index: dict[str, Any] = json.loads(path.read_text())
+        if done(index) or time.monotonic() > deadline:
+            return index
+        time.sleep(0.1)
 
 
 def retained_under(port: int, prefix: str) -> dict[str, bytes]:
@@ -182,10 +194,13 @@ def test_shrunk_config_clears_stale_configs_and_removes_components_once(
         k.startswith("receipts_") for k in m.json()["components"]), timeout=30)
     bridge_device = device_topic(names, "bridge")  # its health sensors stay
     assert set(retained_under(mosquitto.port, names["prefix"])) == {home, bridge_device}
-    index = json.loads((tmp_path / "state" / "discovery-topics.json").read_text())
+    # The index is rewritten once the broker acknowledged every removal.
+    index = recorded_index(tmp_path / "state" / "discovery-topics.json",
+                           lambda i: sorted(i["devices"]) == sorted([home, bridge_device]))
     assert sorted(index["devices"]) == sorted([home, bridge_device])
     assert not set(receipts) & set(index["devices"][home])
     assert index["devices"][home]["inbox_unread"] == "sensor"
+    wait_online(collector, names["base"], after=1)
     assert bridges[1].stop() == 0
 
     # the next start sends the removal no more
