@@ -53,6 +53,12 @@ auth_failure_delay = 0
 auth_verbose = yes
 first_valid_uid = 1
 mail_location = maildir:~/Maildir
+# Each TLS session is one imap-login and one imap process: room for 1000 sessions.
+default_process_limit = 5000
+default_client_limit = 20000
+# Past 128 sessions of one uid the inotify instance limit is hit and Dovecot checks
+# IDLE mailboxes every this often instead (30 s by default).
+mailbox_idle_check_interval = 1 secs
 {capability}
 protocol imap {{
   # Dovecot allows 10 per user and IP; Exchange about 20 per mailbox.
@@ -81,6 +87,9 @@ service imap-login {{
     port = {port}
     ssl = yes
   }}
+}}
+service imap {{
+  process_limit = 5000
 }}
 service anvil {{
   chroot =

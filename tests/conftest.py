@@ -49,9 +49,11 @@ def _restore_idp(request: pytest.FixtureRequest) -> Iterator[None]:
         yield
         return
     platform: IdentityPlatform = request.getfixturevalue("idp")
-    saved = platform.down, platform.token_lifetime, platform.retry_after
+    saved = (platform.down, platform.token_lifetime, platform.retry_after,
+             platform.throttle_every, platform.throttle_retry_after)
     yield
-    platform.down, platform.token_lifetime, platform.retry_after = saved
+    (platform.down, platform.token_lifetime, platform.retry_after,
+     platform.throttle_every, platform.throttle_retry_after) = saved
 
 
 @pytest.fixture(scope="session")
