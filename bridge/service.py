@@ -9,10 +9,11 @@ import time
 from dataclasses import dataclass, field
 
 from bridge import __version__, sdnotify
-from bridge.auth.providers import token_provider
+from bridge.auth.providers import TokenProviders
 from bridge.commands.parse import response_topic_allowed
 from bridge.commands.worker import CommandWorker
 from bridge.config.model import AccountConfig, Config
+from bridge.imap.logins import Logins
 from bridge.mailbox.positions import StateStore
 from bridge.mailbox.publisher import MessagePublisher
 from bridge.mailbox.status import AccountStatus
@@ -69,6 +70,8 @@ class Bridge:
         )
         self.ha_status_topic = f"{config.homeassistant.prefix}/status"
         self.accounts: dict[str, AccountWorkers] = {}
+        self.providers = TokenProviders()
+        self.logins = Logins()
         self._command_routes: dict[str, tuple[str, str | None]] = {}
         for account in config.accounts:
             self._build_account(account)
@@ -89,7 +92,7 @@ class Bridge:
             lambda payload: self._publish_retained(status_topic, payload),
         )
         group = AccountWorkers(account, status)
-        provider = token_provider(account)
+        provider = self.providers.for_account(account)
         for folder in account.folders:
             group.watchers.append(
                 FolderWatcher(
@@ -101,6 +104,7 @@ class Bridge:
                     store=self.store,
                     status=status,
                     stop=self.stop_event,
+                    logins=self.logins,
                 )
             )
             self._command_routes[topics.folder_command(account.name, folder.topic)] = (
@@ -118,6 +122,7 @@ class Bridge:
             reply=lambda msg, payload: self._reply(account.name, msg, payload),
             on_changed=lambda folder: self._folder_changed(account.name, folder),
             stop=self.stop_event,
+            logins=self.logins,
         )
         self.accounts[account.name] = group
 

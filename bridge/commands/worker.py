@@ -17,6 +17,7 @@ from bridge.commands.parse import Command, InvalidCommand, parse_command, peek, 
 from bridge.config.model import AccountConfig, same_folder
 from bridge.errors import AuthError, CommandError, ImapError, LoginRequired
 from bridge.imap import connection as imap
+from bridge.imap.logins import Logins
 from bridge.mailbox.publisher import MessagePublisher
 from bridge.mqtt.client import Incoming
 
@@ -42,10 +43,12 @@ class CommandWorker(threading.Thread):
         on_changed: Callable[[str], None],
         stop: threading.Event,
         queue_limit: int = QUEUE_LIMIT,
+        logins: Logins | None = None,
     ) -> None:
         super().__init__(name=f"commands-{account.name}", daemon=True)
         self.account = account
         self._provider = provider
+        self._logins = logins or Logins()
         self._publishers = publishers  # configured folder name -> its publisher (fetch)
         self._reply = reply
         self._on_changed = on_changed  # configured folder name ("*" = every folder)
@@ -148,8 +151,10 @@ class CommandWorker(threading.Thread):
             except (*_LOST, imapclient.imaplib.IMAP4.error) as exc:
                 self._drop(exc)
         if self._client is None:
-            token = self._provider.get_token()
-            self._client = imap.connect(self.account, token)
+            opened = self._logins.open(self.account, self._provider, self._stopping)
+            if opened is None:
+                raise CommandError("the bridge is stopping")
+            self._client = opened[0]
         return self._client
 
     def _drop(self, exc: BaseException) -> None:

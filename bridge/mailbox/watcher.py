@@ -22,8 +22,17 @@ from imapclient.exceptions import IMAPClientAbortError
 from bridge.auth.delegated import wait_for_new_login
 from bridge.auth.tokens import Provider, Token
 from bridge.config.model import AccountConfig, FolderConfig
-from bridge.errors import AuthError, FolderNotFound, ImapAuthError, ImapError, LoginRequired
+from bridge.errors import (
+    AuthError,
+    FolderNotFound,
+    ImapAuthError,
+    ImapError,
+    ImapThrottled,
+    LoginRequired,
+)
 from bridge.imap import connection as imap
+from bridge.imap.logins import Logins
+from bridge.imap.throttle import throttle_delay
 from bridge.mailbox.positions import Position, StateStore
 from bridge.mailbox.publisher import MessagePublisher
 from bridge.mailbox.status import AccountStatus
@@ -94,11 +103,13 @@ class FolderWatcher(threading.Thread):
         store: StateStore,
         status: AccountStatus,
         stop: threading.Event,
+        logins: Logins | None = None,
     ) -> None:
         super().__init__(name=f"watch-{account.name}-{folder.topic}", daemon=True)
         self.account = account
         self.folder = folder
         self._provider = provider
+        self._logins = logins or Logins()
         self._mqtt = mqtt
         self._topics = topics
         self._store = store
@@ -130,9 +141,11 @@ class FolderWatcher(threading.Thread):
             client: imapclient.IMAPClient | None = None
             self._session_ok = False
             try:
-                token = self._provider.get_token(force=force_token)
-                force_token = False
-                client = imap.connect(self.account, token)
+                opened = self._logins.open(self.account, self._provider, self._stopping,
+                                           force_token=force_token)
+                if opened is None:
+                    continue  # stopping
+                (client, token), force_token = opened, False
                 client.normalise_times = False
                 self._server_name = imap.resolve_folder(client, self.folder.name)
                 self._status.connected(self.worker_id, token.expires_at)
@@ -143,7 +156,10 @@ class FolderWatcher(threading.Thread):
                 backoff.reset()
             except (AuthError, ImapAuthError) as exc:
                 transient = isinstance(exc, AuthError) and exc.transient
-                self._failed(str(exc), auth=not transient, backoff=backoff)
+                self._failed(str(exc), auth=not transient, backoff=backoff,
+                             at_least=getattr(exc, "retry_after", None))
+            except ImapThrottled as exc:
+                self._failed(str(exc), auth=False, backoff=backoff, at_least=exc.retry_after)
             except FolderNotFound as exc:
                 existing = ", ".join(exc.existing[:20])
                 self._failed(f"{exc}; folders: {existing}", auth=False, backoff=backoff)
@@ -158,7 +174,12 @@ class FolderWatcher(threading.Thread):
                 # AccessTokenExpired". After a healthy session, reconnect at once (with a
                 # fresh token if that was the reason); only repeated failures back off.
                 force_token = "expired" in str(exc).lower()
-                if self._session_ok:
+                throttled = throttle_delay(str(exc))
+                if throttled is not None:
+                    # Exchange shedding load: reconnecting at once would add to it.
+                    self._logins.hold(self.account.name, throttled)
+                    self._failed(text, auth=False, backoff=backoff, at_least=throttled)
+                elif self._session_ok:
                     _LOGGER.info("%s/%s: %s; reconnecting now", self.account.name,
                                  self.folder.name, text)
                     backoff.reset()
@@ -172,8 +193,10 @@ class FolderWatcher(threading.Thread):
                 imap.close(client)
         self.settled.set()
 
-    def _failed(self, error: str, *, auth: bool, backoff: Backoff) -> None:
-        delay = backoff.next_delay()
+    def _failed(self, error: str, *, auth: bool, backoff: Backoff,
+                at_least: float | None = None) -> None:
+        delay = max(backoff.next_delay(), self._logins.held_for(self.account.name),
+                    at_least or 0.0)
         # The first failure of an outage is an error; its repetitions are warnings.
         level = logging.ERROR if backoff.attempts == 1 else logging.WARNING
         _LOGGER.log(
