@@ -178,6 +178,9 @@ class TokenProvider:
                     raise throttled from None
                 self._app = None
                 raise network_error(exc, self._account.authority) from None
+            if result.get("token_source") == "identity_provider" and self._http is not None:
+                # The next request is an hour away: keep no TLS connection open for it.
+                self._http.close()
         if "access_token" not in result:
             raise self._throttled() or error_from_result(result)
         return issued_token(self._who(), result)
