@@ -3,6 +3,7 @@ bridge."""
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,19 @@ import requests.adapters
 
 # What MSAL assumes when a 429 names no time (its own default).
 DEFAULT_RETRY_AFTER = 5.0
+
+
+class _PlainText429(logging.Filter):
+    """MSAL logs Entra's plain-text 429 body as an error with a traceback; the provider
+    reports the throttling itself, once, in words."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        return not (text.startswith("Token response is not in json format")
+                    and "too many requests" in text.lower())
+
+
+logging.getLogger("msal.oauth2cli.oauth2").addFilter(_PlainText429())
 
 
 class PlatformSession(requests.Session):

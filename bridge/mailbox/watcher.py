@@ -156,10 +156,9 @@ class FolderWatcher(threading.Thread):
                 backoff.reset()
             except (AuthError, ImapAuthError) as exc:
                 transient = isinstance(exc, AuthError) and exc.transient
-                self._failed(str(exc), auth=not transient, backoff=backoff,
-                             at_least=getattr(exc, "retry_after", None))
-            except ImapThrottled as exc:
-                self._failed(str(exc), auth=False, backoff=backoff, at_least=exc.retry_after)
+                self._failed(str(exc), auth=not transient, backoff=backoff)
+            except ImapThrottled as exc:  # Logins holds the account back for its time
+                self._failed(str(exc), auth=False, backoff=backoff)
             except FolderNotFound as exc:
                 existing = ", ".join(exc.existing[:20])
                 self._failed(f"{exc}; folders: {existing}", auth=False, backoff=backoff)
@@ -178,7 +177,7 @@ class FolderWatcher(threading.Thread):
                 if throttled is not None:
                     # Exchange shedding load: reconnecting at once would add to it.
                     self._logins.hold(self.account.name, throttled)
-                    self._failed(text, auth=False, backoff=backoff, at_least=throttled)
+                    self._failed(text, auth=False, backoff=backoff)
                 elif self._session_ok:
                     _LOGGER.info("%s/%s: %s; reconnecting now", self.account.name,
                                  self.folder.name, text)
@@ -193,10 +192,9 @@ class FolderWatcher(threading.Thread):
                 imap.close(client)
         self.settled.set()
 
-    def _failed(self, error: str, *, auth: bool, backoff: Backoff,
-                at_least: float | None = None) -> None:
-        delay = max(backoff.next_delay(), self._logins.held_for(self.account.name),
-                    at_least or 0.0)
+    def _failed(self, error: str, *, auth: bool, backoff: Backoff) -> None:
+        # A throttled account waits at least as long as it was asked to.
+        delay = max(backoff.next_delay(), self._logins.held_for(self.account.name))
         # The first failure of an outage is an error; its repetitions are warnings.
         level = logging.ERROR if backoff.attempts == 1 else logging.WARNING
         _LOGGER.log(
