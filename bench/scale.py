@@ -212,9 +212,10 @@ def run(args: argparse.Namespace) -> int:
                   f"{summarize_rss(sampler.rss_kib[idle_from:])}, threads {status['Threads']}")
             last_delivery = deliver_burst(rig, n)
             messages = sub.wait_for("/inbox/message", n, args.timeout)
-            burst = max(messages.values()) - last_delivery if messages else float("nan")
-            print(f"burst: {len(messages)}/{n} summaries, last {burst:.2f} s after the last "
-                  f"delivery")
+            arrivals = sorted(t - last_delivery for t in messages.values()) or [float("nan")]
+            print(f"burst: {len(messages)}/{n} summaries, last {arrivals[-1]:.2f} s after the "
+                  f"last delivery (first {arrivals[0]:.2f} s, median "
+                  f"{arrivals[len(arrivals) // 2]:.2f} s)")
             print(f"peak RSS (VmHWM): {proc_status(bridge.pid)['VmHWM'] / 1024:.0f} MiB")
             ok = online is not None and len(messages) == n
         finally:
