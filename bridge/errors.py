@@ -19,7 +19,8 @@ class AuthError(BridgeError):
     """The identity platform refused or could not issue a token.
 
     `code` is the AADSTS number when Entra gave one (e.g. 7000215), `error` the OAuth2
-    error string (e.g. ``invalid_client``). `transient` marks outages worth retrying soon.
+    error string (e.g. ``invalid_client``). `transient` marks outages worth retrying soon;
+    `retry_after` is how long the platform asked to be left alone (HTTP 429), if it did.
     """
 
     def __init__(
@@ -29,10 +30,12 @@ class AuthError(BridgeError):
         code: int | None = None,
         error: str | None = None,
         transient: bool = False,
+        retry_after: float | None = None,
     ) -> None:
         self.code = code
         self.error = error
-        self.transient = transient
+        self.transient = transient or retry_after is not None
+        self.retry_after = retry_after
         super().__init__(message)
 
 
@@ -61,6 +64,15 @@ class ImapError(BridgeError):
 
 class ImapAuthError(ImapError):
     """The IMAP server refused the XOAUTH2 login (token, permission or mailbox problem)."""
+
+
+class ImapThrottled(ImapError):
+    """The server sheds load (Exchange's `NO [THROTTLED]`, `BYE ... Server Unavailable`):
+    keep away from this mailbox for `retry_after` seconds."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        self.retry_after = retry_after
+        super().__init__(message)
 
 
 class FolderNotFound(ImapError):

@@ -9,10 +9,11 @@ import time
 from dataclasses import dataclass, field
 
 from bridge import __version__, sdnotify
-from bridge.auth.providers import token_provider
+from bridge.auth.providers import TokenProviders
 from bridge.commands.parse import response_topic_allowed
 from bridge.commands.worker import CommandWorker
 from bridge.config.model import AccountConfig, Config
+from bridge.imap.logins import Logins
 from bridge.mailbox.health import health_payload, sent_a_mail
 from bridge.mailbox.positions import StateStore
 from bridge.mailbox.publisher import MessagePublisher
@@ -72,6 +73,8 @@ class Bridge:
         self.ha_status_topic = f"{config.homeassistant.prefix}/status"
         self.accounts: dict[str, AccountWorkers] = {}
         self._stale_discovery_checked = threading.Event()
+        self.providers = TokenProviders()
+        self.logins = Logins()
         self._command_routes: dict[str, tuple[str, str | None]] = {}
         for account in config.accounts:
             self._build_account(account)
@@ -92,7 +95,7 @@ class Bridge:
             lambda payload: self._publish_retained(status_topic, payload),
         )
         group = AccountWorkers(account, status)
-        provider = token_provider(account)
+        provider = self.providers.for_account(account)
         for folder in account.folders:
             group.watchers.append(
                 FolderWatcher(
@@ -104,6 +107,7 @@ class Bridge:
                     store=self.store,
                     status=status,
                     stop=self.stop_event,
+                    logins=self.logins,
                 )
             )
             self._command_routes[topics.folder_command(account.name, folder.topic)] = (
@@ -122,6 +126,7 @@ class Bridge:
             reply=lambda msg, payload: self._reply(account.name, msg, payload),
             on_changed=lambda folder: self._folder_changed(account.name, folder),
             stop=self.stop_event,
+            logins=self.logins,
         )
         self.accounts[account.name] = group
 

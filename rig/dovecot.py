@@ -53,6 +53,9 @@ auth_failure_delay = 0
 auth_verbose = yes
 first_valid_uid = 1
 mail_location = maildir:~/Maildir
+# Each TLS session is one imap-login and one imap process: room for 1000 sessions.
+default_process_limit = 5000
+default_client_limit = 20000
 # Every Dovecot on this machine shares uid 65534's 128 inotify instances; past them IDLE
 # falls back to checking every mailbox_idle_check_interval (30 s by default).
 mailbox_idle_check_interval = 1 secs
@@ -84,6 +87,9 @@ service imap-login {{
     port = {port}
     ssl = yes
   }}
+}}
+service imap {{
+  process_limit = 5000
 }}
 service anvil {{
   chroot =

@@ -143,12 +143,17 @@ class _Handler(BaseHTTPRequestHandler):
             _LOGGER.exception("identity platform stand-in failed on %s %s", method, self.path)
             status, payload = 500, {"error": "server_error"}
         data = json.dumps(payload).encode()
+        content_type = "application/json; charset=utf-8"
+        if status == 429:  # Entra's throttling answer: plain text, not JSON
+            data, content_type = b"Too Many Requests", "text/plain"
         self.send_response(status)
-        self.send_header("Content-Type", "application/json; charset=utf-8")
+        self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
         self.send_header("Cache-Control", "no-store")
         if status == 503 and idp.retry_after is not None:
             self.send_header("Retry-After", str(idp.retry_after))
+        if status == 429:
+            self.send_header("Retry-After", str(idp.throttle_retry_after))
         self.end_headers()
         self.wfile.write(data)
         with idp.lock:
@@ -207,6 +212,10 @@ class IdentityPlatform(Service):
         self.retry_after: int | None = 0  # MSAL throttles a 5xx'd request this long (None: 5 s)
         # tokens refused this many seconds after issue, whatever their exp claims (None: at exp)
         self.refuse_after: float | None = None
+        # Every throttle_every-th client-credentials token request (0: none) is answered
+        # HTTP 429 with Retry-After: throttle_retry_after, as Entra throttles an app.
+        self.throttle_every = 0
+        self.throttle_retry_after = 2
         self.lock = threading.Lock()
         self.tenants: dict[str, dict[str, App]] = {}
         self.token_requests = 0
@@ -356,11 +365,18 @@ class IdentityPlatform(Service):
             elif method == "POST" and parts[1:] == ["oauth2", "v2.0", "token"]:
                 if form.get("grant_type") in DELEGATED_GRANTS:
                     return 200, self.delegated.token(parts[0], form, f"https://{host}")
+                if self._throttled():
+                    return 429, {}
                 return 200, self._token(parts[0], form, f"https://{host}")
         except EntraError as exc:
             _LOGGER.debug("%s %s -> %s", method, path, exc)
             return exc.status, exc.body()
         return 404, {"error": "not_found", "error_description": f"No route for {method} {path}"}
+
+    def _throttled(self) -> bool:
+        with self.lock:
+            self.token_requests += 1
+            return bool(self.throttle_every) and self.token_requests % self.throttle_every == 0
 
     def _tenant(self, tenant_id: str, error: str = "invalid_request") -> dict[str, App]:
         apps = self.tenants.get(tenant_id)
@@ -401,8 +417,6 @@ class IdentityPlatform(Service):
                           "n": b64url(n), "e": b64url(e)}]}
 
     def _token(self, tenant_id: str, form: dict[str, str], base: str) -> JSON:
-        with self.lock:
-            self.token_requests += 1
         apps = self._tenant(tenant_id)
         grant = form.get("grant_type", "")
         if grant != "client_credentials":

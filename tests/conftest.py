@@ -52,10 +52,11 @@ def _restore_idp(request: pytest.FixtureRequest) -> Iterator[None]:
         yield
         return
     platform: IdentityPlatform = request.getfixturevalue("idp")
-    saved = platform.down, platform.token_lifetime, platform.retry_after, platform.refuse_after
+    saved = (platform.down, platform.token_lifetime, platform.retry_after,
+             platform.refuse_after, platform.throttle_every, platform.throttle_retry_after)
     yield
-    (platform.down, platform.token_lifetime, platform.retry_after,
-     platform.refuse_after) = saved
+    (platform.down, platform.token_lifetime, platform.retry_after, platform.refuse_after,
+     platform.throttle_every, platform.throttle_retry_after) = saved
 
 
 @pytest.fixture(scope="session")

@@ -194,4 +194,4 @@ class DelegatedTokenProvider:
                 raise self._needs_login(f"the sign-in of {account.mailbox} is no longer valid "
                                         f"({error})", result)
             raise error
-        return issued_token(account, result, str(mine[0].get("username")))
+        return issued_token(f"account {account.name}", result, str(mine[0].get("username")))

@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives import serialization
 
 from bridge.auth.certificates import CertificateError, describe_certificate, unencrypted_pem
 from bridge.auth.hints import hint_for
+from bridge.auth.http import PlatformSession
 from bridge.config.model import AccountConfig
 from bridge.errors import AuthError
 from bridge.log import register_secret
@@ -85,14 +86,8 @@ def certificate_credential(account: AccountConfig) -> dict[str, str]:
 
 def msal_options(account: AccountConfig) -> dict[str, Any]:
     """The keyword arguments every MSAL application of the account is made with."""
-    options: dict[str, Any] = {"authority": account.authority_url, "instance_discovery": False}
-    if account.ca_file is not None:
-        # REQUESTS_CA_BUNDLE would override verify= on a session that trusts the environment.
-        session = requests.Session()
-        session.trust_env = False
-        session.verify = str(account.ca_file)
-        options["http_client"] = session
-    return options
+    return {"authority": account.authority_url, "instance_discovery": False,
+            "http_client": PlatformSession(account.ca_file)}
 
 
 def network_error(exc: Exception, authority: str) -> AuthError:
@@ -122,7 +117,8 @@ def error_from_result(result: dict[str, Any]) -> AuthError:
 
 
 class TokenProvider:
-    """Hands out valid app-only tokens for one account; thread-safe."""
+    """Hands out valid app-only tokens of one app registration; thread-safe. Accounts that
+    sign in with the same app and credential share one (`bridge.auth.providers`)."""
 
     def __init__(
         self,
@@ -133,11 +129,23 @@ class TokenProvider:
         self._account = account
         self._app_factory = app_factory
         self._app: Any = None
+        self._http: PlatformSession | None = None
         self._lock = threading.Lock()
+        self._users = [account.name]
 
     @property
     def account(self) -> AccountConfig:
+        """The first account of those that use this provider."""
         return self._account
+
+    def add_user(self, account: AccountConfig) -> None:
+        """One more account signs in with this provider's tokens."""
+        self._users.append(account.name)
+
+    def _who(self) -> str:
+        if len(self._users) == 1:
+            return f"account {self._users[0]}"
+        return f"app {self._account.client_id} ({len(self._users)} accounts)"
 
     def _make_app(self) -> Any:
         account = self._account
@@ -147,8 +155,9 @@ class TokenProvider:
             credential = certificate_credential(account)
         else:
             raise AuthError(f"auth = {account.auth!r} is not an app-only credential")
-        return self._app_factory(account.client_id, client_credential=credential,
-                                 **msal_options(account))
+        options = msal_options(account)
+        self._http = options["http_client"]
+        return self._app_factory(account.client_id, client_credential=credential, **options)
 
     def get_token(self, *, force: bool = False) -> Token:
         """A token with at least five minutes left; `force` fetches a new one."""
@@ -163,11 +172,26 @@ class TokenProvider:
             except AuthError:
                 raise
             except MSAL_ERRORS as exc:
+                # Entra's 429 has a plain-text body, which MSAL fails to parse (ValueError).
+                throttled = self._throttled()
+                if throttled is not None:
+                    raise throttled from None
                 self._app = None
                 raise network_error(exc, self._account.authority) from None
+            if result.get("token_source") == "identity_provider" and self._http is not None:
+                # The next request is an hour away: keep no TLS connection open for it.
+                self._http.close()
         if "access_token" not in result:
-            raise error_from_result(result)
-        return issued_token(self._account, result)
+            raise self._throttled() or error_from_result(result)
+        return issued_token(self._who(), result)
+
+    def _throttled(self) -> AuthError | None:
+        """The identity platform's HTTP 429, while its Retry-After lasts."""
+        left = self._http.throttled_for() if self._http is not None else None
+        if left is None:
+            return None
+        return AuthError(f"the identity platform is throttling app {self._account.client_id} "
+                         f"(HTTP 429, Retry-After {left:.0f} s)", retry_after=left)
 
     def _drop_cached_tokens(self) -> None:
         cache = self._app.token_cache
@@ -175,10 +199,9 @@ class TokenProvider:
             cache.remove_at(item)  # search() is a generator over the dict remove_at changes
 
 
-def issued_token(
-    account: AccountConfig, result: dict[str, Any], username: str | None = None
-) -> Token:
-    """The Token of an MSAL result that holds one; its expiry from the claims if it has any."""
+def issued_token(who: str, result: dict[str, Any], username: str | None = None) -> Token:
+    """The Token of an MSAL result that holds one; its expiry from the claims if it has any.
+    `who` names whose it is in the log ("account home")."""
     access_token = str(result["access_token"])
     register_secret(access_token)
     expires_at = time.time() + float(result.get("expires_in", 3599))
@@ -187,8 +210,7 @@ def issued_token(
     if isinstance(claims.get("exp"), int | float):
         expires_at = float(claims["exp"])
     if result.get("token_source") == "identity_provider":
-        _LOGGER.info("token acquired for account %s, expires in %d s", account.name,
-                     expires_at - time.time())
+        _LOGGER.info("token acquired for %s, expires in %d s", who, expires_at - time.time())
     return Token(access_token, expires_at, claims, username)
 
 

@@ -17,7 +17,8 @@ from bridge.commands.outgoing import SendCommand, parse_request
 from bridge.commands.parse import Command, InvalidCommand, peek, reply
 from bridge.config.model import AccountConfig, same_folder
 from bridge.errors import AuthError, CommandError, ImapAuthError, ImapError, LoginRequired
-from bridge.imap.connection import CONNECTION_LOST, IMAP_FAILURES, abandon, close, connect
+from bridge.imap.connection import CONNECTION_LOST, IMAP_FAILURES, abandon, close
+from bridge.imap.logins import Logins
 from bridge.mailbox.publisher import MessagePublisher
 from bridge.mqtt.client import Incoming
 from bridge.smtp.outbox import Outbox
@@ -43,10 +44,12 @@ class CommandWorker(threading.Thread):
         on_changed: Callable[[str], None],
         stop: threading.Event,
         queue_limit: int = QUEUE_LIMIT,
+        logins: Logins | None = None,
     ) -> None:
         super().__init__(name=f"commands-{account.name}", daemon=True)
         self.account = account
         self._provider = provider
+        self._logins = logins or Logins()
         self._publishers = publishers  # configured folder name -> its publisher (fetch)
         self._reply = reply
         self._on_changed = on_changed  # configured folder name ("*" = every folder)
@@ -186,15 +189,18 @@ class CommandWorker(threading.Thread):
             except IMAP_FAILURES as exc:
                 self._drop(exc)
         if self._client is None:
-            token = self._provider.get_token(force=self._fresh_token)
             try:
-                self._client = connect(self.account, token)
+                opened = self._logins.open(self.account, self._provider, self._stopping,
+                                           force_token=self._fresh_token)
             except ImapAuthError:
                 # A token refused now stays refused (issued before admin consent, or
                 # revoked): MSAL would return it from its cache until it expires.
                 self._fresh_token = True
                 raise
+            if opened is None:
+                raise CommandError("the bridge is stopping")
             self._fresh_token = False
+            self._client = opened[0]
         return self._client
 
     def _drop(self, exc: BaseException) -> None:

@@ -19,7 +19,8 @@ from imapclient.exceptions import IMAPClientError, LoginError
 
 from bridge.auth.tokens import Token
 from bridge.config.model import AccountConfig, same_folder
-from bridge.errors import FolderNotFound, ImapAuthError, ImapError
+from bridge.errors import FolderNotFound, ImapAuthError, ImapError, ImapThrottled
+from bridge.imap.throttle import throttle_delay
 from bridge.log import register_secret
 
 _LOGGER = logging.getLogger(__name__)
@@ -49,11 +50,11 @@ def ssl_context(account: AccountConfig) -> ssl.SSLContext:
     return context
 
 
-def connect(
-    account: AccountConfig, token: Token, *, timeout: float = ANSWER_TIMEOUT
-) -> imapclient.IMAPClient:
-    """Open a logged-in connection to the account's mailbox."""
-    context = ssl_context(account)
+def connect(account: AccountConfig, token: Token, *, timeout: float = ANSWER_TIMEOUT,
+            context: ssl.SSLContext | None = None) -> imapclient.IMAPClient:
+    """Open a logged-in connection to the account's mailbox (`context`: a shared one,
+    from `bridge.imap.logins`)."""
+    context = context or ssl_context(account)
     where = f"{account.imap_host}:{account.imap_port}"
     try:
         if account.imap_security == "starttls":
@@ -74,7 +75,7 @@ def connect(
     except socket.gaierror as exc:
         raise ImapError(f"cannot resolve {account.imap_host}: {exc.strerror}") from None
     except IMAP_FAILURES as exc:
-        raise ImapError(f"cannot connect to {where}: {exc}") from None
+        raise _failure(f"cannot connect to {where}", exc) from None
     keep_alive(client.socket())
     # imaplib logs the base64 SASL response at debug level: redact that form too.
     sasl = f"user={account.mailbox}\1auth=Bearer {token.access_token}\1\1"
@@ -83,10 +84,10 @@ def connect(
         client.oauth2_login(account.mailbox, token.access_token)
     except LoginError as exc:
         _safe_logout(client)
-        raise ImapAuthError(f"IMAP login to {account.mailbox} refused: {_text(exc)}") from None
+        raise _failure(f"IMAP login to {account.mailbox} refused", exc, ImapAuthError) from None
     except IMAP_FAILURES as exc:
         _safe_logout(client)
-        raise ImapError(f"IMAP login to {where} failed: {_text(exc)}") from None
+        raise _failure(f"IMAP login to {where} failed", exc) from None
     return client
 
 
@@ -97,6 +98,14 @@ def keep_alive(sock: socket.socket) -> None:
                           ("TCP_KEEPCNT", KEEPALIVE_PROBES)):
         if hasattr(socket, option):
             sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)
+
+
+def _failure(what: str, exc: BaseException, error: type[ImapError] = ImapError) -> ImapError:
+    """`error`, or ImapThrottled when the server's words are a throttling answer."""
+    delay = throttle_delay(_text(exc))
+    if delay is not None:
+        return ImapThrottled(f"{what}: {_text(exc)}", delay)
+    return error(f"{what}: {_text(exc)}")
 
 
 def _text(exc: BaseException) -> str:

@@ -21,17 +21,25 @@ import imapclient
 from bridge.auth.delegated import wait_for_new_login
 from bridge.auth.tokens import Provider, Token
 from bridge.config.model import AccountConfig, FolderConfig
-from bridge.errors import AuthError, FolderNotFound, ImapAuthError, ImapError, LoginRequired
+from bridge.errors import (
+    AuthError,
+    FolderNotFound,
+    ImapAuthError,
+    ImapError,
+    ImapThrottled,
+    LoginRequired,
+)
 from bridge.imap.connection import (
     CONNECTION_LOST,
     IMAP_FAILURES,
     abandon,
     close,
-    connect,
     resolve_folder,
 )
 from bridge.imap.idle import idle, take_news
+from bridge.imap.logins import Logins
 from bridge.imap.search import Criteria
+from bridge.imap.throttle import throttle_delay
 from bridge.mailbox.positions import Position, StateStore
 from bridge.mailbox.publisher import MessagePublisher
 from bridge.mailbox.status import AccountStatus
@@ -94,11 +102,13 @@ class FolderWatcher(threading.Thread):
         store: StateStore,
         status: AccountStatus,
         stop: threading.Event,
+        logins: Logins | None = None,
     ) -> None:
         super().__init__(name=f"watch-{account.name}-{folder.topic}", daemon=True)
         self.account = account
         self.folder = folder
         self._provider = provider
+        self._logins = logins or Logins()
         self._mqtt = mqtt
         self._topics = topics
         self._store = store
@@ -144,8 +154,11 @@ class FolderWatcher(threading.Thread):
         self._session_ok = False
         lost = False
         try:
-            token = self._provider.get_token(force=fresh_token)
-            client = connect(self.account, token)
+            opened = self._logins.open(self.account, self._provider, self._stopping,
+                                       force_token=fresh_token)
+            if opened is None:
+                return fresh_token  # stopping
+            client, token = opened
             client.normalise_times = False
             self._server_name = resolve_folder(client, self.folder.name)
             self._status.connected(self.worker_id, token.expires_at)
@@ -161,6 +174,8 @@ class FolderWatcher(threading.Thread):
             return True
         except AuthError as exc:
             self._failed(str(exc), auth=not exc.transient, backoff=backoff)
+        except ImapThrottled as exc:  # Logins holds the account back for its time
+            self._failed(str(exc), auth=False, backoff=backoff)
         except FolderNotFound as exc:
             existing = ", ".join(exc.existing[:20])
             self._failed(f"{exc}; folders: {existing}", auth=False, backoff=backoff)
@@ -186,7 +201,12 @@ class FolderWatcher(threading.Thread):
         # Exchange ends sessions whose token expired or was revoked: "BYE Session
         # invalidated - AccessTokenExpired". After a healthy session, reconnect at once
         # (with a fresh token if the server named it); only repeated failures back off.
-        if self._session_ok:
+        throttled = throttle_delay(str(exc))
+        if throttled is not None:
+            # Exchange shedding load: reconnecting at once would add to it.
+            self._logins.hold(self.account.name, throttled)
+            self._failed(text, auth=False, backoff=backoff)
+        elif self._session_ok:
             _LOGGER.info("%s/%s: %s; reconnecting now", self.account.name,
                          self.folder.name, text)
             backoff.reset()
@@ -195,7 +215,8 @@ class FolderWatcher(threading.Thread):
         return "token" in str(exc).lower()
 
     def _failed(self, error: str, *, auth: bool, backoff: Backoff) -> None:
-        delay = backoff.next_delay()
+        # A throttled account waits at least as long as it was asked to.
+        delay = max(backoff.next_delay(), self._logins.held_for(self.account.name))
         # The first failure of an outage is an error; its repetitions are warnings.
         level = logging.ERROR if backoff.attempts == 1 else logging.WARNING
         _LOGGER.log(
