@@ -15,6 +15,7 @@ import pytest
 
 from bridge.auth.providers import token_provider
 from bridge.config.load import parse_config
+from bridge.imap.logins import Logins
 from bridge.mailbox.positions import StateStore
 from bridge.mailbox.status import AccountStatus
 from bridge.mailbox.watcher import FolderWatcher
@@ -94,7 +95,7 @@ def test_an_imap_outage_backs_off_from_one_second_to_five_minutes(
         account=account, folder=account.folders[0], provider=token_provider(account),
         mqtt=MqttClient(config.mqtt), topics=Topics(config.mqtt.base_topic),
         store=StateStore(tmp_path), status=AccountStatus(["folder:inbox"], statuses.append),
-        stop=stop)
+        stop=stop, logins=Logins(start_jitter=0))  # no start jitter among the waits
 
     started = time.monotonic()
     watcher.run()  # returns once the stop event is set

@@ -89,8 +89,9 @@ class Logins:
         with self._lock:
             first = account not in self._started
             self._started.add(account)
-        delay = self._rng.uniform(0, self._start_jitter) if first else 0.0
-        if stop.wait(max(delay, self.held_for(account))):
+        delay = max(self._rng.uniform(0, self._start_jitter) if first else 0.0,
+                    self.held_for(account))
+        if stop.is_set() or (delay > 0 and stop.wait(delay)):
             return False
         while not self._slots.acquire(timeout=0.5):
             if stop.is_set():
