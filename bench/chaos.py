@@ -65,12 +65,17 @@ def _faults(rig: Servers, broker: Mosquitto, relay: ImapRelay) -> dict[str, Call
 
 
 def _inject(faults: dict[str, Callable[[], None]], rng: random.Random, stop: threading.Event,
-            log: list[tuple[float, str]]) -> None:
-    while not stop.wait(rng.uniform(20, 40)):
+            log: list[tuple[float, str]], done: threading.Event, *,
+            every: tuple[float, float] = (20, 40)) -> None:
+    """Deal a fault every `every` seconds until `stop`, then stay until `done`: a broker
+    this thread restarted is its child, which PR_SET_PDEATHSIG (rig.procs) ends as soon
+    as the thread exits, and the drain after the last mail needs that broker."""
+    while not stop.wait(rng.uniform(*every)):
         name = rng.choice(sorted(faults))
         log.append((time.monotonic(), name))
         print(f"{time.strftime('%H:%M:%S')} fault: {name}", flush=True)
         faults[name]()
+    done.wait()
 
 
 def main() -> int:
@@ -102,7 +107,7 @@ def main() -> int:
             stdout=log.open("wb"), stderr=subprocess.STDOUT)
         sub = Collector("127.0.0.1", broker.port, ["outlook2mqtt/#"], client_id="chaos-sub",
                         clean=False, on_message=on_message).start()
-        stop = threading.Event()
+        stop, done = threading.Event(), threading.Event()
         fault_log: list[tuple[float, str]] = []
         appended: dict[str, float] = {}
         try:
@@ -110,7 +115,7 @@ def main() -> int:
                          and m.payload == b"online", timeout=60)
             rss_start = _rss_mib(bridge.pid)
             threading.Thread(target=_inject, args=(_faults(rig, broker, relay), rng, stop,
-                                                   fault_log), daemon=True).start()
+                                                   fault_log, done), daemon=True).start()
             end = time.monotonic() + args.minutes * 60
             while time.monotonic() < end:
                 subject = f"chaos {len(appended)}"
@@ -127,6 +132,7 @@ def main() -> int:
             sub.stop()
             bridge.terminate()
             bridge.wait(15)
+            done.set()
         _report(args.minutes, appended, arrivals, fault_log, rss_start, rss_end)
         lost = len(set(appended) - set(arrivals))
     return 0 if lost == 0 else 1

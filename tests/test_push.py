@@ -4,16 +4,20 @@ bridge's default IDLE settings (idle_renew 9 minutes: nothing here waits for it)
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from bench.chaos import _inject
 from rig.dovecot import Dovecot
 from rig.faults import SessionReaper
 from rig.idp import IMAP_ROLE, IdentityPlatform, random_secret
+from rig.mosquitto import Mosquitto
 from rig.mqttsub import Collector
 from rig.pki import TestPKI
 from rig.relay import ImapRelay
@@ -137,3 +141,29 @@ def test_a_silently_dropped_connection_is_replaced_in_time(
     print(f"silent drop: command answered after {answered:.0f} s, mail published after "
           f"{time.monotonic() - dropped:.0f} s")
     assert reply.json()["status"] == "ok"
+
+
+def test_a_broker_the_chaos_run_restarted_stays_up_for_the_drain(tmp_path: Path) -> None:
+    """bench/chaos.py restarts the broker from its fault thread, whose children get
+    SIGTERM when that thread exits (PR_SET_PDEATHSIG): the thread must outlive the
+    drain, or mail still waiting on a late silent drop can never be published (run B's
+    five "lost" messages)."""
+    with Mosquitto(tmp_path / "mqtt", persistence=True) as broker:
+        stop, done = threading.Event(), threading.Event()
+        faults: list[tuple[float, str]] = []
+        injector = threading.Thread(
+            target=_inject, args=({"broker restart": broker.restart}, random.Random(1), stop,
+                                  faults, done), kwargs={"every": (0.1, 0.1)}, daemon=True)
+        injector.start()
+        deadline = time.monotonic() + 10
+        while not faults and time.monotonic() < deadline:
+            time.sleep(0.05)
+        stop.set()  # the run's last mail is in: no more faults, the drain begins
+        time.sleep(1)  # the restart under way completes; the broker has time to die
+        try:
+            assert faults and broker.running, "the restarted broker died with the run"
+            collector = Collector("127.0.0.1", broker.port).start()
+            collector.stop()
+        finally:
+            done.set()
+            injector.join(10)
