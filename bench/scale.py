@@ -158,6 +158,11 @@ def deliver_burst(rig: Servers, n: int) -> float:
     for i in range(n):
         maildir = rig.dovecot.mail_dir / mailbox(i) / "Maildir"
         name = f"{time.time_ns()}.burst{i}.scale"
+        # Dovecot makes tmp/ only when it first needs it: an MDA makes it when missing.
+        for sub in ("tmp", "new"):
+            if not (maildir / sub).is_dir():
+                (maildir / sub).mkdir(mode=0o700)
+                os.chown(maildir / sub, MAIL_UID, MAIL_UID)
         tmp = maildir / "tmp" / name
         tmp.write_bytes(raw)
         os.chown(tmp, MAIL_UID, MAIL_UID)

@@ -17,6 +17,7 @@ from bridge.cli.exits import EXIT_OK
 from bridge.config.model import Config
 from bridge.errors import ConfigError
 from bridge.service import Bridge
+from bridge.util.limits import open_files_needed, raise_open_files_limit
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -52,6 +53,8 @@ def run(args: argparse.Namespace, config: Config) -> int:
     while True:
         _LOGGER.info("outlook2mqtt %s starting: %d account(s)", __version__,
                      len(config.accounts))
+        raise_open_files_limit(open_files_needed(
+            sum(len(a.folders) for a in config.accounts), len(config.accounts)))
         Bridge(config, stop=current[0]).run(reload=reload)
         if not reload.is_set():
             return EXIT_OK

@@ -33,7 +33,10 @@ class StateStore:
 
     def __init__(self, state_dir: Path) -> None:
         self._dir = state_dir
-        self._lock = threading.Lock()
+        # One lock per file: a thousand folders saving at once must not queue behind one
+        # another's fsync.
+        self._locks: dict[Path, threading.Lock] = {}
+        self._locks_lock = threading.Lock()
 
     def _path(self, account: str, folder: str) -> Path:
         # Folder names may contain '/', spaces and non-ASCII: keep them readable but safe.
@@ -58,5 +61,8 @@ class StateStore:
             "uidvalidity": position.uidvalidity,
             "last_uid": position.last_uid,
         }
-        with self._lock:
-            write_atomic(self._path(account, folder), json.dumps(data).encode())
+        path = self._path(account, folder)
+        with self._locks_lock:
+            lock = self._locks.setdefault(path, threading.Lock())
+        with lock:
+            write_atomic(path, json.dumps(data).encode())

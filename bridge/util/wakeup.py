@@ -1,4 +1,4 @@
-"""A wake-up flag that a thread can wait on, or select() on beside a socket."""
+"""A wake-up flag that a thread can wait on, or wait on beside a socket."""
 
 from __future__ import annotations
 
@@ -7,12 +7,16 @@ import select
 import socket
 import threading
 
+# A socket that reports an error or a hang-up is readable too: the read then tells which.
+_READABLE = select.POLLIN | select.POLLPRI | select.POLLERR | select.POLLHUP
+
 
 class Wakeup:
     """`set` from any thread; the owning thread waits with `wait` or `wait_readable`.
 
-    Beside the flag, `set` writes a byte to a socketpair, so a select() on a network
-    socket wakes at once too (no timed polling)."""
+    Beside the flag, `set` writes a byte to a socketpair, so a poll() on a network socket
+    wakes at once too (no timed polling). poll(), not select(): a bridge watching a
+    thousand folders holds descriptors above select()'s limit of 1024."""
 
     def __init__(self) -> None:
         self._flag = threading.Event()
@@ -39,10 +43,13 @@ class Wakeup:
         """Wait until `sock` is readable (True), or until set or `timeout` (False)."""
         if self._flag.is_set():
             return False
-        readable, _, _ = select.select([sock, self._reader], [], [], max(0.0, timeout))
-        if self._reader in readable:
+        poller = select.poll()
+        poller.register(sock, _READABLE)
+        poller.register(self._reader, select.POLLIN)
+        ready = dict(poller.poll(max(0.0, timeout) * 1000))
+        if ready.get(self._reader.fileno()):
             self._drain()
-        return sock in readable
+        return bool(ready.get(sock.fileno()))
 
     def close(self) -> None:
         self._reader.close()
