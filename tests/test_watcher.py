@@ -9,7 +9,8 @@ from types import SimpleNamespace
 import pytest
 from imapclient.exceptions import IMAPClientAbortError
 
-from bridge.mailbox.watcher import FolderWatcher
+from bridge.mailbox.watcher import BrokerUnavailable, FolderWatcher, await_acknowledgement
+from bridge.mqtt.client import Publication
 from bridge.util.backoff import Backoff
 
 
@@ -36,3 +37,28 @@ def test_a_bye_naming_the_token_makes_the_next_session_use_a_fresh_one(
     backoff.next_delay()
     assert watcher_after_a_healthy_session()._lost(IMAPClientAbortError(text), backoff) is fresh
     assert backoff.attempts == 0  # after a healthy session: reconnect at once
+
+
+class _AckedAfterTimeout(Publication):
+    """A publication whose PUBACK lands just after a wait for it timed out."""
+
+    def wait(self, timeout: float | None = None) -> bool:
+        if not self.done:
+            self._complete(True)
+            return False
+        return super().wait(timeout)
+
+
+def test_an_acknowledgement_just_after_a_wait_timed_out_is_not_a_refusal() -> None:
+    await_acknowledgement(_AckedAfterTimeout(), threading.Event())
+
+
+def test_a_refused_publication_or_a_stop_ends_the_wait() -> None:
+    refused = Publication()
+    refused._complete(False)
+    with pytest.raises(BrokerUnavailable):
+        await_acknowledgement(refused, threading.Event())
+    stopped = threading.Event()
+    stopped.set()
+    with pytest.raises(BrokerUnavailable):
+        await_acknowledgement(Publication(), stopped)

@@ -88,6 +88,17 @@ def summary_lite(payload: dict[str, Any]) -> dict[str, Any]:
     return {k: payload.get(k) for k in keys}
 
 
+def await_acknowledgement(publication: Publication, stop: threading.Event) -> None:
+    """Wait until the broker acknowledged `publication`; BrokerUnavailable if it refused
+    it or the bridge stops first. paho resends QoS 1 messages after a reconnect: wait as
+    long as the broker is away."""
+    while not publication.wait(1.0):
+        if publication.done and publication.ok:
+            return  # acknowledged just after the wait timed out
+        if publication.done or stop.is_set():
+            raise BrokerUnavailable
+
+
 class FolderWatcher(threading.Thread):
     """Publishes every new message of one folder, in UID order."""
 
@@ -367,10 +378,7 @@ class FolderWatcher(threading.Thread):
         return position
 
     def _await(self, publication: Publication) -> None:
-        # paho resends QoS 1 messages after a reconnect: wait as long as the broker is away.
-        while not publication.wait(1.0):
-            if publication.done or self._stopping.is_set():
-                raise BrokerUnavailable
+        await_acknowledgement(publication, self._stopping)
 
     def _publish_state(self, *, force: bool = False) -> None:
         key = self.state.key()
