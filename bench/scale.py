@@ -81,6 +81,35 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def machine_cpu_seconds() -> float:
+    """CPU time all processes used so far (user, nice, system, irq), from /proc/stat."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    busy = sum(int(fields[i]) for i in (0, 1, 2, 5, 6))
+    return busy / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_by_command() -> dict[str, float]:
+    """CPU seconds per command name over every live process, with its reaped children."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        comm = text[text.index("(") + 1 : text.rindex(")")]
+        fields = text.rsplit(")", 1)[1].split()
+        out[comm] = out.get(comm, 0.0) + sum(int(f) for f in fields[11:15]) / tick
+    return out
+
+
+def cpu_split(before: dict[str, float], top: int = 6) -> str:
+    """The commands that used the most CPU since `before`."""
+    after = cpu_by_command()
+    used = sorted(((after[c] - before.get(c, 0.0), c) for c in after), reverse=True)[:top]
+    return ", ".join(f"{c} {s:.1f} s" for s, c in used if s >= 0.05)
+
+
 class Subscriber:
     """`mosquitto_sub` writing `time topic` lines to a file (no Python client on the
     measured cores)."""
@@ -191,7 +220,8 @@ def run(args: argparse.Namespace) -> int:
         sub = Subscriber(rig.broker.port, [f"{BASE}/+/inbox/state", f"{BASE}/+/inbox/message",
                                            f"{BASE}/bridge/state"])
         log = (rig.work / "bridge.log").open("wb")
-        started = time.time()
+        started, machine_cpu_start = time.time(), machine_cpu_seconds()
+        by_command = cpu_by_command()
         bridge = subprocess.Popen(bridge_argv(config, args.memory_report),
                                   stdout=log, stderr=subprocess.STDOUT)
         sampler = Sampler(bridge.pid)
@@ -203,6 +233,8 @@ def run(args: argparse.Namespace) -> int:
                   + (", rig throttling" if args.throttle else ""))
             print(f"online: {len(states)}/{n} folders with a position in "
                   + (f"{online:.1f} s" if online is not None else f"> {args.timeout:.0f} s"))
+            print(f"CPU until online: bridge {cpu_seconds(bridge.pid):.1f} s, whole machine "
+                  f"{machine_cpu_seconds() - machine_cpu_start:.1f} s ({cpu_split(by_command)})")
             marker = sub.first_times("/bridge/state")
             if marker:
                 print(f"bridge/state online after {min(marker.values()) - started:.1f} s")
@@ -215,12 +247,18 @@ def run(args: argparse.Namespace) -> int:
             status = proc_status(bridge.pid)
             print(f"idle {args.idle_seconds:.0f} s: CPU {cpu * 100:.2f} % of a core, RSS "
                   f"{summarize_rss(sampler.rss_kib[idle_from:])}, threads {status['Threads']}")
+            bridge_cpu0, machine_cpu0 = cpu_seconds(bridge.pid), machine_cpu_seconds()
+            by_command = cpu_by_command()
             last_delivery = deliver_burst(rig, n)
             messages = sub.wait_for("/inbox/message", n, args.timeout)
+            bridge_cpu = cpu_seconds(bridge.pid) - bridge_cpu0
+            machine_cpu = machine_cpu_seconds() - machine_cpu0
             arrivals = sorted(t - last_delivery for t in messages.values()) or [float("nan")]
             print(f"burst: {len(messages)}/{n} summaries, last {arrivals[-1]:.2f} s after the "
                   f"last delivery (first {arrivals[0]:.2f} s, median "
                   f"{arrivals[len(arrivals) // 2]:.2f} s)")
+            print(f"CPU during the burst: bridge {bridge_cpu:.2f} s, whole machine "
+                  f"{machine_cpu:.2f} s ({cpu_split(by_command)})")
             print(f"peak RSS (VmHWM): {proc_status(bridge.pid)['VmHWM'] / 1024:.0f} MiB")
             ok = online is not None and len(messages) == n
         finally:

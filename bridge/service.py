@@ -18,7 +18,7 @@ from bridge.mailbox.health import health_payload, sent_a_mail
 from bridge.mailbox.positions import StateStore
 from bridge.mailbox.publisher import MessagePublisher
 from bridge.mailbox.status import AccountStatus
-from bridge.mailbox.watcher import FolderWatcher
+from bridge.mailbox.watcher import SYNC_CONCURRENCY, FolderWatcher
 from bridge.mqtt.client import Incoming, MqttClient
 from bridge.mqtt.discovery import (
     build_discovery,
@@ -75,6 +75,7 @@ class Bridge:
         self._stale_discovery_checked = threading.Event()
         self.providers = TokenProviders()
         self.logins = Logins()
+        self.sync_slots = threading.BoundedSemaphore(SYNC_CONCURRENCY)
         self._command_routes: dict[str, tuple[str, str | None]] = {}
         for account in config.accounts:
             self._build_account(account)
@@ -108,6 +109,7 @@ class Bridge:
                     status=status,
                     stop=self.stop_event,
                     logins=self.logins,
+                    sync_slots=self.sync_slots,
                 )
             )
             self._command_routes[topics.folder_command(account.name, folder.topic)] = (

@@ -18,7 +18,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -44,6 +44,10 @@ META_BATCH = 200  # UIDs per metadata FETCH
 PUBLISH_BATCH = 25
 YIELD_BYTES = 16 << 20  # attachment bytes published before the caller must await them
 BIG_PART_WAIT = 30.0  # seconds to wait for the broker to take the previous big part
+# Up to this many new messages are fetched in the publishing thread: a read-ahead thread
+# overlaps nothing in a single window, and starting one is dear when a thousand folders
+# wake at once.
+INLINE_MAX = 10
 
 
 @dataclass(frozen=True)
@@ -110,15 +114,18 @@ class MessagePublisher:
                    run: _PublishRun) -> Generator[Published, None, None]:
         """Each message of `uids` published, in order, the next window fetched meanwhile."""
         fetcher = PartFetcher(run.options, log_name=self.folder.name)
-        windows = ReadAhead(lambda: self._windows(client, fetcher, uids),
-                            name=f"{threading.current_thread().name}-fetch", stop=fetcher.stop)
-        with windows:
-            for window in windows:
+        windows: contextlib.AbstractContextManager[Iterable[list[MessageInFlight]]] = (
+            ReadAhead(lambda: self._windows(client, fetcher, uids),
+                      name=f"{threading.current_thread().name}-fetch", stop=fetcher.stop)
+            if len(uids) > INLINE_MAX
+            else contextlib.closing(self._windows(client, fetcher, uids)))
+        with windows as source:
+            for window in source:
                 for message in window:
                     yield self._publish(client, fetcher, message, run)
 
     def _windows(self, client: imapclient.IMAPClient, fetcher: PartFetcher,
-                 uids: Sequence[int]) -> Iterator[list[MessageInFlight]]:
+                 uids: Sequence[int]) -> Generator[list[MessageInFlight], None, None]:
         """The messages of `uids`, a window at a time, with the parts fetched that their
         summaries need (run a window ahead of the publishing, in its own thread)."""
         for batch in chunks(uids, META_BATCH):

@@ -51,6 +51,11 @@ from bridge.util.wakeup import Wakeup
 
 _LOGGER = logging.getLogger(__name__)
 
+# Folders syncing at once, bridge-wide. A burst that wakes a thousand folders together would
+# otherwise have a thousand threads queueing for the GIL, paho's network thread among them,
+# and every summary would leave at the end.
+SYNC_CONCURRENCY = 16
+
 
 class BrokerUnavailable(Exception):
     """Publishing stopped because the bridge is shutting down before the broker acked."""
@@ -114,8 +119,10 @@ class FolderWatcher(threading.Thread):
         status: AccountStatus,
         stop: threading.Event,
         logins: Logins | None = None,
+        sync_slots: threading.Semaphore | None = None,
     ) -> None:
         super().__init__(name=f"watch-{account.name}-{folder.topic}", daemon=True)
+        self._sync_slots = sync_slots or threading.BoundedSemaphore(SYNC_CONCURRENCY)
         self.account = account
         self.folder = folder
         self._provider = provider
@@ -275,7 +282,8 @@ class FolderWatcher(threading.Thread):
                          self.folder.name, self.account.poll_interval)
         while not self._stopping.is_set():
             self._wake.clear()
-            self.sync(client)
+            with self._sync_slots:
+                self.sync(client)
             self._session_ok = True
             if time.monotonic() >= renew_at:
                 _LOGGER.info("%s/%s: token expires soon, reconnecting with a new one",
