@@ -1,4 +1,5 @@
-"""A thin paho-mqtt wrapper: Last Will, reconnects, and publishes whose PUBACK can be awaited.
+"""A thin paho-mqtt wrapper: Last Will, reconnects, and publishes and subscribes whose
+acknowledgement (PUBACK, SUBACK) can be awaited.
 
 paho runs its own network thread. Callbacks given here are called on that thread and
 must not block: the service hands work to queues.
@@ -72,6 +73,17 @@ class Publication:
         return self._done
 
 
+class Subscription(Publication):
+    """A subscribe in flight; `wait` returns True once a SUBACK granted all its topics
+    (an ACL refusal completes it, not ok)."""
+
+    __slots__ = ("topics",)
+
+    def __init__(self, topics: Iterable[str]) -> None:
+        super().__init__()
+        self.topics = frozenset(topics)
+
+
 def connect_failure(target: str, exc: OSError) -> str:
     """Why a TCP (or TLS) connection to the broker at `target` failed, in a few words."""
     if isinstance(exc, socket.gaierror):
@@ -87,12 +99,14 @@ class _PahoClient(paho.Client):
     target: str = ""
     failure: str | None = None  # why the last attempt failed
     closing: threading.Event  # set by MqttClient.stop: a pending reconnect wait ends
+    attempted: threading.Event  # MqttClient.attempted
 
     def reconnect(self) -> MQTTErrorCode:
         try:
             return super().reconnect()
         except OSError as exc:  # paho's loop swallows it: keep the reason for the log
             self.failure = connect_failure(self.target, exc)
+            self.attempted.set()
             raise
 
     # paho has no public hook for the delay between reconnect attempts
@@ -134,7 +148,12 @@ class MqttClient:
         self._lock = threading.Lock()
         self._pending: dict[int, Publication] = {}
         self._early: dict[int, bool] = {}  # PUBACKs that beat publish() back to us
+        self._unacked: list[Subscription] = []
+        self._subscribing: dict[int, list[str]] = {}  # SUBSCRIBE mid -> its topics
+        self._early_subacks: dict[int, list[ReasonCode]] = {}
+        self._session = False  # under _lock: _on_connect has taken the topics to subscribe
         self.connected = threading.Event()
+        self.attempted = threading.Event()  # a connection attempt ended, connected or not
         self.max_packet_size: int | None = None
         self._stopping = False
         client = _PahoClient(
@@ -161,6 +180,8 @@ class MqttClient:
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         client.on_publish = self._on_publish
+        client.on_subscribe = self._on_subscribe
+        client.attempted = self.attempted
         self._client = client
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -194,6 +215,7 @@ class MqttClient:
         if reason.is_failure:
             self._client.failure = (f"broker {self._client.target} refused the connection: "
                                     f"{reason.getName()}")
+            self.attempted.set()
             return  # logged by the reconnect wait that follows
         self._client.failure = None
         self._client.backoff.reset()
@@ -203,9 +225,11 @@ class MqttClient:
         _LOGGER.info("MQTT connected to %s:%d", self._config.host, self._config.port)
         with self._lock:
             topics = list(self._subscriptions)
+            self._session = True
         if topics:
             self._subscribe(topics)
         self.connected.set()
+        self.attempted.set()
         if self._on_connect_cb:
             self._on_connect_cb()
 
@@ -214,6 +238,11 @@ class MqttClient:
     ) -> None:
         was = self.connected.is_set()
         self.connected.clear()
+        with self._lock:
+            self._session = False
+            # Their SUBACKs will not come: the next _on_connect subscribes every topic again.
+            self._subscribing.clear()
+            self._early_subacks.clear()
         if was and not self._stopping:
             _LOGGER.warning(
                 "MQTT connection to %s:%d lost (%s), reconnecting",
@@ -248,24 +277,58 @@ class MqttClient:
         if pub is not None:
             pub._complete(ok)
 
+    def _on_subscribe(
+        self, _c: paho.Client, _u: Any, mid: int, reasons: list[ReasonCode],
+        _p: Properties | None,
+    ) -> None:
+        with self._lock:
+            topics = self._subscribing.pop(mid, None)
+            if topics is None:  # the SUBACK beat _subscribe to registering the mid
+                self._early_subacks[mid] = reasons
+                return
+        self._subscribed(topics, reasons)
+
+    def _subscribed(self, topics: list[str], reasons: list[ReasonCode]) -> None:
+        """A SUBACK for `topics`: complete every subscription it covers."""
+        granted = {t for t, r in zip(topics, reasons, strict=False) if not r.is_failure}
+        answered = set(topics)
+        with self._lock:
+            done = [s for s in self._unacked if s.topics <= answered]
+            self._unacked = [s for s in self._unacked if not s.topics <= answered]
+        for subscription in done:
+            subscription._complete(subscription.topics <= granted)
+
     # -- operations ----------------------------------------------------------------------
 
-    def subscribe(self, topics: Iterable[str]) -> None:
-        """Subscribe now and after every reconnect."""
+    def subscribe(self, topics: Iterable[str]) -> Subscription:
+        """Subscribe now (or once connected) and after every reconnect; the subscription
+        is done at the first SUBACK for its topics."""
         new = list(topics)
+        subscription = Subscription(new)
         with self._lock:
             self._subscriptions.extend(new)
-        if self.connected.is_set():
+            self._unacked.append(subscription)
+            now = self._session  # else the next _on_connect subscribes them with the rest
+        if now:
             self._subscribe(new)
+        return subscription
 
     def _subscribe(self, topics: list[str]) -> None:
         qos = self._config.qos
         if self.v5:
             # Retain As Published: the retain flag reaches us, so retained commands are skipped.
             opts = SubscribeOptions(qos=qos, retainAsPublished=True)
-            self._client.subscribe([(t, opts) for t in topics])
+            rc, mid = self._client.subscribe([(t, opts) for t in topics])
         else:
-            self._client.subscribe([(t, qos) for t in topics])
+            rc, mid = self._client.subscribe([(t, qos) for t in topics])
+        if rc != paho.MQTT_ERR_SUCCESS or mid is None:
+            return  # not connected after all: the next _on_connect subscribes them
+        with self._lock:
+            reasons = self._early_subacks.pop(mid, None)
+            if reasons is None:
+                self._subscribing[mid] = topics
+        if reasons is not None:
+            self._subscribed(topics, reasons)
 
     def publish(
         self,
