@@ -311,6 +311,7 @@ class Bridge:
         if offline:
             sdnotify.notify("STOPPING=1")
         self.stop_event.set()
+        self.logins.wake()
         for group in self.accounts.values():
             for watcher in group.watchers:
                 watcher.request_sync()
