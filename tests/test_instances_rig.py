@@ -2,27 +2,33 @@
 
 Each test runs its own Mosquitto with debug logging: its log names the client of every
 PUBLISH it receives, which is how each topic is attributed to the bridge that published it.
+The Home Assistant test uses the session's broker, which Home Assistant listens to.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from rig.bridgecfg import rig_config
 from rig.dovecot import Dovecot
+from rig.homeassistant import HomeAssistant
 from rig.idp import IdentityPlatform, random_secret
 from rig.mosquitto import Mosquitto
-from rig.mqttsub import Collector
+from rig.mqttsub import Collector, Received
 from rig.pki import TestPKI
 from rig.samples import make_message
 from tests.bridgeproc import BridgeProcess
+from tests.conftest import HA_PREFIX
+from tests.test_homeassistant_rig import log_problems, state_of, wait_until
 
 PREFIX = "homeassistant"
 # Mosquitto's debug line for every PUBLISH a client sends
@@ -56,20 +62,22 @@ def start_instance(
     (name -> mailbox), with the default client id, discovery on and health every second.
     Every instance shares one state_dir, as several configs in /etc would."""
 
-    def start(instance: str | None, accounts: dict[str, str], label: str = "") -> BridgeProcess:
+    def start(instance: str | None, accounts: dict[str, str], label: str = "", *,
+              port: int = broker.port, prefix: str = PREFIX) -> BridgeProcess:
         configs = []
         for name, mailbox in accounts.items():
             secret = random_secret()
             app = idp.register_app(tenant, secret=secret, mailboxes=[mailbox])
             configs.append(rig_config(
                 authority=idp.authority, ca_file=pki.ca_file, imap_port=dovecot.port,
-                mqtt_port=broker.port, tenant_id=tenant, client_id=app.client_id,
+                mqtt_port=port, tenant_id=tenant, client_id=app.client_id,
                 mailbox=mailbox, state_dir=tmp_path / "state", secret=secret,
                 base_topic=base_topic, account=name, idle=True, poll_interval=300,
                 discovery=True))
         data = configs[0]
         data["accounts"] = [c["accounts"][0] for c in configs]
         del data["mqtt"]["client_id"]  # the default: one per instance
+        data["homeassistant"]["prefix"] = prefix
         data["bridge"]["health_interval"] = 1
         if instance is not None:
             data["bridge"]["instance"] = instance
@@ -219,3 +227,72 @@ def test_a_running_bridge_logs_an_account_another_bridge_starts_serving(
     wait_log(a, r"ERROR .*account 'alpha' also served by the bridge without an instance")
     wait_log(plain, r"ERROR .*account 'alpha' also served by instance 'a'")
     assert plain.stop() == 0 and a.stop() == 0
+
+
+def test_home_assistant_shows_a_device_per_instance_and_a_killed_one_takes_only_its_own(
+    homeassistant: HomeAssistant, mosquitto: Mosquitto, start_instance: Start,
+    base_topic: str,
+) -> None:
+    ha, log_start = homeassistant, len(homeassistant.log_lines())
+    a = start_instance("a", {"alpha": mailbox()}, port=mosquitto.port, prefix=HA_PREFIX)
+    b = start_instance("b", {"beta": mailbox()}, port=mosquitto.port, prefix=HA_PREFIX)
+    # by unique id: the entity ids depend on the Home Assistant version (docs/homeassistant.md)
+    wanted = {f"{base_topic}_alpha_connectivity": ("connection", "a"),
+              f"{base_topic}_beta_connectivity": ("connection", "b"),
+              f"{base_topic}-bridge-a_uptime": ("uptime", "a"),
+              f"{base_topic}-bridge-b_uptime": ("uptime", "b")}
+    try:
+        entries = wait_until(lambda: registered(ha, set(wanted)), "the four entities",
+                             timeout=DEADLINE)
+        connection = {wanted[u][1]: e["entity_id"] for u, e in entries.items()
+                      if wanted[u][0] == "connection"}
+        uptime = {wanted[u][1]: e["entity_id"] for u, e in entries.items()
+                  if wanted[u][0] == "uptime"}
+        for instance in ("a", "b"):
+            wait_state(ha, connection[instance], "on".__eq__)
+            wait_state(ha, uptime[instance], str.isdigit)
+        device = {wanted[u]: e["device_id"] for u, e in entries.items()}
+        assert len(set(device.values())) == 4  # two accounts, two bridges: four devices
+
+        a.kill()
+
+        wait_state(ha, connection["a"], "unavailable".__eq__)
+        wait_state(ha, uptime["a"], "unavailable".__eq__)
+        assert state_of(ha, connection["b"]) == "on"
+        assert (state_of(ha, uptime["b"]) or "").isdigit()
+        assert log_problems(ha, log_start) == []
+    finally:
+        b.stop()
+        forget(ha, mosquitto, base_topic)
+
+
+def registered(ha: HomeAssistant, unique_ids: set[str]) -> dict[str, Any] | None:
+    """The registry entries of `unique_ids`, once all are there."""
+    found = {e["unique_id"]: e for e in ha.entity_registry()
+             if e["platform"] == "mqtt" and e["unique_id"] in unique_ids}
+    return found if set(found) == unique_ids else None
+
+
+def wait_state(ha: HomeAssistant, entity_id: str, ok: Callable[[str], bool]) -> None:
+    wait_until(lambda: ok(state_of(ha, entity_id) or ""), entity_id, timeout=DEADLINE)
+
+
+def forget(ha: HomeAssistant, broker: Mosquitto, base_topic: str) -> None:
+    """Clear this test's retained device configs (four when all went well), wait until Home
+    Assistant dropped their entities, then clear the bridges' retained topics."""
+
+    def mine(m: Received) -> bool:
+        return m.retain and bool(m.payload) and m.topic.split("/")[2].startswith(base_topic)
+
+    with Collector("127.0.0.1", broker.port,
+                   [f"{base_topic}/#", f"{HA_PREFIX}/device/+/config"]) as sub:
+        with contextlib.suppress(TimeoutError):
+            sub.wait_for(mine, count=4, timeout=5)
+        for message in [m for m in sub.messages if mine(m)]:
+            sub.publish(message.topic, b"", retain=True)
+        wait_until(lambda: not [e for e in ha.entity_registry() if e["platform"] == "mqtt"
+                                and e["unique_id"].startswith(base_topic)],
+                   "the devices to go", timeout=DEADLINE)
+        for message in [m for m in sub.messages if m.retain and m.payload]:
+            if message.topic.startswith(f"{base_topic}/"):
+                sub.publish(message.topic, b"", retain=True)
