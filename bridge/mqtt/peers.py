@@ -4,7 +4,8 @@ the accounts of this bridge that one of them serves too.
 Two bridges serving one account both publish its retained topics and both run its
 commands: a configuration mistake that corrupts state without a visible failure. Every
 overlap is logged (ERROR while the other bridge is online); the service refuses to start
-over one found at start. Fed from paho's network thread, so nothing here blocks.
+over one found at start. `Peers` is fed from paho's network thread, so it never blocks;
+`check_at_start` waits, on the caller's thread.
 """
 
 from __future__ import annotations
