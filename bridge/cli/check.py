@@ -44,6 +44,7 @@ from bridge.errors import (
 from bridge.imap import connection
 from bridge.imap.search import Criteria, SearchRefused
 from bridge.mqtt.client import Incoming, MqttClient, connect_failure
+from bridge.mqtt.topics import Topics
 from bridge.util.suggest import did_you_mean
 
 
@@ -244,7 +245,7 @@ def mqtt_probe(config: MqttConfig, topic: str, timeout: float = 10) -> float:
 def check_mqtt(config: Config, timeout: float = 10) -> Step:
     """Connect, then publish and receive a test message."""
     mqtt = config.mqtt
-    topic = f"{mqtt.base_topic}/bridge/check"
+    topic = Topics.of(config).bridge_check
     where = f"{mqtt.host}:{mqtt.port}"
     failed = _preflight(mqtt, min(timeout, 5))
     if failed is not None:
