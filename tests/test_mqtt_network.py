@@ -20,10 +20,11 @@ from typing import Any
 import pytest
 
 from bridge.config.model import MqttConfig
-from bridge.mqtt.client import MqttClient
+from bridge.mqtt.client import Incoming, MqttClient
 from bridge.util.backoff import Backoff
 from rig.mosquitto import Mosquitto
 from rig.mqttsub import Collector
+from rig.pki import TestPKI
 from rig.procs import free_port
 
 SELECT_LIMIT = 1024  # FD_SETSIZE: select() refuses descriptors from here on
@@ -245,3 +246,34 @@ def test_pings_keep_an_idle_connection_up_past_its_keepalive(own_broker: Mosquit
     finally:
         client.stop()
     assert "exceeded timeout" not in own_broker.log_file.read_text()
+
+
+def test_over_tls_a_burst_is_acknowledged_and_comes_back_on_a_subscription(
+    tmp_path: Path, pki: TestPKI,
+) -> None:
+    """Through TLS (the socket paho polls is an SSLSocket): 300 publishes to a topic the
+    client itself subscribes to, every PUBACK and every message back."""
+    topic = f"tls-{uuid.uuid4().hex[:8]}"
+    received: list[str] = []
+    all_back = threading.Event()
+
+    def on_message(msg: Incoming) -> None:
+        received.append(msg.topic)
+        if len(received) == 300:
+            all_back.set()
+
+    with Mosquitto(tmp_path / "tls", pki=pki) as broker:
+        assert broker.tls_port is not None
+        client = MqttClient(mqtt_config(broker.tls_port, client_id=topic, tls=True,
+                                        ca_file=pki.ca_file),
+                            on_message=on_message)
+        subscription = client.subscribe([f"{topic}/#"])
+        client.start()
+        try:
+            assert subscription.wait(30)
+            publications = [client.publish(f"{topic}/{i}", "x" * i) for i in range(300)]
+            assert all(p.wait(30) for p in publications)
+            assert all_back.wait(30)
+        finally:
+            client.stop()
+    assert sorted(received) == sorted(f"{topic}/{i}" for i in range(300))
