@@ -98,6 +98,8 @@ class NetworkThread:
         client.on_socket_register_write = self._on_socket_register_write
 
     def start(self) -> None:
+        if self._thread is not None:
+            return
         self.closing.clear()
         self._wake = _Wake()
         self._poller.register(self._wake, select.POLLIN)
