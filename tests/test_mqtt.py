@@ -89,26 +89,6 @@ def test_a_qos0_publish_while_disconnected_is_reported_failed(mosquitto: Mosquit
     assert publication.done and publication.wait(0) is False
 
 
-def test_paho_still_calls_the_jittered_reconnect_wait_and_stop_ends_it() -> None:
-    """MqttClient overrides paho's private `_reconnect_wait` (there is no public hook for
-    jitter): with no broker listening, paho must call it between attempts, and `stop`
-    must end a pending wait at once."""
-    client = MqttClient(MqttConfig(host="127.0.0.1", port=free_port(),
-                                   client_id=f"nobody-{uuid.uuid4().hex[:8]}"))
-    backoff = client._client.backoff
-    client.start()
-    deadline = time.monotonic() + 10
-    while backoff.attempts < 2 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    try:
-        assert backoff.attempts >= 2  # paho called our wait before each reconnect attempt
-    finally:
-        started = time.monotonic()
-        client.stop()
-        stopped_in = time.monotonic() - started
-    assert stopped_in < 1.0  # the ~2 s wait in progress ended with stop
-
-
 def receiver(port: int, got: threading.Event, protocol: str = "5") -> MqttClient:
     """A client that sets `got` when a message arrives."""
 

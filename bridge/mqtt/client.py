@@ -1,8 +1,8 @@
-"""A thin paho-mqtt wrapper: Last Will, reconnects, and publishes and subscribes whose
-acknowledgement (PUBACK, SUBACK) can be awaited.
+"""A thin paho-mqtt wrapper: Last Will, reconnects with jittered backoff, and publishes
+and subscribes whose acknowledgement (PUBACK, SUBACK) can be awaited.
 
-paho runs its own network thread. Callbacks given here are called on that thread and
-must not block: the service hands work to queues.
+The network thread (`bridge.mqtt.network`) calls the callbacks given here; they must not
+block: the service hands work to queues.
 """
 
 from __future__ import annotations
@@ -16,13 +16,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from bridge.config.model import MqttConfig
+from bridge.mqtt.network import NetworkThread
 from bridge.util.backoff import Backoff
 
 _LOGGER = logging.getLogger(__name__)
@@ -91,37 +92,6 @@ def connect_failure(target: str, exc: OSError) -> str:
     return f"cannot connect to {target}: {exc.strerror or exc}"
 
 
-class _PahoClient(paho.Client):
-    """paho's client with jittered reconnect delays (paho's own doubling has no jitter, so
-    every bridge of a fleet would hit a restarted broker in the same second)."""
-
-    backoff: Backoff
-    target: str = ""
-    failure: str | None = None  # why the last attempt failed
-    closing: threading.Event  # set by MqttClient.stop: a pending reconnect wait ends
-    attempted: threading.Event  # MqttClient.attempted
-
-    def reconnect(self) -> MQTTErrorCode:
-        try:
-            return super().reconnect()
-        except OSError as exc:  # paho's loop swallows it: keep the reason for the log
-            self.failure = connect_failure(self.target, exc)
-            self.attempted.set()
-            raise
-
-    # paho has no public hook for the delay between reconnect attempts
-    # (reconnect_delay_set only sets the bounds of its own unjittered doubling), so this
-    # overrides a private method, checked against paho-mqtt 2.2.0: loop_forever calls
-    # it, without arguments, before every reconnect attempt. tests/test_mqtt.py fails
-    # if paho stops calling it.
-    def _reconnect_wait(self) -> None:
-        delay = self.backoff.next_delay()
-        level = logging.WARNING if self.backoff.attempts <= 1 else logging.DEBUG
-        _LOGGER.log(level, "MQTT: %s; reconnecting in %.1f s",
-                    self.failure or f"not connected to {self.target}", delay)
-        self.closing.wait(delay)
-
-
 def _user_properties(pairs: Iterable[tuple[str, str]]) -> Properties:
     props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
     props.UserProperty = list(pairs)
@@ -129,7 +99,9 @@ def _user_properties(pairs: Iterable[tuple[str, str]]) -> Properties:
 
 
 class MqttClient:
-    """One connection to the broker, kept up by paho's reconnect logic."""
+    """One connection to the broker, reconnected with backoff (1 s to 5 min, jittered so
+    a fleet of bridges does not hit a restarted broker in the same second; `backoff`
+    replaces that schedule)."""
 
     def __init__(
         self,
@@ -139,6 +111,7 @@ class MqttClient:
         client_id: str | None = None,
         on_connect: Callable[[], None] | None = None,
         on_message: Callable[[Incoming], None] | None = None,
+        backoff: Backoff | None = None,
     ) -> None:
         self._config = config
         self.v5 = config.protocol == "5"
@@ -156,7 +129,10 @@ class MqttClient:
         self.attempted = threading.Event()  # a connection attempt ended, connected or not
         self.max_packet_size: int | None = None
         self._stopping = False
-        client = _PahoClient(
+        self._backoff = backoff or Backoff(initial=1.0, cap=300.0)
+        self._target = f"{config.host}:{config.port}"
+        self._failure: str | None = None  # why the last attempt failed
+        client = paho.Client(
             CallbackAPIVersion.VERSION2,
             client_id=client_id or config.client_id,
             protocol=paho.MQTTv5 if self.v5 else paho.MQTTv311,
@@ -173,28 +149,28 @@ class MqttClient:
             client.tls_insecure_set(config.tls_insecure)
         if will_topic:
             client.will_set(will_topic, "offline", qos=1, retain=True)
-        client.backoff = Backoff(initial=1.0, cap=300.0)
-        client.target = f"{config.host}:{config.port}"
-        client.closing = threading.Event()
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         client.on_publish = self._on_publish
         client.on_subscribe = self._on_subscribe
-        client.attempted = self.attempted
         self._client = client
+        self._network = NetworkThread(
+            client, name=f"mqtt-{client_id or config.client_id}",
+            wait_to_reconnect=self._wait_to_reconnect, connect_failed=self._connect_failed,
+        )
 
     # -- lifecycle ---------------------------------------------------------------------
 
     def start(self) -> None:
-        """Connect in the background; paho keeps reconnecting with backoff."""
+        """Connect in the background, and again whenever the connection is lost."""
         self._client.connect_async(self._config.host, self._config.port, self._config.keepalive)
-        self._client.loop_start()
+        self._network.start()
 
     @property
     def last_error(self) -> str | None:
         """Why the broker is not connected, when an attempt failed."""
-        return self._client.failure
+        return self._failure
 
     def wait_connected(self, timeout: float) -> bool:
         return self.connected.wait(timeout)
@@ -202,10 +178,21 @@ class MqttClient:
     def stop(self) -> None:
         """Disconnect cleanly (no Last Will) and stop the network thread."""
         self._stopping = True
-        self._client.closing.set()
-        self._client.disconnect()
-        self._client.loop_stop()
+        self._network.stop()
         self.connected.clear()
+
+    # -- reconnecting (network thread) ---------------------------------------------------
+
+    def _connect_failed(self, exc: OSError) -> None:
+        self._failure = connect_failure(self._target, exc)
+        self.attempted.set()
+
+    def _wait_to_reconnect(self, closing: threading.Event) -> None:
+        delay = self._backoff.next_delay()
+        level = logging.WARNING if self._backoff.attempts <= 1 else logging.DEBUG
+        _LOGGER.log(level, "MQTT: %s; reconnecting in %.1f s",
+                    self._failure or f"not connected to {self._target}", delay)
+        closing.wait(delay)
 
     # -- paho callbacks (network thread: never block) -----------------------------------
 
@@ -213,12 +200,11 @@ class MqttClient:
         self, _c: paho.Client, _u: Any, _f: Any, reason: ReasonCode, _p: Properties | None
     ) -> None:
         if reason.is_failure:
-            self._client.failure = (f"broker {self._client.target} refused the connection: "
-                                    f"{reason.getName()}")
+            self._failure = f"broker {self._target} refused the connection: {reason.getName()}"
             self.attempted.set()
             return  # logged by the reconnect wait that follows
-        self._client.failure = None
-        self._client.backoff.reset()
+        self._failure = None
+        self._backoff.reset()
         # MQTT 5 §3.2.2.3.6: the broker's Maximum Packet Size, when it announces one.
         limit = getattr(_p, "MaximumPacketSize", None) if self.v5 else None
         self.max_packet_size = int(limit) if isinstance(limit, int) else None
