@@ -15,6 +15,10 @@ class ConfigError(BridgeError):
         super().__init__("invalid configuration:\n" + "\n".join(f"  - {p}" for p in problems))
 
 
+class InstanceConflict(BridgeError):
+    """Another running bridge on the base topic serves some of this bridge's accounts."""
+
+
 class AuthError(BridgeError):
     """The identity platform refused or could not issue a token.
 

@@ -13,6 +13,7 @@ from bridge.auth.providers import TokenProviders
 from bridge.commands.parse import response_topic_allowed
 from bridge.commands.worker import CommandWorker
 from bridge.config.model import AccountConfig, Config
+from bridge.errors import InstanceConflict
 from bridge.imap.logins import Logins
 from bridge.mailbox.health import health_payload, sent_a_mail
 from bridge.mailbox.positions import StateStore
@@ -30,11 +31,14 @@ from bridge.mqtt.discovery import (
     save_index,
     stale_topics,
 )
+from bridge.mqtt.peers import Overlap, Peers, check_at_start
 from bridge.mqtt.topics import Topics
 
 _LOGGER = logging.getLogger(__name__)
 
 STARTUP_TIMEOUT = 60.0
+# how long a named instance waits at start for the broker and the other bridges' info
+PEER_CHECK_TIMEOUT = 10.0
 SHUTDOWN_PUBLISH_TIMEOUT = 3.0
 SHUTDOWN_JOIN_TIMEOUT = 5.0
 # Exchange Online allows about 20 concurrent IMAP connections per mailbox.
@@ -57,7 +61,7 @@ class Bridge:
     def __init__(self, config: Config, *, stop: threading.Event | None = None) -> None:
         self.config = config
         self.stop_event = stop or threading.Event()
-        self.topics = Topics(config.mqtt.base_topic)
+        self.topics = Topics.of(config)
         self.store = StateStore(config.bridge.state_dir)
         self.online = threading.Event()
         self._started = time.monotonic()
@@ -73,6 +77,12 @@ class Bridge:
         self.ha_status_topic = f"{config.homeassistant.prefix}/status"
         self.accounts: dict[str, AccountWorkers] = {}
         self._stale_discovery_checked = threading.Event()
+        self.peers = Peers(self.topics, (a.name for a in config.accounts))
+        # set once the bridge serves its accounts; a named instance checks the other
+        # bridges first and publishes nothing of its own before
+        self._serving = threading.Event()
+        self._lifecycle = threading.Lock()  # serving starts, or stopping does, not both
+        self.refused: list[Overlap] = []
         self.providers = TokenProviders()
         self.logins = Logins()
         self.sync_slots = threading.BoundedSemaphore(SYNC_CONCURRENCY)
@@ -136,9 +146,11 @@ class Bridge:
 
     def info_payload(self) -> bytes:
         """`B/bridge/info`: what runs, never a secret."""
+        instance = {"instance": self.config.bridge.instance} if self.config.bridge.instance else {}
         return json.dumps(
             {
                 "version": __version__,
+                **instance,
                 "accounts": [
                     {
                         "name": a.name,
@@ -153,6 +165,11 @@ class Bridge:
         ).encode()
 
     def _on_mqtt_connect(self) -> None:
+        if self._serving.is_set():
+            self._announce()
+
+    def _announce(self) -> None:
+        """The bridge's retained topics, on every connection once it serves."""
         if not self._stale_discovery_checked.is_set():
             self._stale_discovery_checked.set()
             self._update_discovery()
@@ -177,6 +194,8 @@ class Bridge:
         self.mqtt.publish(topic, payload, retain=True)
 
     def _on_mqtt_message(self, msg: Incoming) -> None:
+        if self.peers.handle(msg.topic, msg.payload):
+            return
         if msg.topic == self.ha_status_topic:
             # Home Assistant's birth message: it lost the retained configs only if its
             # broker did, but re-sending is what HA asks integrations to do.
@@ -214,11 +233,43 @@ class Bridge:
 
     def start(self) -> None:
         """Start MQTT and every worker; publish `online` once every folder's first
-        attempt is over."""
+        attempt is over. A named instance first checks that no other running bridge
+        serves one of its accounts, on a thread of its own (stop must not wait for it)."""
+        self.mqtt.subscribe(self.peers.filters)
+        if self.config.bridge.instance:
+            self.mqtt.start()
+            threading.Thread(target=self._check_peers_then_serve, name="instance-check",
+                             daemon=True).start()
+            return
+        self.peers.go_live()
+        self._serving.set()
+        self._subscribe_inputs()
+        self.mqtt.start()
+        self._start_workers()
+
+    def _check_peers_then_serve(self) -> None:
+        """Serve unless a running bridge lists one of our accounts."""
+        refused = [o for o in check_at_start(self.mqtt, self.peers, PEER_CHECK_TIMEOUT)
+                   if o.online]
+        with self._lifecycle:
+            if self.stop_event.is_set():
+                return
+            if refused:
+                self.refused = refused
+                self.stop_event.set()
+                return
+            self._serving.set()
+            self._subscribe_inputs()
+            if self.mqtt.connected.is_set():
+                self._announce()  # else on connect
+            self._start_workers()
+
+    def _subscribe_inputs(self) -> None:
         self.mqtt.subscribe(self._command_routes)
         if self.discovery:
             self.mqtt.subscribe([self.ha_status_topic])
-        self.mqtt.start()
+
+    def _start_workers(self) -> None:
         for group in self.accounts.values():
             for watcher in group.watchers:
                 watcher.start()
@@ -245,7 +296,8 @@ class Bridge:
         if not self.config.homeassistant.discovery:
             return  # nothing under the prefix; the index waits until discovery is back on
         state_dir = self.config.bridge.state_dir
-        previous = load_index(state_dir)
+        instance = self.config.bridge.instance
+        previous = load_index(state_dir, instance)
         current = discovery_index(self.config, self.topics)
         stale = stale_topics(previous, current)
         removed = removed_components(previous, current)
@@ -263,7 +315,7 @@ class Bridge:
             unsent = {t: previous[t] for t, publication in sent.items()
                       if not publication.wait(10)}
             try:
-                save_index(state_dir, merge_index(current, unsent))
+                save_index(state_dir, merge_index(current, unsent), instance)
             except OSError as exc:
                 _LOGGER.warning("cannot record the discovery topics in %s: %s", state_dir, exc)
 
@@ -312,7 +364,13 @@ class Bridge:
         disconnect. `offline=False` for a reload: a new Bridge takes over at once."""
         if offline:
             sdnotify.notify("STOPPING=1")
-        self.stop_event.set()
+        with self._lifecycle:
+            self.stop_event.set()
+        self.logins.wake()
+        if not self._serving.is_set():  # refused, or stopped during the start check
+            self.mqtt.stop()
+            _LOGGER.info("bridge stopped")
+            return
         for group in self.accounts.values():
             for watcher in group.watchers:
                 watcher.request_sync()
@@ -333,9 +391,12 @@ class Bridge:
 
     def run(self, reload: threading.Event | None = None) -> None:
         """Run until the stop event is set; when `reload` is set too, stop without
-        announcing `offline` (the caller starts a new Bridge)."""
+        announcing `offline` (the caller starts a new Bridge). InstanceConflict when a
+        running bridge serves one of the accounts (nothing was published then)."""
         self.start()
         try:
             self.stop_event.wait()
         finally:
             self.shutdown(offline=not (reload and reload.is_set()))
+        if self.refused:
+            raise InstanceConflict("; ".join(o.describe() for o in self.refused))

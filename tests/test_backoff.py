@@ -124,7 +124,7 @@ def test_an_mqtt_outage_backs_off_from_one_second_to_five_minutes(
                       mailbox="a@b.test", secret="s3cret-value", state_dir=tmp_path)
     del data["accounts"][0]["ca_file"]
     mqtt = MqttClient(parse_config(data).mqtt)  # no broker on that port
-    mqtt._client.closing = RecordingClosing()
+    mqtt._network.closing = RecordingClosing()
     pattern = re.compile(r"reconnecting in ([\d.]+) s")
     with caplog.at_level(logging.DEBUG, logger="bridge.mqtt.client"):
         mqtt.start()

@@ -1,8 +1,10 @@
-"""`bridge.mqtt`: a publication completes once, when the broker acknowledges it.
+"""`bridge.mqtt`: a publication completes once, when the broker acknowledges it; a
+subscription once the broker's SUBACK granted it.
 
 The watcher advances a folder's position only after every publication of a batch is
 done (at least once), so `Publication` must never report done early, never lose a
 completion that races its creation, and stay cheap (one per summary and attachment).
+`check` publishes its test message only once its subscription is granted.
 """
 
 from __future__ import annotations
@@ -11,11 +13,16 @@ import threading
 import time
 import uuid
 
+import pytest
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.reasoncodes import ReasonCode
+
 from bridge.config.model import MqttConfig
-from bridge.mqtt.client import MqttClient, Publication
+from bridge.mqtt.client import Incoming, MqttClient, Publication
 from rig.mosquitto import Mosquitto
 from rig.mqttsub import Collector
 from rig.procs import free_port
+from tests.relay import Relay
 
 
 def test_a_publication_is_pending_until_completed_then_stays_done() -> None:
@@ -82,21 +89,68 @@ def test_a_qos0_publish_while_disconnected_is_reported_failed(mosquitto: Mosquit
     assert publication.done and publication.wait(0) is False
 
 
-def test_paho_still_calls_the_jittered_reconnect_wait_and_stop_ends_it() -> None:
-    """MqttClient overrides paho's private `_reconnect_wait` (there is no public hook for
-    jitter): with no broker listening, paho must call it between attempts, and `stop`
-    must end a pending wait at once."""
-    client = MqttClient(MqttConfig(host="127.0.0.1", port=free_port(),
-                                   client_id=f"nobody-{uuid.uuid4().hex[:8]}"))
-    backoff = client._client.backoff
+def receiver(port: int, got: threading.Event, protocol: str = "5") -> MqttClient:
+    """A client that sets `got` when a message arrives."""
+
+    def on_message(_msg: Incoming) -> None:
+        got.set()
+
+    return MqttClient(MqttConfig(host="127.0.0.1", port=port, protocol=protocol,
+                                 client_id=f"sub-{uuid.uuid4().hex[:8]}"),
+                      on_message=on_message)
+
+
+def publish_from_another_client(port: int, topic: str) -> None:
+    with Collector("127.0.0.1", port, [f"{topic}/unused"]) as other:
+        other.publish(topic, "hello")
+
+
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
+def test_a_subscription_made_before_connecting_is_done_at_its_suback(
+    mosquitto: Mosquitto, protocol: str,
+) -> None:
+    """Subscribed with the connection's SUBSCRIBE: once done, a message another client
+    publishes reaches it."""
+    topic, got = f"t-{uuid.uuid4().hex[:8]}/check", threading.Event()
+    client = receiver(mosquitto.port, got, protocol)
+    subscription = client.subscribe([topic])
+    assert not subscription.done
     client.start()
-    deadline = time.monotonic() + 10
-    while backoff.attempts < 2 and time.monotonic() < deadline:
-        time.sleep(0.05)
     try:
-        assert backoff.attempts >= 2  # paho called our wait before each reconnect attempt
+        assert subscription.wait(30) and subscription.done
+        publish_from_another_client(mosquitto.port, topic)
+        assert got.wait(30)
     finally:
-        started = time.monotonic()
         client.stop()
-        stopped_in = time.monotonic() - started
-    assert stopped_in < 1.0  # the ~2 s wait in progress ended with stop
+
+
+def test_a_subscription_is_pending_until_the_broker_s_suback_arrives(
+    mosquitto: Mosquitto,
+) -> None:
+    topic, got = f"t-{uuid.uuid4().hex[:8]}/later", threading.Event()
+    with Relay(mosquitto.port) as relay:
+        client = receiver(relay.port, got)
+        client.start()
+        try:
+            assert client.wait_connected(30)
+            relay.hold()  # the broker's answers, the SUBACK among them, wait in the relay
+            subscription = client.subscribe([topic])
+            assert subscription.wait(0.5) is False and not subscription.done
+            relay.release()
+            assert subscription.wait(30)
+            publish_from_another_client(mosquitto.port, topic)
+            assert got.wait(30)
+        finally:
+            client.stop()
+
+
+def test_a_subscription_the_broker_refuses_is_done_but_not_ok() -> None:
+    """A SUBACK's failure code (an ACL refusal on brokers that answer so; Mosquitto grants
+    and filters on delivery instead) completes the subscriptions it answers, not ok."""
+    client = MqttClient(MqttConfig(host="127.0.0.1", port=free_port(), client_id="refused"))
+    granted, refused = client.subscribe(["a"]), client.subscribe(["b", "c"])
+    client._subscribed(["a", "b", "c"], [ReasonCode(PacketTypes.SUBACK, "Granted QoS 1"),
+                                         ReasonCode(PacketTypes.SUBACK, "Granted QoS 1"),
+                                         ReasonCode(PacketTypes.SUBACK, "Not authorized")])
+    assert granted.wait(0) is True
+    assert refused.done and refused.wait(0) is False

@@ -8,6 +8,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -251,3 +252,94 @@ def test_server_unavailable_mid_session_backs_off_that_account_only(
             assert relay.logins[shed] == logins + 1
         finally:
             bridge.stop()
+
+
+class LookedAt(threading.Event):
+    """A stop event that counts how often a waiter looked at it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.looks = 0
+
+    def is_set(self) -> bool:
+        self.looks += 1
+        return super().is_set()
+
+
+class SlotHolder:
+    """A sign-in that holds the ramp's only slot (its token request waits) until `go`."""
+
+    def __init__(self, logins: Logins) -> None:
+        self.inside, self.go = threading.Event(), threading.Event()
+        self.thread = threading.Thread(target=self._open, args=(logins,), daemon=True)
+        self.thread.start()
+        assert self.inside.wait(30)
+
+    @property
+    def account(self) -> SimpleNamespace:
+        return SimpleNamespace(name="holder")
+
+    def get_token(self, *, force: bool = False) -> Token:
+        self.inside.set()
+        assert self.go.wait(30)
+        raise AuthError("released")
+
+    def _open(self, logins: Logins) -> None:
+        with pytest.raises(AuthError):
+            logins.open(self.account, self, threading.Event())  # type: ignore[arg-type]
+
+
+class Waiter:
+    """A sign-in waiting for a slot; `turn` is set once it has one (its token request)."""
+
+    def __init__(self, logins: Logins) -> None:
+        self.stop, self.turn = LookedAt(), threading.Event()
+        self.result: object = "not returned"
+        self.thread = threading.Thread(target=self._open, args=(logins,), daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while self.stop.looks < 2 and time.monotonic() < deadline:  # before and in the wait
+            time.sleep(0.01)
+        settled = self.stop.looks
+        # Nothing happens for a while: a waiter that polled would look at its stop event
+        # again meanwhile (the count only grows, so a loaded machine cannot fail this).
+        time.sleep(1.5)
+        assert self.stop.looks == settled, "the waiter polls its stop event"
+
+    @property
+    def account(self) -> SimpleNamespace:
+        return SimpleNamespace(name="waiter")
+
+    def get_token(self, *, force: bool = False) -> Token:
+        self.turn.set()
+        raise AuthError("had its turn")
+
+    def _open(self, logins: Logins) -> None:
+        try:
+            self.result = logins.open(self.account, self, self.stop)  # type: ignore[arg-type]
+        except AuthError as exc:
+            self.result = exc
+
+
+def test_a_sign_in_waiting_for_a_slot_takes_it_when_one_is_released_without_polling() -> None:
+    logins = Logins(concurrency=1, start_jitter=0)
+    holder = SlotHolder(logins)
+    waiter = Waiter(logins)
+    assert not waiter.turn.is_set()
+    holder.go.set()
+    assert waiter.turn.wait(30)
+    waiter.thread.join(30)
+    assert isinstance(waiter.result, AuthError)
+
+
+def test_a_sign_in_waiting_for_a_slot_gives_up_when_stop_is_set_without_polling() -> None:
+    logins = Logins(concurrency=1, start_jitter=0)
+    holder = SlotHolder(logins)
+    waiter = Waiter(logins)
+    waiter.stop.set()
+    logins.wake()  # what the bridge's shutdown does after setting its stop event
+    waiter.thread.join(30)
+    assert not waiter.thread.is_alive() and waiter.result is None
+    assert not waiter.turn.is_set() and holder.thread.is_alive()  # the slot was never free
+    holder.go.set()
+    holder.thread.join(30)

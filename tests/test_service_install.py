@@ -174,12 +174,13 @@ def test_installed_unit_verifies_and_its_command_line_runs_as_an_unprivileged_us
     assert any(p.is_file() for p in (host.base / "state").rglob("*")), "positions kept"
 
 
-def start_as_the_unit_would(host: Host) -> subprocess.Popen[bytes]:
+def start_as_the_unit_would(host: Host, instance: str | None = None) -> subprocess.Popen[bytes]:
     """ExecStart as user nobody: the LoadCredential= files (the drop-in's list replaces the
-    unit's after its empty reset) in a private $CREDENTIALS_DIRECTORY, a $STATE_DIRECTORY."""
-    unit = directives((host.units / "outlook2mqtt.service").read_text())
-    credentials = directives(
-        (host.units / "outlook2mqtt.service.d" / "credentials.conf").read_text())
+    unit's after its empty reset) in a private $CREDENTIALS_DIRECTORY, a $STATE_DIRECTORY.
+    With `instance`, of that instance of the template unit."""
+    name = f"outlook2mqtt@{instance}.service" if instance else "outlook2mqtt.service"
+    unit = directives((host.units / ("outlook2mqtt@.service" if instance else name)).read_text())
+    credentials = directives((host.units / f"{name}.d" / "credentials.conf").read_text())
     loaded = credentials["LoadCredential"]
     nobody = pwd.getpwnam("nobody")
     creds, state = host.base / "run-credentials", host.base / "state"
@@ -339,3 +340,98 @@ def test_an_invalid_config_is_refused_before_anything_is_written(host: Host) -> 
     assert done.returncode == 2
     assert "invalid configuration" in done.stderr and "mqtt.host" in done.stderr
     assert not host.etc.exists() and not host.units.exists()
+
+
+# -- instances of the template unit ----------------------------------------------------------
+
+
+def test_install_with_instance_writes_an_instance_of_the_template_that_runs(
+    idp: IdentityPlatform, host: Host, rig_settings: dict[str, object], mosquitto: Mosquitto,
+) -> None:
+    config, secret = secret_config(idp, host, rig_settings)
+
+    done = install(host, config, "--instance", "helpdesk-1")
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "journalctl -u outlook2mqtt@helpdesk-1 -f" not in done.stdout  # --no-start
+    installed_path = host.etc / "helpdesk-1.toml"
+    installed = tomllib.loads(installed_path.read_text())
+    assert installed["bridge"] == {"instance": "helpdesk-1"} and mode(installed_path) == 0o600
+    assert secret not in installed_path.read_text()
+    assert installed["accounts"][0]["ca_file"] == str(host.etc / "helpdesk-1" / "home.ca.pem")
+    stored = host.credstore / "outlook2mqtt@helpdesk-1.home.client_secret"
+    assert stored.read_text() == secret and mode(stored) == 0o600
+    assert not (host.units / "outlook2mqtt.service").exists()
+    unit = directives((host.units / "outlook2mqtt@.service").read_text())
+    assert unit["ExecStart"] == [f"{host.program} run -c ${{CREDENTIALS_DIRECTORY}}/config.toml"]
+    assert unit["StateDirectory"] == ["outlook2mqtt/%i"]
+    dropin = host.units / "outlook2mqtt@helpdesk-1.service.d" / "credentials.conf"
+    assert directives(dropin.read_text())["LoadCredential"] == [
+        "", f"config.toml:{installed_path}", f"home.client_secret:{stored}"]
+    assert ANALYZE is not None, "systemd-analyze missing: apt-get install systemd"
+    verified = subprocess.run([ANALYZE, "verify", "--man=no",
+                               str(host.units / "outlook2mqtt@helpdesk-1.service")],
+                              capture_output=True, text=True, timeout=60, check=False)
+    assert verified.returncode == 0 and verified.stderr.strip() == "", verified.stderr
+
+    state = f"{host.base_topic}/bridge/helpdesk-1/state"
+    with Collector("127.0.0.1", mosquitto.port, [f"{host.base_topic}/#"]) as seen:
+        proc = start_as_the_unit_would(host, "helpdesk-1")
+        try:
+            seen.wait_for(lambda m: m.topic == state and m.payload == b"online", timeout=60)
+        finally:
+            code = terminate(proc)
+    assert code == 0
+
+
+def instance_locations(host: Host, name: str) -> list[str]:
+    """host.locations() with the instance's own state directory (what --purge deletes)."""
+    found = host.locations()
+    found[found.index("--state-dir") + 1] = str(host.state / name)
+    return [*found, "--instance", name]
+
+
+def test_uninstalling_one_instance_leaves_the_others_and_the_template(
+    idp: IdentityPlatform, host: Host, rig_settings: dict[str, object],
+) -> None:
+    config, _secret = secret_config(idp, host, rig_settings)
+    for name in ("a", "b"):
+        done = outlook2mqtt(host, "service", "install", "-c", str(config), "--no-check",
+                            *instance_locations(host, name))
+        assert done.returncode == 0, done.stdout + done.stderr
+        (host.state / name).mkdir(parents=True)
+    template = host.units / "outlook2mqtt@.service"
+
+    purged = outlook2mqtt(host, "service", "uninstall", "--purge", *instance_locations(host, "a"))
+
+    assert purged.returncode == 0, purged.stdout + purged.stderr
+    assert template.exists() and (host.units / "outlook2mqtt@b.service.d").exists()
+    assert not (host.units / "outlook2mqtt@a.service.d").exists()
+    assert not (host.etc / "a.toml").exists() and not (host.etc / "a").exists()
+    assert not (host.state / "a").exists() and (host.state / "b").exists()
+    assert (host.etc / "b.toml").exists() and (host.etc / "b" / "home.ca.pem").exists()
+    assert [p.name for p in host.credstore.iterdir()] == ["outlook2mqtt@b.home.client_secret"]
+
+    last = outlook2mqtt(host, "service", "uninstall", *instance_locations(host, "b"))
+
+    assert last.returncode == 0 and not template.exists()
+    assert (host.etc / "b.toml").exists() and "--purge removes it" in last.stdout
+
+
+def test_an_instance_other_than_the_configs_is_refused(
+    idp: IdentityPlatform, host: Host, rig_settings: dict[str, object],
+) -> None:
+    config, _secret = secret_config(idp, host, rig_settings)
+    data = tomllib.loads(config.read_text())
+    data["bridge"]["instance"] = "north"
+    write_config(config, data)
+
+    done = install(host, config, "--instance", "south")
+    as_user = outlook2mqtt(host, "service", "install", "--user", "--instance", "north",
+                           "-c", str(config), "--no-start")
+
+    assert done.returncode == 2
+    assert "bridge.instance: 'north' is not the --instance 'south'" in done.stderr
+    assert not host.units.exists() and not (host.etc / "south.toml").exists()
+    assert as_user.returncode == 2 and "--instance installs the system template" in (
+        as_user.stdout)

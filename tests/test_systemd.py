@@ -25,6 +25,7 @@ from rig.procs import terminate
 from tests.bridgeproc import ROOT
 
 UNIT = ROOT / "systemd" / "outlook2mqtt.service"
+TEMPLATE = ROOT / "systemd" / "outlook2mqtt@.service"
 SETUP_DOC = ROOT / "docs" / "setup.md"
 ANALYZE = shutil.which("systemd-analyze")
 # scripts/setup.sh installs systemd: a missing systemd-analyze is a broken set-up.
@@ -47,20 +48,40 @@ def directives(text: str) -> dict[str, list[str]]:
     return found
 
 
-@pytest.fixture
-def installable_unit(tmp_path: Path) -> Path:
-    """The unit with ExecStart pointing at this venv's console script (verify wants it to exist)."""
+def installable(unit: Path, directory: Path) -> Path:
+    """`unit` in `directory` with ExecStart pointing at this venv's console script (verify
+    wants it to exist)."""
     script = Path(sys.executable).parent / "outlook2mqtt"
     assert script.exists(), "pip install -e . provides the outlook2mqtt script"
-    path = tmp_path / "outlook2mqtt.service"
-    path.write_text(UNIT.read_text().replace("/opt/outlook2mqtt/bin/outlook2mqtt", str(script)))
+    path = directory / unit.name
+    path.write_text(unit.read_text().replace("/opt/outlook2mqtt/bin/outlook2mqtt", str(script)))
     return path
+
+
+def verify(unit: Path) -> subprocess.CompletedProcess[str]:
+    assert ANALYZE is not None
+    return subprocess.run([ANALYZE, "verify", "--man=no", str(unit)], capture_output=True,
+                          text=True, timeout=60, check=False)
+
+
+def exposure(unit: Path) -> tuple[str, str]:
+    """`systemd-analyze security`'s overall exposure level of `unit`: (figure, verdict)."""
+    assert ANALYZE is not None
+    done = subprocess.run([ANALYZE, "security", "--offline=true", "--no-pager", str(unit)],
+                          capture_output=True, text=True, timeout=60, check=False)
+    found = re.search(r"Overall exposure level for \S+: (\d+\.\d+) (\w+)", done.stdout)
+    assert found, done.stdout + done.stderr
+    return found[1], found[2]
+
+
+@pytest.fixture
+def installable_unit(tmp_path: Path) -> Path:
+    return installable(UNIT, tmp_path)
 
 
 @needs_analyze
 def test_unit_passes_systemd_analyze_verify(installable_unit: Path) -> None:
-    done = subprocess.run([str(ANALYZE), "verify", "--man=no", str(installable_unit)],
-                          capture_output=True, text=True, timeout=60, check=False)
+    done = verify(installable_unit)
 
     assert done.returncode == 0, done.stderr
     assert done.stderr.strip() == ""  # not even a warning
@@ -68,16 +89,46 @@ def test_unit_passes_systemd_analyze_verify(installable_unit: Path) -> None:
 
 @needs_analyze
 def test_exposure_is_low_and_the_figure_in_the_docs_is_current(installable_unit: Path) -> None:
-    done = subprocess.run([str(ANALYZE), "security", "--offline=true", "--no-pager",
-                           str(installable_unit)], capture_output=True, text=True, timeout=60,
-                          check=False)
-    found = re.search(r"Overall exposure level for \S+: (\d+\.\d+) (\w+)", done.stdout)
+    figure, verdict = exposure(installable_unit)
 
-    assert found, done.stdout + done.stderr
-    exposure, verdict = float(found[1]), found[2]
-    assert exposure <= 1.5 and verdict == "OK"
-    assert f"exposure level {found[1]} ({verdict})" in SETUP_DOC.read_text()
-    assert f"rates this {found[1]} ({verdict})" in UNIT.read_text()
+    assert float(figure) <= 1.5 and verdict == "OK"
+    assert f"exposure level {figure} ({verdict})" in SETUP_DOC.read_text()
+    assert f"rates this {figure} ({verdict})" in UNIT.read_text()
+
+
+@needs_analyze
+def test_template_unit_and_its_instances_pass_systemd_analyze_verify(tmp_path: Path) -> None:
+    template = installable(TEMPLATE, tmp_path)
+
+    # verify loads `name@instance.service` from the template beside it
+    for unit in (template, tmp_path / "outlook2mqtt@helpdesk-1.service"):
+        done = verify(unit)
+        assert done.returncode == 0 and done.stderr.strip() == "", (unit, done.stderr)
+
+
+@needs_analyze
+def test_template_instance_is_exposed_no_more_than_the_service(
+    tmp_path: Path, installable_unit: Path,
+) -> None:
+    installable(TEMPLATE, tmp_path)
+
+    assert exposure(tmp_path / "outlook2mqtt@helpdesk-1.service") == exposure(installable_unit)
+
+
+def test_template_unit_is_the_service_with_config_state_and_secrets_per_instance() -> None:
+    unit, template = directives(UNIT.read_text()), directives(TEMPLATE.read_text())
+
+    differ = {key for key in unit.keys() | template.keys() if unit.get(key) != template.get(key)}
+    assert differ == {"Description", "StateDirectory", "LoadCredential"}
+    assert template["StateDirectory"] == ["outlook2mqtt/%i"]
+    assert "%i" in template["Description"][0]
+    credentials = dict(c.split(":", 1) for c in template["LoadCredential"])
+    assert credentials.pop("config.toml") == "/etc/outlook2mqtt/%i.toml"
+    single = dict(c.split(":", 1) for c in unit["LoadCredential"])
+    single.pop("config.toml")
+    # the same credentials, from files of the instance's own in /etc/credstore
+    assert credentials == {name: source.replace("outlook2mqtt.", "outlook2mqtt@%i.", 1)
+                           for name, source in single.items()}
 
 
 def test_unit_has_the_hardening_the_issue_asks_for() -> None:

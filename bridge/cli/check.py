@@ -44,6 +44,7 @@ from bridge.errors import (
 from bridge.imap import connection
 from bridge.imap.search import Criteria, SearchRefused
 from bridge.mqtt.client import Incoming, MqttClient, connect_failure
+from bridge.mqtt.topics import Topics
 from bridge.util.suggest import did_you_mean
 
 
@@ -224,14 +225,14 @@ def mqtt_probe(config: MqttConfig, topic: str, timeout: float = 10) -> float:
             received.set()
 
     client = MqttClient(config, client_id=f"{config.client_id}-check", on_message=on_message)
-    client.subscribe([topic])
+    subscription = client.subscribe([topic])
     client.start()
     try:
-        deadline = time.monotonic() + timeout
-        while not client.wait_connected(0.05):
-            if client.last_error or time.monotonic() > deadline:
-                raise RuntimeError(client.last_error or "no CONNACK from the broker")
-        time.sleep(0.2)  # let SUBACK arrive before publishing
+        if not (client.attempted.wait(timeout) and client.connected.is_set()):
+            raise RuntimeError(client.last_error or "no CONNACK from the broker")
+        if not subscription.wait(timeout):  # the echo can only come once it is granted
+            raise RuntimeError(f"the broker refused the subscription to {topic}"
+                               if subscription.done else "no SUBACK from the broker")
         start = time.monotonic()
         client.publish(topic, token, qos=1)
         if not received.wait(timeout):
@@ -244,7 +245,7 @@ def mqtt_probe(config: MqttConfig, topic: str, timeout: float = 10) -> float:
 def check_mqtt(config: Config, timeout: float = 10) -> Step:
     """Connect, then publish and receive a test message."""
     mqtt = config.mqtt
-    topic = f"{mqtt.base_topic}/bridge/check"
+    topic = Topics.of(config).bridge_check
     where = f"{mqtt.host}:{mqtt.port}"
     failed = _preflight(mqtt, min(timeout, 5))
     if failed is not None:
@@ -267,7 +268,7 @@ def check_mqtt(config: Config, timeout: float = 10) -> Step:
                     "(or password_file, or the credential mqtt.password); Mosquitto: "
                     "mosquitto_passwd -c <password_file> <user>")
             return Step(None, "MQTT", False, f"{where}: {text}", hint, "mqtt_auth")
-        if "did not receive" in text:
+        if "did not receive" in text or "refused the subscription" in text:
             hint = (f"the broker's ACL must let {mqtt.username or 'this client'} publish and "
                     f"subscribe to {mqtt.base_topic}/# (Mosquitto: 'topic readwrite "
                     f"{mqtt.base_topic}/#' in the acl_file)")

@@ -13,9 +13,9 @@ from typing import Any
 
 from bridge import __version__
 from bridge.cli import configuration
-from bridge.cli.exits import EXIT_OK
+from bridge.cli.exits import EXIT_INVALID, EXIT_OK
 from bridge.config.model import Config
-from bridge.errors import ConfigError
+from bridge.errors import ConfigError, InstanceConflict
 from bridge.service import Bridge
 from bridge.util.limits import open_files_needed, raise_open_files_limit
 
@@ -27,7 +27,8 @@ def add_parser(subparsers: Any, *, parents: Sequence[argparse.ArgumentParser]) -
         subparsers, "run", "run the bridge in the foreground", parents, run,
         description="Run the bridge in the foreground until SIGTERM or Ctrl-C (SIGHUP "
         "reloads the config). Exit 0 on a clean stop, 2 on a config error, with every "
-        "problem listed.", default_log_level="info")
+        "problem listed or when another running bridge serves one of the accounts.",
+        default_log_level="info")
 
 
 def run(args: argparse.Namespace, config: Config) -> int:
@@ -55,7 +56,12 @@ def run(args: argparse.Namespace, config: Config) -> int:
                      len(config.accounts))
         raise_open_files_limit(open_files_needed(
             sum(len(a.folders) for a in config.accounts), len(config.accounts)))
-        Bridge(config, stop=current[0]).run(reload=reload)
+        try:
+            Bridge(config, stop=current[0]).run(reload=reload)
+        except InstanceConflict as exc:
+            # a config mistake: restarting cannot fix it (the unit does not restart on 2)
+            _LOGGER.error("not starting: %s", exc)
+            return EXIT_INVALID
         if not reload.is_set():
             return EXIT_OK
         reload.clear()

@@ -4,8 +4,10 @@ A system install (root) writes the hardened unit and a drop-in that names every 
 moves secrets and private keys out of the config into the credential store, writes the
 config the service reads (state in $STATE_DIRECTORY, every path absolute and readable by the
 service's dynamic user), runs `check` as an unprivileged user with the credentials the
-service will get, then enables and starts the unit. `--user` does the same for
-`systemctl --user`, without root: the config, the user's own and 0600, keeps its secrets.
+service will get, then enables and starts the unit. `--instance NAME` does the same for one
+instance of the template unit `outlook2mqtt@.service`: config `NAME.toml`, its files in
+`NAME/`, credentials `outlook2mqtt@NAME.*`, state in `outlook2mqtt/NAME`. `--user` does it
+for `systemctl --user`, without root: the config, the user's own and 0600, keeps its secrets.
 """
 
 from __future__ import annotations
@@ -23,10 +25,12 @@ from typing import Any
 
 from bridge import log
 from bridge.cli import service_config
+from bridge.config import fields
 from bridge.config.load import config_search_path, load_config
 from bridge.errors import ConfigError
 
 UNIT = "outlook2mqtt.service"
+TEMPLATE = "outlook2mqtt@.service"
 SHIPPED_BIN = "/opt/outlook2mqtt/bin/outlook2mqtt"  # ExecStart in the shipped units
 # the sandbox hides these from the system service (ProtectHome=, PrivateTmp=)
 HIDDEN = tuple(Path(p) for p in ("/home", "/root", "/run/user", "/tmp", "/var/tmp"))  # noqa: S108
@@ -35,32 +39,50 @@ EXIT_OK, EXIT_FAIL, EXIT_CONFIG = 0, 1, 2
 
 @dataclass(frozen=True)
 class Layout:
-    """Where an install puts things; `credstore` is None for a user install."""
+    """Where an install puts things; `credstore` is None for a user install, `instance`
+    names an instance of the template unit."""
 
     unit_dir: Path
     config_dir: Path
     credstore: Path | None
     state_dirs: tuple[Path, ...]
+    instance: str | None = None
 
     @property
     def user(self) -> bool:
         return self.credstore is None
 
     @property
+    def unit_name(self) -> str:
+        """What systemctl is told: `outlook2mqtt.service` or `outlook2mqtt@NAME.service`."""
+        return TEMPLATE.replace("@", f"@{self.instance}") if self.instance else UNIT
+
+    @property
     def unit(self) -> Path:
-        return self.unit_dir / UNIT
+        return self.unit_dir / (TEMPLATE if self.instance else UNIT)
 
     @property
     def dropin_dir(self) -> Path:
-        return self.unit_dir / f"{UNIT}.d"
+        return self.unit_dir / f"{self.unit_name}.d"
 
     @property
     def config(self) -> Path:
-        return self.config_dir / "config.toml"
+        return self.config_dir / (f"{self.instance}.toml" if self.instance else "config.toml")
+
+    @property
+    def files_dir(self) -> Path:
+        """Where the certificates and CA files the service reads are copied."""
+        return self.config_dir / self.instance if self.instance else self.config_dir
+
+    @property
+    def cred_prefix(self) -> str:
+        """The credential store's file names: `<prefix><credential name>`."""
+        return f"outlook2mqtt@{self.instance}." if self.instance else service_config.PREFIX
 
 
 def layout(args: argparse.Namespace) -> Layout:
     """The standard places, or the ones given by --unit-dir, --config-dir ... ."""
+    instance = args.instance
     if args.user:
         home = Path.home()
         config_home = Path(os.environ.get("XDG_CONFIG_HOME") or home / ".config")
@@ -68,14 +90,16 @@ def layout(args: argparse.Namespace) -> Layout:
         std = Layout(config_home / "systemd" / "user", config_home / "outlook2mqtt", None,
                      (state_home / "outlook2mqtt",))
     else:
+        state = Path("outlook2mqtt", instance) if instance else Path("outlook2mqtt")
         std = Layout(Path("/etc/systemd/system"), Path("/etc/outlook2mqtt"),
                      Path("/etc/credstore"),
-                     (Path("/var/lib/outlook2mqtt"), Path("/var/lib/private/outlook2mqtt")))
+                     (Path("/var/lib") / state, Path("/var/lib/private") / state))
     return Layout(
         Path(args.unit_dir) if args.unit_dir else std.unit_dir,
         Path(args.config_dir) if args.config_dir else std.config_dir,
         None if args.user else Path(args.credstore) if args.credstore else std.credstore,
         (Path(args.state_dir),) if args.state_dir else std.state_dirs,
+        instance,
     )
 
 
@@ -87,22 +111,23 @@ def installed_program() -> Path:
 
 def unit_text(where: Layout, program: Path) -> str:
     """The shipped unit with this installation's program and config."""
-    name = "outlook2mqtt-user.service" if where.user else UNIT
+    name = "outlook2mqtt-user.service" if where.user else where.unit.name
     text = resources.files("bridge").joinpath("systemd", name).read_text()
     text = text.replace(SHIPPED_BIN, str(program))
     if where.user:
         return text.replace("%E/outlook2mqtt/config.toml", str(where.config))
-    return text.replace("config.toml:/etc/outlook2mqtt/config.toml",
-                        f"config.toml:{where.config}")
+    shipped = "/etc/outlook2mqtt/%i.toml" if where.instance else "/etc/outlook2mqtt/config.toml"
+    configs = where.config_dir / "%i.toml" if where.instance else where.config
+    return text.replace(f"config.toml:{shipped}", f"config.toml:{configs}")
 
 
-def dropin_text(config: Path, credstore: Path, credentials: Sequence[str]) -> str:
+def dropin_text(where: Layout, credstore: Path, credentials: Sequence[str]) -> str:
     """LoadCredential= for exactly the credentials written; the empty one first resets the
     unit's list (a drop-in cannot remove single lines)."""
     lines = ["# written by `outlook2mqtt service install`: the credentials it stored",
              "[Service]", "LoadCredential=",
-             f"LoadCredential=config.toml:{config}"]
-    lines += [f"LoadCredential={name}:{credstore / (service_config.PREFIX + name)}"
+             f"LoadCredential=config.toml:{where.config}"]
+    lines += [f"LoadCredential={name}:{credstore / (where.cred_prefix + name)}"
               for name in credentials]
     return "\n".join(lines) + "\n"
 
@@ -125,6 +150,9 @@ def cmd_install(args: argparse.Namespace) -> int:
     if not where.user and os.geteuid() != 0:
         _say("outlook2mqtt: service install needs root; --user installs a user service")
         return EXIT_FAIL
+    if (refused := _instance_problem(where)) is not None:
+        _say(f"outlook2mqtt: {refused}")
+        return EXIT_CONFIG
     program = installed_program()
     if not where.user and any(program.is_relative_to(hidden) for hidden in HIDDEN):
         level = "warning" if args.no_start else "FAIL "
@@ -134,19 +162,20 @@ def cmd_install(args: argparse.Namespace) -> int:
             return EXIT_FAIL
     source = config_search_path(args.config, os.environ).absolute()
     try:
-        plan = service_config.plan(source, where.config_dir, where.credstore, load_config)
+        plan = service_config.plan(source, where.files_dir, where.credstore, load_config,
+                                   instance=where.instance, prefix=where.cred_prefix)
     except ConfigError as exc:
         print(f"outlook2mqtt: invalid configuration {source}:", file=sys.stderr)
         for problem in exc.problems:
             print(f"  - {log.redact(problem)}", file=sys.stderr)
         return EXIT_CONFIG
-    written = service_config.apply(plan, where.config, where.credstore)
+    written = service_config.apply(plan, where.config, where.credstore, where.cred_prefix)
     for line in written:
         _say(f"ok    {line}")
     _write(where.unit, unit_text(where, program))
     if where.credstore is not None:
         _write(where.dropin_dir / "credentials.conf",
-               dropin_text(where.config, where.credstore, sorted(plan.secrets)))
+               dropin_text(where, where.credstore, sorted(plan.secrets)))
     _say(f"ok    unit {where.unit}")
     if not args.no_check and not service_config.check_as_service(
             program, where.config, plan.secrets, user=where.user):
@@ -156,6 +185,16 @@ def cmd_install(args: argparse.Namespace) -> int:
     return _start(where) if not args.no_start else EXIT_OK
 
 
+def _instance_problem(where: Layout) -> str | None:
+    """Why --instance cannot be used as given, if it cannot."""
+    if where.instance is None:
+        return None
+    if where.user:
+        return "--instance installs the system template unit; a user service runs one bridge"
+    problem = fields.instance_problem(where.instance)
+    return f"--instance: {problem}" if problem else None
+
+
 def _write(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
@@ -163,11 +202,12 @@ def _write(path: Path, text: str) -> None:
 
 
 def _start(where: Layout) -> int:
-    if not (_systemctl(where, "daemon-reload") and _systemctl(where, "enable", UNIT)
-            and _systemctl(where, "restart", UNIT)):
+    unit = where.unit_name
+    if not (_systemctl(where, "daemon-reload") and _systemctl(where, "enable", unit)
+            and _systemctl(where, "restart", unit)):
         return EXIT_FAIL
     scope = "--user " if where.user else ""
-    _say(f"ok    started. Follow it: journalctl {scope}-u outlook2mqtt -f")
+    _say(f"ok    started. Follow it: journalctl {scope}-u {unit.removesuffix('.service')} -f")
     if where.user:
         _say("      to keep it running while you are logged out: loginctl enable-linger")
     return EXIT_OK
@@ -179,12 +219,16 @@ def cmd_uninstall(args: argparse.Namespace) -> int:
     if not where.user and os.geteuid() != 0:
         _say("outlook2mqtt: service uninstall needs root (--user for a user service)")
         return EXIT_FAIL
+    if (refused := _instance_problem(where)) is not None:
+        _say(f"outlook2mqtt: {refused}")
+        return EXIT_CONFIG
     if not args.no_start and where.unit.exists():
-        _systemctl(where, "disable", "--now", UNIT)
-    removed = [p for p in (where.unit, where.dropin_dir) if p.exists()]
+        _systemctl(where, "disable", "--now", where.unit_name)
+    removed = [p for p in (where.dropin_dir, *_unit_unless_shared(where)) if p.exists()]
     kept: list[Path] = []
-    stored = sorted(where.credstore.glob("outlook2mqtt.*")) if where.credstore else []
-    for path in (where.config_dir, *stored, *where.state_dirs):
+    stored = sorted(where.credstore.glob(where.cred_prefix + "*")) if where.credstore else []
+    configs = (where.config, where.files_dir) if where.instance else (where.config_dir,)
+    for path in (*configs, *stored, *where.state_dirs):
         if path.exists() or path.is_symlink():
             (removed if args.purge else kept).append(path)
     for path in removed:
@@ -198,6 +242,15 @@ def cmd_uninstall(args: argparse.Namespace) -> int:
     for path in kept:
         _say(f"      kept {path} (--purge removes it)")
     return EXIT_OK
+
+
+def _unit_unless_shared(where: Layout) -> list[Path]:
+    """The unit file, unless other instances of the template are installed."""
+    if not where.instance:
+        return [where.unit]
+    others = [d for d in where.unit_dir.glob(TEMPLATE.replace("@", "@*") + ".d")
+              if d != where.dropin_dir]
+    return [] if others else [where.unit]
 
 
 def add_service_parser(subparsers: Any, *, parents: Sequence[argparse.ArgumentParser]) -> None:
@@ -226,6 +279,10 @@ def add_service_parser(subparsers: Any, *, parents: Sequence[argparse.ArgumentPa
     for q in (install, uninstall):
         q.add_argument("--user", action="store_true",
                        help="a user service (systemctl --user), no root needed")
+        q.add_argument("--instance", metavar="NAME",
+                       help="one of several bridges on this machine: the template unit "
+                       "outlook2mqtt@.service as outlook2mqtt@NAME, config NAME.toml in the "
+                       "config dir, state in outlook2mqtt/NAME (docs/scaling.md)")
         q.add_argument("--no-start", action="store_true",
                        help="leave systemctl alone (no enable/start/stop): for images and "
                        "machines where systemd is not running")
@@ -236,5 +293,6 @@ def add_service_parser(subparsers: Any, *, parents: Sequence[argparse.ArgumentPa
                        "~/.config/outlook2mqtt")
         g.add_argument("--credstore", help="default /etc/credstore (system only)")
         g.add_argument("--state-dir", help="what --purge deletes; default "
-                       "/var/lib/[private/]outlook2mqtt, --user ~/.local/state/outlook2mqtt")
+                       "/var/lib/[private/]outlook2mqtt[/NAME], --user "
+                       "~/.local/state/outlook2mqtt")
 

@@ -24,6 +24,7 @@ from typing import Any
 import tomli_w
 
 from bridge.config.model import Config
+from bridge.errors import ConfigError
 from bridge.util.files import write_atomic
 
 PREFIX = "outlook2mqtt."  # credential store files: outlook2mqtt.<credential name>
@@ -53,26 +54,38 @@ class Plan:
 
 
 @contextmanager
-def stored_credentials(credstore: Path | None) -> Iterator[dict[str, str]]:
+def stored_credentials(credstore: Path | None, prefix: str = PREFIX
+                       ) -> Iterator[dict[str, str]]:
     """An environment whose $CREDENTIALS_DIRECTORY holds what the store has for us, so a
     config installed before (its secrets already moved) loads again."""
     with tempfile.TemporaryDirectory(prefix="outlook2mqtt-creds-") as tmp:
         if credstore is not None and credstore.is_dir():
-            for path in credstore.glob(PREFIX + "*"):
-                shutil.copyfile(path, Path(tmp) / path.name.removeprefix(PREFIX))
+            for path in credstore.glob(prefix + "*"):
+                shutil.copyfile(path, Path(tmp) / path.name.removeprefix(prefix))
         yield {"CREDENTIALS_DIRECTORY": tmp}
 
 
-def plan(source: Path, config_dir: Path, credstore: Path | None, load: Loader) -> Plan:
-    """Read and validate `source` (ConfigError if invalid) and plan the service's files."""
-    with stored_credentials(credstore) as environ:
+def plan(source: Path, config_dir: Path, credstore: Path | None, load: Loader, *,
+         instance: str | None = None, prefix: str = PREFIX) -> Plan:
+    """Read and validate `source` (ConfigError if invalid) and plan the service's files:
+    those the service reads are copied to `config_dir`, secrets stored as `prefix` + name.
+    With `instance` the config is that instance's (its `bridge.instance`, when set, must
+    be the same)."""
+    with stored_credentials(credstore, prefix) as environ:
         config = load(source, environ=environ)
         raw = tomllib.loads(source.read_text())
         secrets = _secrets(config) if credstore is not None else {}
+    if instance and config.bridge.instance not in (None, instance):
+        raise ConfigError([f"bridge.instance: {config.bridge.instance!r} is not the "
+                           f"--instance {instance!r}; make them the same"])
     result = Plan(source, copy.deepcopy(raw), secrets)
     bridge = result.data.get("bridge", {})
     bridge.pop("state_dir", None)  # $STATE_DIRECTORY from the unit
-    if not bridge:
+    if instance:
+        bridge["instance"] = instance
+    if bridge:
+        result.data["bridge"] = bridge
+    else:
         result.data.pop("bridge", None)
     tables: list[tuple[dict[str, Any], tuple[str, ...], tuple[tuple[str, str], ...], str]] = [
         (result.data.setdefault("mqtt", {}), MQTT_SECRETS, MQTT_PUBLIC, "")]
@@ -123,11 +136,13 @@ def _public(path: Path, target: Path, copies: dict[Path, Path]) -> Path:
     return target
 
 
-def apply(p: Plan, config_path: Path, credstore: Path | None) -> list[str]:
+def apply(p: Plan, config_path: Path, credstore: Path | None, prefix: str = PREFIX
+          ) -> list[str]:
     """Write everything `p` plans; one line per thing done."""
     done: list[str] = []
     config_path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
     for src, dst in p.copies.items():
+        dst.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
         shutil.copyfile(src, dst)
         dst.chmod(0o644)
         done.append(f"copied {src} -> {dst} (0644: the service reads it)")
@@ -135,8 +150,8 @@ def apply(p: Plan, config_path: Path, credstore: Path | None) -> list[str]:
         credstore.mkdir(mode=0o700, parents=True, exist_ok=True)
         credstore.chmod(0o700)
         for name, data in p.secrets.items():
-            write_atomic(credstore / (PREFIX + name), data, 0o600)
-            done.append(f"credential {name} -> {credstore / (PREFIX + name)} (0600)")
+            write_atomic(credstore / (prefix + name), data, 0o600)
+            done.append(f"credential {name} -> {credstore / (prefix + name)} (0600)")
     write_atomic(config_path, tomli_w.dumps(p.data).encode(), 0o600)
     done.append(f"config {config_path} (0600; state in $STATE_DIRECTORY"
                 + (", no secrets)" if credstore is not None else ")"))

@@ -1,5 +1,9 @@
 """One account's command worker: a thread with its own IMAP connection, fed by a bounded
 queue from paho's `on_message`, answering every command exactly once, in order.
+
+The connection is opened by the first command and given back after a quiet period:
+Exchange Online allows about 20 IMAP connections per mailbox, the folders' and the
+commands' together, and most accounts get a command now and then, not all the time.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ from bridge.smtp.outbox import Outbox
 _LOGGER = logging.getLogger(__name__)
 
 QUEUE_LIMIT = 100
+# Seconds without a command after which the command connection is logged out.
+QUIET_CLOSE = 60.0
 
 Replier = Callable[[Incoming, bytes], None]
 _STOP = None  # queued by stop(): the worker ends when it reaches it
@@ -45,6 +51,7 @@ class CommandWorker(threading.Thread):
         stop: threading.Event,
         queue_limit: int = QUEUE_LIMIT,
         logins: Logins | None = None,
+        quiet_close: float = QUIET_CLOSE,
     ) -> None:
         super().__init__(name=f"commands-{account.name}", daemon=True)
         self.account = account
@@ -58,6 +65,7 @@ class CommandWorker(threading.Thread):
         self._queue: queue.Queue[tuple[Incoming, str | None] | None] = queue.Queue()
         self._queue_limit = queue_limit
         self._client: imapclient.IMAPClient | None = None
+        self.quiet_close = quiet_close
         self.outbox = Outbox(account, provider) if account.sending else None
         self._fresh_token = False  # the server refused the last token: get a new one
 
@@ -92,18 +100,35 @@ class CommandWorker(threading.Thread):
 
     def run(self) -> None:
         while not self._stopping.is_set():
-            item = self._queue.get()
+            try:
+                # With a connection open, the wait for the next command is also the
+                # quiet period's deadline; without one, nothing is due.
+                item = self._queue.get(
+                    timeout=None if self._client is None else self.quiet_close)
+            except queue.Empty:
+                self._close_quiet()
+                continue
             if item is _STOP:
                 break
-            msg, folder = item
-            try:
-                answer = self.handle(msg.payload, folder)
-            except Exception:  # a bug must cost one command, not the account's commands
-                _LOGGER.exception("%s: command failed unexpectedly", self.account.name)
-                command_id, action = peek(msg.payload)
-                answer = reply(command_id, action, error="internal error: see the bridge's log")
-            self._send(msg, answer)
+            self._answer(*item)
         close(self._client)
+
+    def _answer(self, msg: Incoming, folder: str | None) -> None:
+        try:
+            answer = self.handle(msg.payload, folder)
+        except Exception:  # a bug must cost one command, not the account's commands
+            _LOGGER.exception("%s: command failed unexpectedly", self.account.name)
+            command_id, action = peek(msg.payload)
+            answer = reply(command_id, action, error="internal error: see the bridge's log")
+        self._send(msg, answer)
+
+    def _close_quiet(self) -> None:
+        """Give the connection back; the next command opens a fresh one. Commands that
+        arrive meanwhile wait in the queue: the close is this thread's, like every use."""
+        _LOGGER.debug("%s: no command for %g s: closing the command connection",
+                      self.account.name, self.quiet_close)
+        close(self._client)  # LOGOUT; a connection already lost is just shut
+        self._client = None
 
     def handle(self, payload: bytes, folder: str | None) -> bytes:
         """Parse and execute one command; return its reply."""

@@ -25,6 +25,9 @@ SEGMENT = re.compile(r"[a-z0-9_-]+")
 MULTI_TENANTS = ("common", "organizations", "consumers")
 # topics the bridge itself uses one level below <base_topic>/
 RESERVED_ACCOUNT_NAMES = ("bridge",)
+# the leaves of <base_topic>/bridge/... without an instance (bridge.mqtt.topics): an
+# instance of that name would read as one of them
+RESERVED_INSTANCE_NAMES = ("state", "info", "health", "check")
 _GUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
 
@@ -300,13 +303,29 @@ def tenant_problem(tenant: str, auth: str) -> str | None:
     return None
 
 
+def segment_problem(name: str, example: str) -> str | None:
+    """What is wrong with `name` as a name that becomes one topic level."""
+    if SEGMENT.fullmatch(name):
+        return None
+    return (f"{name!r} is used as a topic segment: use only a-z, 0-9, '_' and '-', "
+            f"e.g. {slug(name) or example!r}")
+
+
 def account_name_problem(name: str) -> str | None:
     """What is wrong with `name` as an account name: a topic segment, not a reserved one."""
-    if not SEGMENT.fullmatch(name):
-        return (f"{name!r} is used as a topic segment: use only a-z, 0-9, '_' and '-', "
-                f"e.g. {slug(name) or 'home'!r}")
+    if problem := segment_problem(name, "home"):
+        return problem
     if name in RESERVED_ACCOUNT_NAMES:
         return f"{name!r} is reserved for <base_topic>/{name}/...; choose another"
+    return None
+
+
+def instance_problem(name: str) -> str | None:
+    """What is wrong with `name` as `bridge.instance`: a topic segment, not a reserved one."""
+    if problem := segment_problem(name, "helpdesk-1"):
+        return problem
+    if name in RESERVED_INSTANCE_NAMES:
+        return f"{name!r} would read as <base_topic>/bridge/{name}; choose another"
     return None
 
 

@@ -7,6 +7,7 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from bridge.config.model import (
     FolderConfig,
     HomeAssistantConfig,
     MqttConfig,
+    default_client_id,
     folder_key,
 )
 from bridge.config.send import parse_send
@@ -40,7 +42,7 @@ MQTT_KEYS = (
     "base_topic", "qos", "keepalive", "tls", "ca_file", "cert_file", "key_file", "tls_insecure",
 )
 HOMEASSISTANT_KEYS = ("discovery", "prefix")
-BRIDGE_KEYS = ("state_dir", "health_interval")
+BRIDGE_KEYS = ("state_dir", "health_interval", "instance")
 ACCOUNT_KEYS = (
     "name", "mailbox", "tenant_id", "client_id", "auth", "client_secret", "client_secret_file",
     "certificate_file", "private_key_file", "private_key_passphrase",
@@ -133,17 +135,27 @@ def parse_config(
     problems = fields.Problems()
     root = fields.Table(data, "", problems, base)
     root.check_keys(("mqtt", "homeassistant", "bridge", "accounts"), _TABLES)
-    mqtt = _mqtt(root.table("mqtt"), environ)
+    mqtt_table = root.table("mqtt")
+    mqtt = _mqtt(mqtt_table, environ)
     homeassistant = _homeassistant(root.table("homeassistant"))
-    bridge_table = root.table("bridge")
-    bridge_table.check_keys(BRIDGE_KEYS, _elsewhere("[bridge]"))
-    bridge = BridgeConfig(
-        state_dir=bridge_table.path("state_dir") or default_state_dir(base, environ),
-        health_interval=bridge_table.integer("health_interval", 60, 0, 86400))
+    bridge = _bridge(root.table("bridge"), base, environ)
+    if bridge.instance and not mqtt_table.has("client_id"):
+        mqtt = replace(mqtt, client_id=default_client_id(bridge.instance))
     accounts = _accounts(root, bridge.state_dir, environ)
     if problems.items:
         raise ConfigError(problems.items)
     return Config(mqtt, accounts, homeassistant, bridge, source)
+
+
+def _bridge(t: fields.Table, base: Path, environ: Mapping[str, str]) -> BridgeConfig:
+    t.check_keys(BRIDGE_KEYS, _elsewhere("[bridge]"))
+    instance = t.opt_string("instance")
+    if instance is not None:
+        fields.check(t, "instance", fields.instance_problem(instance))
+    return BridgeConfig(
+        state_dir=t.path("state_dir") or default_state_dir(base, environ),
+        health_interval=t.integer("health_interval", 60, 0, 86400),
+        instance=instance)
 
 
 def _elsewhere(label: str) -> dict[str, tuple[str, ...]]:
@@ -167,7 +179,7 @@ def _mqtt(t: fields.Table, environ: Mapping[str, str]) -> MqttConfig:
         port=t.integer("port", 8883 if tls else 1883, 1, 65535),
         username=username,
         password=password.value if password else None,
-        client_id=t.string("client_id", "outlook2mqtt"),
+        client_id=t.string("client_id", default_client_id(None)),
         protocol=protocol,
         base_topic=fields.check_topic_prefix(t, "base_topic", "outlook2mqtt"),
         qos=t.integer("qos", 1, 0, 2),

@@ -32,6 +32,13 @@ SMTP_HOSTS: dict[str, str] = {
 }
 # personal Microsoft accounts (auth = "device_code") submit here
 CONSUMER_SMTP_HOST = "smtp-mail.outlook.com"
+DEFAULT_CLIENT_ID = "outlook2mqtt"
+
+
+def default_client_id(instance: str | None) -> str:
+    """The MQTT client id when `mqtt.client_id` is not set: one per instance, because a
+    broker disconnects a client whenever another connects with the same id."""
+    return f"{DEFAULT_CLIENT_ID}-{instance}" if instance else DEFAULT_CLIENT_ID
 
 
 def folder_key(name: str) -> str:
@@ -52,7 +59,7 @@ class MqttConfig:
     port: int = 1883
     username: str | None = None
     password: str | None = field(default=None, repr=False)
-    client_id: str = "outlook2mqtt"
+    client_id: str = DEFAULT_CLIENT_ID
     protocol: str = "5"  # "5" or "3.1.1"
     base_topic: str = "outlook2mqtt"
     qos: int = 1
@@ -74,6 +81,8 @@ class HomeAssistantConfig:
 class BridgeConfig:
     state_dir: Path = Path("./state")
     health_interval: int = 60  # seconds between `B/bridge/health` payloads; 0 = off
+    # one of several bridges on a base topic: its own B/bridge/<instance>/... topics
+    instance: str | None = None
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,9 @@ class Logins:
 
     def __init__(self, *, concurrency: int = CONCURRENCY, start_jitter: float = START_JITTER,
                  rng: random.Random | None = None) -> None:
-        self._slots = threading.BoundedSemaphore(concurrency)
+        self._free = concurrency  # sign-in slots not taken
+        # Notified when a slot is released, and by `wake` when the bridge stops.
+        self._turns = threading.Condition(threading.Lock())
         self._start_jitter = start_jitter
         self._rng = rng or random.Random()  # noqa: S311 (jitter, not a secret)
         self._contexts: dict[Path | None, ssl.SSLContext] = {}
@@ -82,7 +84,13 @@ class Logins:
                 self.hold(account.name, exc.retry_after)
             raise
         finally:
-            self._slots.release()
+            self._release_slot()
+
+    def wake(self) -> None:
+        """Wake every sign-in waiting for a slot to look at its stop event again: call
+        it after setting that event."""
+        with self._turns:
+            self._turns.notify_all()
 
     def _wait_turn(self, account: str, stop: threading.Event) -> bool:
         """Wait out the account's hold and the start jitter, then take a slot."""
@@ -93,7 +101,16 @@ class Logins:
                     self.held_for(account))
         if stop.is_set() or (delay > 0 and stop.wait(delay)):
             return False
-        while not self._slots.acquire(timeout=0.5):
+        with self._turns:
+            self._turns.wait_for(lambda: self._free > 0 or stop.is_set())
             if stop.is_set():
+                if self._free > 0:  # the notify of a release may have been this one's
+                    self._turns.notify()
                 return False
-        return True
+            self._free -= 1
+            return True
+
+    def _release_slot(self) -> None:
+        with self._turns:
+            self._free += 1
+            self._turns.notify()  # one waiter: a slot serves one sign-in

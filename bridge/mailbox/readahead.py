@@ -8,14 +8,13 @@ holds the GIL only while it parses; it waits on the socket without it.
 
 from __future__ import annotations
 
-import contextlib
 import queue
 import threading
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
 _T = TypeVar("_T")
-_END = object()
+_END = object()  # the producer's last item when it ran out or stopped; a _Failure is too
 
 
 class ReadAhead(Generic[_T]):
@@ -31,6 +30,7 @@ class ReadAhead(Generic[_T]):
                  stop: threading.Event | None = None) -> None:
         self.stop = stop or threading.Event()
         self._queue: queue.Queue[object] = queue.Queue(maxsize=depth)
+        self._ended = False  # the producer's last item was taken: it put nothing after it
         self._thread = threading.Thread(target=self._run, args=(produce,), name=name,
                                         daemon=True)
         self._thread.start()
@@ -40,14 +40,20 @@ class ReadAhead(Generic[_T]):
             for item in produce():
                 self._queue.put(item)
                 if self.stop.is_set():
-                    return
-            self._queue.put(_END)
+                    break
         except BaseException as exc:  # handed to the consumer, which raises it
             self._queue.put(_Failure(exc))
+        else:
+            self._queue.put(_END)
+
+    def _take(self) -> object:
+        item = self._queue.get()
+        self._ended = item is _END or isinstance(item, _Failure)
+        return item
 
     def __iter__(self) -> Iterator[_T]:
-        while True:
-            item = self._queue.get()
+        while not self._ended:
+            item = self._take()
             if item is _END:
                 return
             if isinstance(item, _Failure):
@@ -56,10 +62,10 @@ class ReadAhead(Generic[_T]):
 
     def close(self) -> None:
         self.stop.set()
-        while self._thread.is_alive():
-            # a producer blocked on a full queue needs room to notice
-            with contextlib.suppress(queue.Empty):
-                self._queue.get(timeout=0.05)
+        # Every item taken makes room for a producer blocked on a full queue; its last
+        # item comes once it has noticed the stop (or ran out, or failed).
+        while not self._ended:
+            self._take()
         self._thread.join()
 
     def __enter__(self) -> ReadAhead[_T]:

@@ -1,3 +1,4 @@
-"""MQTT: the paho client wrapper, the topic tree, and Home Assistant discovery payloads
-(pure builders). May import: `bridge.config`, `bridge.util`.
+"""MQTT: the paho client wrapper, the topic tree, Home Assistant discovery payloads (pure
+builders), and the other bridges on the base topic. May import: `bridge.config`,
+`bridge.util`.
 """

@@ -1,7 +1,8 @@
-"""A thin paho-mqtt wrapper: Last Will, reconnects, and publishes whose PUBACK can be awaited.
+"""A thin paho-mqtt wrapper: Last Will, reconnects with jittered backoff, and publishes
+and subscribes whose acknowledgement (PUBACK, SUBACK) can be awaited.
 
-paho runs its own network thread. Callbacks given here are called on that thread and
-must not block: the service hands work to queues.
+The network thread (`bridge.mqtt.network`) calls the callbacks given here; they must not
+block: the service hands work to queues.
 """
 
 from __future__ import annotations
@@ -15,13 +16,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from bridge.config.model import MqttConfig
+from bridge.mqtt.network import NetworkThread
 from bridge.util.backoff import Backoff
 
 _LOGGER = logging.getLogger(__name__)
@@ -72,40 +74,22 @@ class Publication:
         return self._done
 
 
+class Subscription(Publication):
+    """A subscribe in flight; `wait` returns True once a SUBACK granted all its topics
+    (an ACL refusal completes it, not ok)."""
+
+    __slots__ = ("topics",)
+
+    def __init__(self, topics: Iterable[str]) -> None:
+        super().__init__()
+        self.topics = frozenset(topics)
+
+
 def connect_failure(target: str, exc: OSError) -> str:
     """Why a TCP (or TLS) connection to the broker at `target` failed, in a few words."""
     if isinstance(exc, socket.gaierror):
         return f"cannot resolve {target.rsplit(':', 1)[0]}: {exc.strerror}"
     return f"cannot connect to {target}: {exc.strerror or exc}"
-
-
-class _PahoClient(paho.Client):
-    """paho's client with jittered reconnect delays (paho's own doubling has no jitter, so
-    every bridge of a fleet would hit a restarted broker in the same second)."""
-
-    backoff: Backoff
-    target: str = ""
-    failure: str | None = None  # why the last attempt failed
-    closing: threading.Event  # set by MqttClient.stop: a pending reconnect wait ends
-
-    def reconnect(self) -> MQTTErrorCode:
-        try:
-            return super().reconnect()
-        except OSError as exc:  # paho's loop swallows it: keep the reason for the log
-            self.failure = connect_failure(self.target, exc)
-            raise
-
-    # paho has no public hook for the delay between reconnect attempts
-    # (reconnect_delay_set only sets the bounds of its own unjittered doubling), so this
-    # overrides a private method, checked against paho-mqtt 2.2.0: loop_forever calls
-    # it, without arguments, before every reconnect attempt. tests/test_mqtt.py fails
-    # if paho stops calling it.
-    def _reconnect_wait(self) -> None:
-        delay = self.backoff.next_delay()
-        level = logging.WARNING if self.backoff.attempts <= 1 else logging.DEBUG
-        _LOGGER.log(level, "MQTT: %s; reconnecting in %.1f s",
-                    self.failure or f"not connected to {self.target}", delay)
-        self.closing.wait(delay)
 
 
 def _user_properties(pairs: Iterable[tuple[str, str]]) -> Properties:
@@ -115,7 +99,9 @@ def _user_properties(pairs: Iterable[tuple[str, str]]) -> Properties:
 
 
 class MqttClient:
-    """One connection to the broker, kept up by paho's reconnect logic."""
+    """One connection to the broker, reconnected with backoff (1 s to 5 min, jittered so
+    a fleet of bridges does not hit a restarted broker in the same second; `backoff`
+    replaces that schedule)."""
 
     def __init__(
         self,
@@ -125,6 +111,7 @@ class MqttClient:
         client_id: str | None = None,
         on_connect: Callable[[], None] | None = None,
         on_message: Callable[[Incoming], None] | None = None,
+        backoff: Backoff | None = None,
     ) -> None:
         self._config = config
         self.v5 = config.protocol == "5"
@@ -134,10 +121,18 @@ class MqttClient:
         self._lock = threading.Lock()
         self._pending: dict[int, Publication] = {}
         self._early: dict[int, bool] = {}  # PUBACKs that beat publish() back to us
+        self._unacked: list[Subscription] = []
+        self._subscribing: dict[int, list[str]] = {}  # SUBSCRIBE mid -> its topics
+        self._early_subacks: dict[int, list[ReasonCode]] = {}
+        self._session = False  # under _lock: _on_connect has taken the topics to subscribe
         self.connected = threading.Event()
+        self.attempted = threading.Event()  # a connection attempt ended, connected or not
         self.max_packet_size: int | None = None
         self._stopping = False
-        client = _PahoClient(
+        self._backoff = backoff or Backoff(initial=1.0, cap=300.0)
+        self._target = f"{config.host}:{config.port}"
+        self._failure: str | None = None  # why the last attempt failed
+        client = paho.Client(
             CallbackAPIVersion.VERSION2,
             client_id=client_id or config.client_id,
             protocol=paho.MQTTv5 if self.v5 else paho.MQTTv311,
@@ -154,26 +149,28 @@ class MqttClient:
             client.tls_insecure_set(config.tls_insecure)
         if will_topic:
             client.will_set(will_topic, "offline", qos=1, retain=True)
-        client.backoff = Backoff(initial=1.0, cap=300.0)
-        client.target = f"{config.host}:{config.port}"
-        client.closing = threading.Event()
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         client.on_publish = self._on_publish
+        client.on_subscribe = self._on_subscribe
         self._client = client
+        self._network = NetworkThread(
+            client, name=f"mqtt-{client_id or config.client_id}",
+            wait_to_reconnect=self._wait_to_reconnect, connect_failed=self._connect_failed,
+        )
 
     # -- lifecycle ---------------------------------------------------------------------
 
     def start(self) -> None:
-        """Connect in the background; paho keeps reconnecting with backoff."""
+        """Connect in the background, and again whenever the connection is lost."""
         self._client.connect_async(self._config.host, self._config.port, self._config.keepalive)
-        self._client.loop_start()
+        self._network.start()
 
     @property
     def last_error(self) -> str | None:
         """Why the broker is not connected, when an attempt failed."""
-        return self._client.failure
+        return self._failure
 
     def wait_connected(self, timeout: float) -> bool:
         return self.connected.wait(timeout)
@@ -181,10 +178,21 @@ class MqttClient:
     def stop(self) -> None:
         """Disconnect cleanly (no Last Will) and stop the network thread."""
         self._stopping = True
-        self._client.closing.set()
-        self._client.disconnect()
-        self._client.loop_stop()
+        self._network.stop()
         self.connected.clear()
+
+    # -- reconnecting (network thread) ---------------------------------------------------
+
+    def _connect_failed(self, exc: OSError) -> None:
+        self._failure = connect_failure(self._target, exc)
+        self.attempted.set()
+
+    def _wait_to_reconnect(self, closing: threading.Event) -> None:
+        delay = self._backoff.next_delay()
+        level = logging.WARNING if self._backoff.attempts <= 1 else logging.DEBUG
+        _LOGGER.log(level, "MQTT: %s; reconnecting in %.1f s",
+                    self._failure or f"not connected to {self._target}", delay)
+        closing.wait(delay)
 
     # -- paho callbacks (network thread: never block) -----------------------------------
 
@@ -192,20 +200,22 @@ class MqttClient:
         self, _c: paho.Client, _u: Any, _f: Any, reason: ReasonCode, _p: Properties | None
     ) -> None:
         if reason.is_failure:
-            self._client.failure = (f"broker {self._client.target} refused the connection: "
-                                    f"{reason.getName()}")
+            self._failure = f"broker {self._target} refused the connection: {reason.getName()}"
+            self.attempted.set()
             return  # logged by the reconnect wait that follows
-        self._client.failure = None
-        self._client.backoff.reset()
+        self._failure = None
+        self._backoff.reset()
         # MQTT 5 §3.2.2.3.6: the broker's Maximum Packet Size, when it announces one.
         limit = getattr(_p, "MaximumPacketSize", None) if self.v5 else None
         self.max_packet_size = int(limit) if isinstance(limit, int) else None
         _LOGGER.info("MQTT connected to %s:%d", self._config.host, self._config.port)
         with self._lock:
             topics = list(self._subscriptions)
+            self._session = True
         if topics:
             self._subscribe(topics)
         self.connected.set()
+        self.attempted.set()
         if self._on_connect_cb:
             self._on_connect_cb()
 
@@ -214,6 +224,11 @@ class MqttClient:
     ) -> None:
         was = self.connected.is_set()
         self.connected.clear()
+        with self._lock:
+            self._session = False
+            # Their SUBACKs will not come: the next _on_connect subscribes every topic again.
+            self._subscribing.clear()
+            self._early_subacks.clear()
         if was and not self._stopping:
             _LOGGER.warning(
                 "MQTT connection to %s:%d lost (%s), reconnecting",
@@ -248,24 +263,58 @@ class MqttClient:
         if pub is not None:
             pub._complete(ok)
 
+    def _on_subscribe(
+        self, _c: paho.Client, _u: Any, mid: int, reasons: list[ReasonCode],
+        _p: Properties | None,
+    ) -> None:
+        with self._lock:
+            topics = self._subscribing.pop(mid, None)
+            if topics is None:  # the SUBACK beat _subscribe to registering the mid
+                self._early_subacks[mid] = reasons
+                return
+        self._subscribed(topics, reasons)
+
+    def _subscribed(self, topics: list[str], reasons: list[ReasonCode]) -> None:
+        """A SUBACK for `topics`: complete every subscription it covers."""
+        granted = {t for t, r in zip(topics, reasons, strict=False) if not r.is_failure}
+        answered = set(topics)
+        with self._lock:
+            done = [s for s in self._unacked if s.topics <= answered]
+            self._unacked = [s for s in self._unacked if not s.topics <= answered]
+        for subscription in done:
+            subscription._complete(subscription.topics <= granted)
+
     # -- operations ----------------------------------------------------------------------
 
-    def subscribe(self, topics: Iterable[str]) -> None:
-        """Subscribe now and after every reconnect."""
+    def subscribe(self, topics: Iterable[str]) -> Subscription:
+        """Subscribe now (or once connected) and after every reconnect; the subscription
+        is done at the first SUBACK for its topics."""
         new = list(topics)
+        subscription = Subscription(new)
         with self._lock:
             self._subscriptions.extend(new)
-        if self.connected.is_set():
+            self._unacked.append(subscription)
+            now = self._session  # else the next _on_connect subscribes them with the rest
+        if now:
             self._subscribe(new)
+        return subscription
 
     def _subscribe(self, topics: list[str]) -> None:
         qos = self._config.qos
         if self.v5:
             # Retain As Published: the retain flag reaches us, so retained commands are skipped.
             opts = SubscribeOptions(qos=qos, retainAsPublished=True)
-            self._client.subscribe([(t, opts) for t in topics])
+            rc, mid = self._client.subscribe([(t, opts) for t in topics])
         else:
-            self._client.subscribe([(t, qos) for t in topics])
+            rc, mid = self._client.subscribe([(t, qos) for t in topics])
+        if rc != paho.MQTT_ERR_SUCCESS or mid is None:
+            return  # not connected after all: the next _on_connect subscribes them
+        with self._lock:
+            reasons = self._early_subacks.pop(mid, None)
+            if reasons is None:
+                self._subscribing[mid] = topics
+        if reasons is not None:
+            self._subscribed(topics, reasons)
 
     def publish(
         self,

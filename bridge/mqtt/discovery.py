@@ -25,7 +25,7 @@ from bridge.util.files import write_atomic
 
 _LOGGER = logging.getLogger(__name__)
 
-INDEX_FILE = "discovery-topics.json"
+INDEX_FILE = "discovery-topics.json"  # discovery-topics.<instance>.json for an instance
 # device config topic -> component id -> platform: what each device published
 DiscoveryIndex = dict[str, dict[str, str]]
 EVENT_TYPE = "new_message"
@@ -66,9 +66,23 @@ NOTIFY_TEMPLATE = "{{ dict(action='notify', text=value) | to_json }}"
 
 def node_id(base_topic: str, account: str) -> str:
     """The device's id in topics and unique ids: base topic and account, e.g.
-    `outlook2mqtt_home`. HA allows only `[a-zA-Z0-9_-]` in a discovery topic level."""
-    base = re.sub(r"[^A-Za-z0-9_-]+", "_", base_topic).strip("_") or "outlook2mqtt"
-    return f"{base}_{account}"
+    `outlook2mqtt_home`."""
+    return f"{_node_base(base_topic)}_{account}"
+
+
+def _node_base(base_topic: str) -> str:
+    # HA allows only `[a-zA-Z0-9_-]` in a discovery topic level
+    return re.sub(r"[^A-Za-z0-9_-]+", "_", base_topic).strip("_") or "outlook2mqtt"
+
+
+def bridge_node_id(base_topic: str, instance: str | None) -> str:
+    """The bridge device's id: `outlook2mqtt_bridge`, or `outlook2mqtt-bridge-<instance>`
+    for a named instance. Account devices are `<base>_<account>` and an account name may
+    be any segment but "bridge", so only a '-' right after the base keeps an instance's
+    id apart from every account's."""
+    if not instance:
+        return node_id(base_topic, "bridge")  # "bridge" is no account's name
+    return f"{_node_base(base_topic)}-bridge-{instance}"
 
 
 def device_topic(prefix: str, node: str) -> str:
@@ -265,7 +279,8 @@ def bridge_device_config(config: Config, topics: Topics) -> dict[str, dict[str, 
     device config topic; none when health is off."""
     if not config.bridge.health_interval:
         return {}
-    node = node_id(config.mqtt.base_topic, "bridge")  # "bridge" is no account's name
+    instance = topics.instance
+    node = bridge_node_id(config.mqtt.base_topic, instance)
     ent = _entity_slug(node)
 
     def sensor(key: str, name: str, field: str, **extra: Any) -> dict[str, Any]:
@@ -286,7 +301,8 @@ def bridge_device_config(config: Config, topics: Topics) -> dict[str, dict[str, 
                           icon="mdi:format-list-numbered"),
     }
     payload = {
-        "device": {"identifiers": [node], "name": "outlook2mqtt bridge",
+        "device": {"identifiers": [node],
+                   "name": " ".join(filter(None, ("outlook2mqtt bridge", instance))),
                    "manufacturer": "outlook2mqtt", "model": "Bridge",
                    "sw_version": __version__},
         "origin": dict(ORIGIN),
@@ -352,13 +368,20 @@ def merge_index(current: DiscoveryIndex, unsent: DiscoveryIndex) -> DiscoveryInd
     return merged
 
 
-def load_index(state_dir: Path) -> DiscoveryIndex:
+def index_path(state_dir: Path, instance: str | None) -> Path:
+    """Where the index is kept: one per instance, since instances may share a state_dir
+    and each must clear only what it published itself."""
+    name = INDEX_FILE.replace(".json", f".{instance}.json") if instance else INDEX_FILE
+    return state_dir / name
+
+
+def load_index(state_dir: Path, instance: str | None = None) -> DiscoveryIndex:
     """The index recorded by `save_index`; empty when there is none or it is unreadable.
 
     An index that lists only topics (written before components were recorded) reads as
     devices with no known components: their stale configs are still cleared.
     """
-    path = state_dir / INDEX_FILE
+    path = index_path(state_dir, instance)
     try:
         return _parse_index(json.loads(path.read_text("utf-8")))
     except FileNotFoundError:
@@ -384,7 +407,7 @@ def _parse_index(data: Any) -> DiscoveryIndex:
     return {topic: {} for topic in topics}
 
 
-def save_index(state_dir: Path, index: DiscoveryIndex) -> None:
+def save_index(state_dir: Path, index: DiscoveryIndex, instance: str | None = None) -> None:
     """Record what each device now publishes (atomically; no secrets in it)."""
     data = json.dumps({"devices": index}, indent=1, sort_keys=True)
-    write_atomic(state_dir / INDEX_FILE, data.encode())
+    write_atomic(index_path(state_dir, instance), data.encode())

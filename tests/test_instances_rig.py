@@ -1,0 +1,298 @@
+"""Several bridge processes on one broker and one base topic, each with its own accounts.
+
+Each test runs its own Mosquitto with debug logging: its log names the client of every
+PUBLISH it receives, which is how each topic is attributed to the bridge that published it.
+The Home Assistant test uses the session's broker, which Home Assistant listens to.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from rig.bridgecfg import rig_config
+from rig.dovecot import Dovecot
+from rig.homeassistant import HomeAssistant
+from rig.idp import IdentityPlatform, random_secret
+from rig.mosquitto import Mosquitto
+from rig.mqttsub import Collector, Received
+from rig.pki import TestPKI
+from rig.samples import make_message
+from tests.bridgeproc import BridgeProcess
+from tests.conftest import HA_PREFIX
+from tests.test_homeassistant_rig import log_problems, state_of, wait_until
+
+PREFIX = "homeassistant"
+# Mosquitto's debug line for every PUBLISH a client sends
+RECEIVED = re.compile(r"Received PUBLISH from (\S+) \(d\d, q\d, r\d, m\d+, '([^']*)'")
+DEADLINE = 60.0  # seconds; generous: the machine may be loaded by a benchmark
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Mosquitto]:
+    """A broker of this test's own, logging every PUBLISH with its client id."""
+    with Mosquitto(tmp_path / "broker", extra=["log_type debug"]) as server:
+        yield server
+
+
+@pytest.fixture
+def watch(broker: Mosquitto) -> Iterator[Collector]:
+    """Everything on the broker (`#`): nothing but this test's bridges use it."""
+    with Collector("127.0.0.1", broker.port, ["#"]) as seen:
+        yield seen
+
+
+Start = Callable[..., BridgeProcess]
+
+
+@pytest.fixture
+def start_instance(
+    idp: IdentityPlatform, pki: TestPKI, dovecot: Dovecot, broker: Mosquitto, tenant: str,
+    tmp_path: Path, base_topic: str, bridges: list[BridgeProcess],
+) -> Start:
+    """Start `outlook2mqtt run` as `instance` (None: no instance) serving `accounts`
+    (name -> mailbox), with the default client id, discovery on and health every second.
+    Every instance shares one state_dir, as several configs in /etc would."""
+
+    def start(instance: str | None, accounts: dict[str, str], label: str = "", *,
+              port: int = broker.port, prefix: str = PREFIX) -> BridgeProcess:
+        configs = []
+        for name, mailbox in accounts.items():
+            secret = random_secret()
+            app = idp.register_app(tenant, secret=secret, mailboxes=[mailbox])
+            configs.append(rig_config(
+                authority=idp.authority, ca_file=pki.ca_file, imap_port=dovecot.port,
+                mqtt_port=port, tenant_id=tenant, client_id=app.client_id,
+                mailbox=mailbox, state_dir=tmp_path / "state", secret=secret,
+                base_topic=base_topic, account=name, idle=True, poll_interval=300,
+                discovery=True))
+        data = configs[0]
+        data["accounts"] = [c["accounts"][0] for c in configs]
+        del data["mqtt"]["client_id"]  # the default: one per instance
+        data["homeassistant"]["prefix"] = prefix
+        data["bridge"]["health_interval"] = 1
+        if instance is not None:
+            data["bridge"]["instance"] = instance
+        workdir = tmp_path / (label or instance or "plain")
+        workdir.mkdir(exist_ok=True)
+        proc = BridgeProcess(workdir, data)
+        bridges.append(proc)
+        return proc.start()
+
+    return start
+
+
+def mailbox() -> str:
+    return f"u{uuid.uuid4().hex[:10]}@contoso.test"
+
+
+def published_by(broker: Mosquitto) -> dict[str, set[str]]:
+    """Client id -> every topic it published, from the broker's own log."""
+    found: dict[str, set[str]] = {}
+    for client, topic in RECEIVED.findall(broker.log_file.read_text(errors="replace")):
+        found.setdefault(client, set()).add(topic)
+    return found
+
+
+def wait_payload(seen: Collector, topic: str, payload: bytes) -> None:
+    seen.wait_for(lambda m: m.topic == topic and m.payload == payload, timeout=DEADLINE)
+
+
+def retained(broker: Mosquitto, topics: list[str], count: int) -> dict[str, bytes]:
+    """The retained messages a new subscriber gets on `topics` (at least `count`)."""
+    with Collector("127.0.0.1", broker.port, topics) as fresh:
+        got = fresh.wait_for(lambda m: m.retain, count=count, timeout=DEADLINE)
+        return {m.topic: m.payload for m in got}
+
+
+def wait_log(bridge: BridgeProcess, pattern: str) -> None:
+    """Poll the bridge's log for `pattern` until the deadline."""
+    deadline = time.monotonic() + DEADLINE
+    while not re.search(pattern, bridge.log()):
+        assert time.monotonic() < deadline, f"no {pattern!r} in:\n{bridge.log()}"
+        time.sleep(0.2)
+
+
+def watch_topics(seen: Collector) -> set[str]:
+    return {m.topic for m in seen.messages}
+
+
+def payload_availability(payload: bytes) -> str:
+    (entry,) = json.loads(payload)["availability"]
+    topic: str = entry["topic"]
+    return topic
+
+
+def reconnects(bridge: BridgeProcess) -> list[str]:
+    """Log lines of MQTT connections after the first, and of lost ones."""
+    lines = bridge.log().splitlines()
+    connected = [line for line in lines if "MQTT connected to" in line]
+    lost = [line for line in lines if "MQTT connection to" in line and "lost" in line]
+    return connected[1:] + lost
+
+
+def test_two_instances_publish_disjoint_topics_and_a_killed_one_marks_only_itself_offline(
+    start_instance: Start, broker: Mosquitto, watch: Collector, dovecot: Dovecot,
+    base_topic: str,
+) -> None:
+    mailboxes = {"alpha": mailbox(), "beta": mailbox()}
+    a = start_instance("a", {"alpha": mailboxes["alpha"]})
+    b = start_instance("b", {"beta": mailboxes["beta"]})
+    state = {i: f"{base_topic}/bridge/{i}/state" for i in ("a", "b")}
+    for topic in state.values():
+        wait_payload(watch, topic, b"online")
+    # traffic on every kind of topic: a message, a command and its reply, health
+    for account, address in mailboxes.items():
+        dovecot.deliver(address, make_message(subject=f"for {account}", to=address))
+        watch.wait_topic(f"{base_topic}/{account}/inbox/message", timeout=DEADLINE)
+        watch.publish(f"{base_topic}/{account}/command", '{"action": "refresh", "id": "r"}')
+        watch.wait_topic(f"{base_topic}/{account}/command/result", timeout=DEADLINE)
+    for instance in ("a", "b"):  # discovery went out on connect, before `online`
+        watch.wait_topic(f"{base_topic}/bridge/{instance}/health", count=2, timeout=DEADLINE)
+
+    assert reconnects(a) == [] and reconnects(b) == []  # neither kicked the other off
+    topics = published_by(broker)
+    mine_a, mine_b = topics["outlook2mqtt-a"], topics["outlook2mqtt-b"]
+    assert not mine_a & mine_b
+    owned = {"outlook2mqtt-a": ("a", "alpha"), "outlook2mqtt-b": ("b", "beta")}
+    for client, (instance, account) in owned.items():
+        allowed = (f"{base_topic}/bridge/{instance}/", f"{base_topic}/{account}/",
+                   f"{PREFIX}/device/{base_topic}_{account}/",
+                   f"{PREFIX}/device/{base_topic}-bridge-{instance}/")
+        assert all(t.startswith(allowed) for t in topics[client]), topics[client]
+    assert {t for t in watch_topics(watch) if t.startswith(f"{base_topic}/bridge/")} <= (
+        mine_a | mine_b)
+
+    a.kill()  # SIGKILL: no clean disconnect, so the broker publishes the Last Will
+    wait_payload(watch, state["a"], b"offline")
+
+    states = retained(broker, [f"{base_topic}/bridge/+/state"], count=2)
+    assert states == {state["a"]: b"offline", state["b"]: b"online"}
+    assert not [m for m in watch.on(state["b"]) if m.payload != b"online"]
+    configs = retained(broker, [f"{PREFIX}/device/+/config"], count=4)
+    availability = {topic.split("/")[2]: payload_availability(payload)
+                    for topic, payload in configs.items()}
+    assert availability == {
+        f"{base_topic}_alpha": state["a"], f"{base_topic}-bridge-a": state["a"],
+        f"{base_topic}_beta": state["b"], f"{base_topic}-bridge-b": state["b"]}
+    assert reconnects(b) == []
+    assert b.stop() == 0
+
+
+def test_an_instance_refuses_to_start_while_a_running_one_serves_its_account(
+    start_instance: Start, broker: Mosquitto, watch: Collector, base_topic: str,
+) -> None:
+    shared = mailbox()
+    a = start_instance("a", {"alpha": shared})
+    wait_payload(watch, f"{base_topic}/bridge/a/state", b"online")
+
+    c = start_instance("c", {"alpha": shared, "gamma": mailbox()})
+    assert c.proc is not None
+    assert c.proc.wait(DEADLINE) == 2
+
+    log = c.log()
+    assert re.search(r"ERROR .*account 'alpha' also served by instance 'a' "
+                     rf"\({base_topic}/bridge/a/info\)", log), log
+    assert "not starting" in log
+    # it published nothing but the start check's fence
+    assert published_by(broker).get("outlook2mqtt-c") == {f"{base_topic}/bridge/c/fence"}
+    assert reconnects(a) == []
+
+    assert a.stop() == 0  # now alpha is served by nobody: c may take it over
+    c = start_instance("c", {"alpha": shared, "gamma": mailbox()}, label="c-again")
+    wait_payload(watch, f"{base_topic}/bridge/c/state", b"online")
+    assert re.search(r"WARNING .*account 'alpha' also served by instance 'a' .*which is "
+                     "offline", c.log())
+
+
+def test_a_running_bridge_logs_an_account_another_bridge_starts_serving(
+    start_instance: Start, watch: Collector, base_topic: str,
+) -> None:
+    shared = mailbox()
+    a = start_instance("a", {"alpha": shared})
+    wait_payload(watch, f"{base_topic}/bridge/a/state", b"online")
+
+    # no instance: no start check, so both serve alpha; each says so
+    plain = start_instance(None, {"alpha": shared})
+    wait_payload(watch, f"{base_topic}/bridge/state", b"online")
+
+    wait_log(a, r"ERROR .*account 'alpha' also served by the bridge without an instance")
+    wait_log(plain, r"ERROR .*account 'alpha' also served by instance 'a'")
+    assert plain.stop() == 0 and a.stop() == 0
+
+
+def test_home_assistant_shows_a_device_per_instance_and_a_killed_one_takes_only_its_own(
+    homeassistant: HomeAssistant, mosquitto: Mosquitto, start_instance: Start,
+    base_topic: str,
+) -> None:
+    ha, log_start = homeassistant, len(homeassistant.log_lines())
+    a = start_instance("a", {"alpha": mailbox()}, port=mosquitto.port, prefix=HA_PREFIX)
+    b = start_instance("b", {"beta": mailbox()}, port=mosquitto.port, prefix=HA_PREFIX)
+    # by unique id: the entity ids depend on the Home Assistant version (docs/homeassistant.md)
+    wanted = {f"{base_topic}_alpha_connectivity": ("connection", "a"),
+              f"{base_topic}_beta_connectivity": ("connection", "b"),
+              f"{base_topic}-bridge-a_uptime": ("uptime", "a"),
+              f"{base_topic}-bridge-b_uptime": ("uptime", "b")}
+    try:
+        entries = wait_until(lambda: registered(ha, set(wanted)), "the four entities",
+                             timeout=DEADLINE)
+        connection = {wanted[u][1]: e["entity_id"] for u, e in entries.items()
+                      if wanted[u][0] == "connection"}
+        uptime = {wanted[u][1]: e["entity_id"] for u, e in entries.items()
+                  if wanted[u][0] == "uptime"}
+        for instance in ("a", "b"):
+            wait_state(ha, connection[instance], "on".__eq__)
+            wait_state(ha, uptime[instance], str.isdigit)
+        device = {wanted[u]: e["device_id"] for u, e in entries.items()}
+        assert len(set(device.values())) == 4  # two accounts, two bridges: four devices
+
+        a.kill()
+
+        wait_state(ha, connection["a"], "unavailable".__eq__)
+        wait_state(ha, uptime["a"], "unavailable".__eq__)
+        assert state_of(ha, connection["b"]) == "on"
+        assert (state_of(ha, uptime["b"]) or "").isdigit()
+        assert log_problems(ha, log_start) == []
+    finally:
+        b.stop()
+        forget(ha, mosquitto, base_topic)
+
+
+def registered(ha: HomeAssistant, unique_ids: set[str]) -> dict[str, Any] | None:
+    """The registry entries of `unique_ids`, once all are there."""
+    found = {e["unique_id"]: e for e in ha.entity_registry()
+             if e["platform"] == "mqtt" and e["unique_id"] in unique_ids}
+    return found if set(found) == unique_ids else None
+
+
+def wait_state(ha: HomeAssistant, entity_id: str, ok: Callable[[str], bool]) -> None:
+    wait_until(lambda: ok(state_of(ha, entity_id) or ""), entity_id, timeout=DEADLINE)
+
+
+def forget(ha: HomeAssistant, broker: Mosquitto, base_topic: str) -> None:
+    """Clear this test's retained device configs (four when all went well), wait until Home
+    Assistant dropped their entities, then clear the bridges' retained topics."""
+
+    def mine(m: Received) -> bool:
+        return m.retain and bool(m.payload) and m.topic.split("/")[2].startswith(base_topic)
+
+    with Collector("127.0.0.1", broker.port,
+                   [f"{base_topic}/#", f"{HA_PREFIX}/device/+/config"]) as sub:
+        with contextlib.suppress(TimeoutError):
+            sub.wait_for(mine, count=4, timeout=5)
+        for message in [m for m in sub.messages if mine(m)]:
+            sub.publish(message.topic, b"", retain=True)
+        wait_until(lambda: not [e for e in ha.entity_registry() if e["platform"] == "mqtt"
+                                and e["unique_id"].startswith(base_topic)],
+                   "the devices to go", timeout=DEADLINE)
+        for message in [m for m in sub.messages if m.retain and m.payload]:
+            if message.topic.startswith(f"{base_topic}/"):
+                sub.publish(message.topic, b"", retain=True)

@@ -1,0 +1,282 @@
+"""`bridge.mqtt`'s network thread: it reconnects after a broker restart even when every
+descriptor below 1024 is taken (paho's own loop waits in select(), which cannot), waits
+as its Backoff says between attempts, keeps an idle connection alive with pings, and
+`stop` ends it at once, connected or waiting, without the Last Will."""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import resource
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bridge.config.model import MqttConfig
+from bridge.mqtt import network
+from bridge.mqtt.client import Incoming, MqttClient
+from bridge.util.backoff import Backoff
+from rig.mosquitto import Mosquitto
+from rig.mqttsub import Collector
+from rig.pki import TestPKI
+from rig.procs import free_port
+
+SELECT_LIMIT = 1024  # FD_SETSIZE: select() refuses descriptors from here on
+
+
+class RecordingBackoff(Backoff):
+    """A Backoff that notes each delay it hands out and signals it."""
+
+    def __init__(self, initial: float, cap: float, jitter: float = 0.0) -> None:
+        super().__init__(initial=initial, cap=cap, jitter=jitter)
+        self.delays: list[float] = []
+        self.waiting = threading.Event()  # set with each delay: a reconnect wait begins
+
+    def next_delay(self) -> float:
+        delay = super().next_delay()
+        self.delays.append(delay)
+        self.waiting.set()
+        return delay
+
+
+class Connections:
+    """The client's on_connect: counts connections, each one signalled."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._changed = threading.Condition()
+
+    def __call__(self) -> None:
+        with self._changed:
+            self.count += 1
+            self._changed.notify_all()
+
+    def wait_for(self, count: int, timeout: float) -> bool:
+        with self._changed:
+            return self._changed.wait_for(lambda: self.count >= count, timeout)
+
+
+def mqtt_config(port: int, **overrides: object) -> MqttConfig:
+    return MqttConfig(host="127.0.0.1", port=port, **overrides)  # type: ignore[arg-type]
+
+
+def network_threads(client_id: str) -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name == f"mqtt-{client_id}"]
+
+
+@pytest.fixture
+def own_broker(tmp_path: Path) -> Iterator[Mosquitto]:
+    """A broker of this test's own, to restart."""
+    with Mosquitto(tmp_path / "broker") as broker:
+        yield broker
+
+
+class LowDescriptors:
+    """Holds every free descriptor below SELECT_LIMIT, so the sockets this process opens
+    next get numbers select() refuses."""
+
+    def __init__(self) -> None:
+        self._placeholder = socket.socket()
+        self._taken: list[int] = []
+
+    def take(self) -> int:
+        """Take the free ones below the limit; return the lowest free descriptor after."""
+        while (fd := os.dup(self._placeholder.fileno())) < SELECT_LIMIT:
+            self._taken.append(fd)
+        os.close(fd)
+        return fd
+
+    def release(self) -> None:
+        for fd in self._taken:
+            os.close(fd)
+        self._placeholder.close()
+
+
+@pytest.fixture
+def low_descriptors() -> Iterator[LowDescriptors]:
+    """LowDescriptors, with room above the limit (the soft RLIMIT_NOFILE raised to hard)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < SELECT_LIMIT + 100:
+        pytest.skip(f"RLIMIT_NOFILE hard limit {hard} leaves no room above {SELECT_LIMIT}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    held = LowDescriptors()
+    yield held
+    held.release()
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_a_broker_restart_reconnects_when_only_descriptors_above_1024_are_free(
+    own_broker: Mosquitto, low_descriptors: LowDescriptors,
+) -> None:
+    """A bridge with a thousand folders holds thousands of descriptors: after a broker
+    restart the new MQTT socket is numbered above 1024, and the client must still get
+    back, with a publish made while the broker was down acknowledged."""
+    client_id = f"highfd-{uuid.uuid4().hex[:8]}"
+    connections = Connections()
+    backoff = RecordingBackoff(initial=1.0, cap=2.0)
+    client = MqttClient(mqtt_config(own_broker.port, client_id=client_id),
+                        on_connect=connections, backoff=backoff)
+    client.start()
+    try:
+        assert connections.wait_for(1, 30)
+        low_descriptors.take()
+        own_broker.stop()
+        # The lost connection's descriptor is free again once the reconnect wait begins:
+        # take it too, a second before the first attempt.
+        assert backoff.waiting.wait(30)
+        assert low_descriptors.take() >= SELECT_LIMIT
+        waiting = client.publish(f"{client_id}/while-down", "queued")  # QoS 1: kept
+        own_broker.start()
+        assert connections.wait_for(2, 60), client.last_error
+        sock = client._client.socket()
+        assert sock is not None and sock.fileno() >= SELECT_LIMIT  # what the test is about
+        assert waiting.wait(30)
+        assert client.publish(f"{client_id}/after", "hello").wait(30)
+    finally:
+        client.stop()
+    assert not network_threads(client_id)
+
+
+def test_reconnect_attempts_are_spaced_as_the_backoff_says() -> None:
+    """A listener that hangs up on every connection: each attempt comes only after the
+    Backoff's next delay (doubling to its cap), which is not reset as no CONNACK came."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    attempts: list[float] = []
+    enough = threading.Event()
+
+    def hang_up() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                conn, _ = listener.accept()
+                attempts.append(time.monotonic())
+                conn.close()
+                if len(attempts) >= 5:
+                    enough.set()
+
+    threading.Thread(target=hang_up, name="hang-up", daemon=True).start()
+    backoff = RecordingBackoff(initial=0.1, cap=0.4)
+    client = MqttClient(mqtt_config(listener.getsockname()[1],
+                                    client_id=f"spaced-{uuid.uuid4().hex[:8]}"),
+                        backoff=backoff)
+    client.start()
+    try:
+        assert enough.wait(60)
+    finally:
+        client.stop()
+        listener.close()
+    assert backoff.delays[:4] == pytest.approx([0.1, 0.2, 0.4, 0.4])
+    gaps = [later - earlier for earlier, later in itertools.pairwise(attempts)]
+    for gap, delay in zip(gaps, backoff.delays, strict=False):
+        assert gap >= delay - 0.01  # waited (the margin: clocks read on two threads)
+
+
+def test_stop_ends_a_pending_reconnect_wait_at_once() -> None:
+    client_id = f"waiting-{uuid.uuid4().hex[:8]}"
+    backoff = RecordingBackoff(initial=60.0, cap=60.0)
+    client = MqttClient(mqtt_config(free_port(), client_id=client_id), backoff=backoff)
+    client.start()
+    try:
+        assert backoff.waiting.wait(30)  # refused at once, now waiting a minute
+        assert client.last_error is not None and "Connection refused" in client.last_error
+    finally:
+        started = time.monotonic()
+        client.stop()
+        stopped_in = time.monotonic() - started
+    assert stopped_in < 2.0
+    assert not network_threads(client_id)
+
+
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
+def test_a_publish_and_stop_wake_the_thread_and_stop_disconnects_cleanly(
+    mosquitto: Mosquitto, protocol: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With keepalive ticks 15 s apart, a publish from another thread is still written at
+    once, and stop ends the thread at once: both wake its poll. The broker sees a
+    DISCONNECT, so no Last Will: a marker published after stop arrives after anything
+    the disconnect caused, and nothing came on the will topic before it."""
+    monkeypatch.setattr(network, "MISC_INTERVAL", 60.0)  # the keepalive's quarter rules
+    client_id = f"stopping-{uuid.uuid4().hex[:8]}"
+    will = f"{client_id}/state"
+    with Collector("127.0.0.1", mosquitto.port, [f"{client_id}/#"]) as watcher:
+        client = MqttClient(mqtt_config(mosquitto.port, client_id=client_id,
+                                        protocol=protocol, keepalive=60),
+                            will_topic=will)
+        client.start()
+        try:
+            assert client.wait_connected(30)
+            assert client.publish(f"{client_id}/hello", "hi").wait(5)
+        finally:
+            started = time.monotonic()
+            client.stop()
+            stopped_in = time.monotonic() - started
+        assert stopped_in < 2.0
+        assert not network_threads(client_id)
+        assert not client.connected.is_set()
+        watcher.publish(f"{client_id}/marker", "after stop")
+        watcher.wait_topic(f"{client_id}/marker", timeout=30)
+        assert watcher.on(will) == []
+
+
+def test_pings_keep_an_idle_connection_up_past_its_keepalive(own_broker: Mosquitto) -> None:
+    """Keepalive 2 s: without a PINGREQ the broker drops the client after 3 s (1.5 times
+    the keepalive, MQTT 3.1.1 §3.1.2.10). Idle for 7 s, it stays connected throughout."""
+    connections = Connections()
+    client = MqttClient(mqtt_config(own_broker.port, client_id=f"idle-{uuid.uuid4().hex[:8]}",
+                                    keepalive=2),
+                        on_connect=connections)
+    lost = threading.Event()
+    on_disconnect = client._client.on_disconnect
+    assert on_disconnect is not None
+
+    def noting_loss(*args: Any) -> None:
+        lost.set()
+        on_disconnect(*args)
+
+    client._client.on_disconnect = noting_loss
+    client.start()
+    try:
+        assert connections.wait_for(1, 30)
+        assert not lost.wait(7.0)
+        assert connections.count == 1 and client.connected.is_set()
+        assert client.publish("idle/still-there", "yes").wait(30)
+    finally:
+        client.stop()
+    assert "exceeded timeout" not in own_broker.log_file.read_text()
+
+
+def test_over_tls_a_burst_is_acknowledged_and_comes_back_on_a_subscription(
+    tmp_path: Path, pki: TestPKI,
+) -> None:
+    """Through TLS (the socket paho polls is an SSLSocket): 300 publishes to a topic the
+    client itself subscribes to, every PUBACK and every message back."""
+    topic = f"tls-{uuid.uuid4().hex[:8]}"
+    received: list[str] = []
+    all_back = threading.Event()
+
+    def on_message(msg: Incoming) -> None:
+        received.append(msg.topic)
+        if len(received) == 300:
+            all_back.set()
+
+    with Mosquitto(tmp_path / "tls", pki=pki) as broker:
+        assert broker.tls_port is not None
+        client = MqttClient(mqtt_config(broker.tls_port, client_id=topic, tls=True,
+                                        ca_file=pki.ca_file),
+                            on_message=on_message)
+        subscription = client.subscribe([f"{topic}/#"])
+        client.start()
+        try:
+            assert subscription.wait(30)
+            publications = [client.publish(f"{topic}/{i}", "x" * i) for i in range(300)]
+            assert all(p.wait(30) for p in publications)
+            assert all_back.wait(30)
+        finally:
+            client.stop()
+    assert sorted(received) == sorted(f"{topic}/{i}" for i in range(300))
