@@ -169,6 +169,10 @@ class _Server(ThreadingHTTPServer):
     """A threading HTTP server that does the TLS handshake in the request's thread."""
 
     daemon_threads = True
+    # socketserver listens with a backlog of 5: a ramp of logins (token requests and
+    # Dovecot's token checks at once) overflowed it, and the dropped connections waited
+    # for TCP's retransmission, 1 s and more, which Entra never makes anyone do.
+    request_queue_size = 256
 
     def __init__(
         self, address: tuple[str, int], idp: IdentityPlatform, tls: ssl.SSLContext | None
