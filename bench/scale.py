@@ -77,8 +77,14 @@ def proc_status(pid: int) -> dict[str, int]:
 
 
 def cpu_seconds(pid: int) -> float:
+    return sum(user_system_seconds(pid))
+
+
+def user_system_seconds(pid: int) -> tuple[float, float]:
+    """The process's user and system CPU time so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
 
 
 def machine_cpu_seconds() -> float:
@@ -247,17 +253,19 @@ def run(args: argparse.Namespace) -> int:
             status = proc_status(bridge.pid)
             print(f"idle {args.idle_seconds:.0f} s: CPU {cpu * 100:.2f} % of a core, RSS "
                   f"{summarize_rss(sampler.rss_kib[idle_from:])}, threads {status['Threads']}")
-            bridge_cpu0, machine_cpu0 = cpu_seconds(bridge.pid), machine_cpu_seconds()
+            (user0, system0), machine_cpu0 = user_system_seconds(bridge.pid), machine_cpu_seconds()
             by_command = cpu_by_command()
             last_delivery = deliver_burst(rig, n)
             messages = sub.wait_for("/inbox/message", n, args.timeout)
-            bridge_cpu = cpu_seconds(bridge.pid) - bridge_cpu0
+            user, system = user_system_seconds(bridge.pid)
+            user, system = user - user0, system - system0
             machine_cpu = machine_cpu_seconds() - machine_cpu0
             arrivals = sorted(t - last_delivery for t in messages.values()) or [float("nan")]
             print(f"burst: {len(messages)}/{n} summaries, last {arrivals[-1]:.2f} s after the "
                   f"last delivery (first {arrivals[0]:.2f} s, median "
                   f"{arrivals[len(arrivals) // 2]:.2f} s)")
-            print(f"CPU during the burst: bridge {bridge_cpu:.2f} s, whole machine "
+            print(f"CPU during the burst: bridge {user + system:.2f} s (user {user:.2f}, "
+                  f"system {system:.2f}), whole machine "
                   f"{machine_cpu:.2f} s ({cpu_split(by_command)})")
             print(f"peak RSS (VmHWM): {proc_status(bridge.pid)['VmHWM'] / 1024:.0f} MiB")
             ok = online is not None and len(messages) == n
