@@ -223,11 +223,12 @@ def collector(mosquitto: Mosquitto, base_topic: str) -> Iterator[Collector]:
         yield c
 
 
-def wait_online(collector: Collector, base_topic: str, timeout: float = 30) -> None:
-    """Wait for the bridge's retained `online`."""
+def wait_online(collector: Collector, base_topic: str, timeout: float = 30,
+                count: int = 1) -> None:
+    """Wait for the bridge's retained `online` (the `count`th, after restarts)."""
     collector.wait_for(
         lambda m: m.topic == f"{base_topic}/bridge/state" and m.payload == b"online",
-        timeout=timeout,
+        count=count, timeout=timeout,
     )
 
 
