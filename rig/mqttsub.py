@@ -164,3 +164,14 @@ class Collector:
                 properties.CorrelationData = correlation_data
         info = self.client.publish(topic, payload, qos=1, retain=retain, properties=properties)
         info.wait_for_publish(10)
+
+
+def retained(host: str, port: int, topics: Sequence[str]) -> dict[str, bytes]:
+    """What a client subscribing now gets: the retained messages on `topics`."""
+    # The broker sends a subscriber the retained messages before anything published after
+    # the subscription: once a marker sent then is back, every retained one is in.
+    marker = f"o2m-marker/{uuid.uuid4().hex}"
+    with Collector(host, port, [*topics, marker]) as fresh:
+        fresh.publish(marker, b"end")
+        fresh.wait_topic(marker)
+        return {m.topic: m.payload for m in fresh.messages if m.retain}
