@@ -89,14 +89,31 @@ def test_paho_still_calls_the_jittered_reconnect_wait_and_stop_ends_it() -> None
     client = MqttClient(MqttConfig(host="127.0.0.1", port=free_port(),
                                    client_id=f"nobody-{uuid.uuid4().hex[:8]}"))
     backoff = client._client.backoff
+    closing = client._client.closing = _Recorded()
     client.start()
-    deadline = time.monotonic() + 10
-    while backoff.attempts < 2 and time.monotonic() < deadline:
-        time.sleep(0.05)
     try:
-        assert backoff.attempts >= 2  # paho called our wait before each reconnect attempt
+        # the third wait (about 4 s) is in progress
+        assert closing.third.wait(30), f"paho called the wait {backoff.attempts} times"
     finally:
-        started = time.monotonic()
         client.stop()
-        stopped_in = time.monotonic() - started
-    assert stopped_in < 1.0  # the ~2 s wait in progress ended with stop
+    assert backoff.attempts >= 3  # paho called our wait before each reconnect attempt
+    assert closing.ended[:1] == [True]  # the wait in progress ended with stop, not its delay
+
+
+class _Recorded(threading.Event):
+    """The client's reconnect wait: the first two pass at once, the third really waits
+    and records whether the event (stop) ended it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+        self.third = threading.Event()
+        self.ended: list[bool] = []
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.calls += 1
+        if self.calls < 3:
+            return False
+        self.third.set()
+        self.ended.append(super().wait(timeout))
+        return self.ended[-1]
