@@ -11,6 +11,7 @@ does it for the idp.
 
 from __future__ import annotations
 
+import os
 import shutil
 import ssl
 import uuid
@@ -18,6 +19,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 from imapclient import IMAPClient
 
 from rig.bridgecfg import rig_config
@@ -30,6 +32,11 @@ from rig.mqttsub import Collector
 from rig.pki import TestPKI
 from tests.bridgeproc import BridgeProcess
 from tests.installs import FreshInstall, service_install
+
+# HYPOTHESIS_PROFILE=thorough: ten times Hypothesis's default examples where a property test
+# sets no count, its full count where it does (tests.profile).
+settings.register_profile("thorough", max_examples=1000)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
 @pytest.fixture(scope="session")
