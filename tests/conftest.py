@@ -15,6 +15,7 @@ import os
 import shutil
 import ssl
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -37,6 +38,22 @@ from tests.installs import FreshInstall, service_install
 # sets no count, its full count where it does (tests.profile).
 settings.register_profile("thorough", max_examples=1000)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+
+SLOW_TIMEOUT = 300  # seconds: a `slow` test takes a minute or so, several on a loaded machine
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """`slow` tests get SLOW_TIMEOUT, and their files run first, most slow tests first:
+    xdist (--dist loadfile) hands out whole files in this order, and a long one handed
+    out last would keep its worker busy after the others are done."""
+    slow_tests: Counter[Path] = Counter()
+    for item in items:
+        if item.get_closest_marker("slow"):
+            slow_tests[item.path] += 1
+            if not item.get_closest_marker("timeout"):
+                item.add_marker(pytest.mark.timeout(SLOW_TIMEOUT))
+    items.sort(key=lambda item: -slow_tests[item.path])
 
 
 @pytest.fixture(scope="session")

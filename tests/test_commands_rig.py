@@ -326,6 +326,7 @@ def test_every_command_of_a_burst_gets_exactly_one_reply_in_order(rig: Rig) -> N
     assert all(r["error"].startswith("busy") for r in replies if r["status"] != "ok")
 
 
+@pytest.mark.slow
 def test_a_flood_beyond_the_queue_gets_busy_replies_and_every_command_one_reply(
     make_bridge: Callable[..., BridgeProcess], secret_credential: dict[str, Any],
     collector: Collector, dovecot: Dovecot, pki: TestPKI, mailbox: str, base_topic: str,

@@ -188,7 +188,7 @@ def test_a_sign_in_of_another_user_is_refused_and_not_saved(
 # -- run -----------------------------------------------------------------------------------
 
 
-@pytest.mark.timeout(300)  # several token lifetimes: longer than the default under load
+@pytest.mark.slow  # several token lifetimes
 def test_run_refreshes_then_waits_for_a_new_login_while_other_accounts_publish(
     idp: IdentityPlatform, pki: TestPKI, dovecot: Dovecot, mosquitto: Mosquitto,
     public_app: PublicApp, app: App, tenant: str, mailbox: str, workdir: Path,

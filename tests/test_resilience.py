@@ -102,6 +102,7 @@ def check_in_order_one_batch_repeated(arrivals: list[int], expected: list[int]) 
     return len(arrivals) - len(expected)
 
 
+@pytest.mark.slow
 def test_broker_restart_during_backlog_loses_no_message(
     own_broker: Mosquitto, make_bridge: Callable[..., BridgeProcess],
     secret_credential: dict[str, Any], dovecot: Dovecot, mailbox: str, base_topic: str,
@@ -131,6 +132,7 @@ def test_broker_restart_during_backlog_loses_no_message(
     assert len(seen) == BACKLOG
 
 
+@pytest.mark.slow
 def test_kill_9_during_backlog_then_restart_loses_no_message(
     make_bridge: Callable[..., BridgeProcess], secret_credential: dict[str, Any],
     collector: Collector, dovecot: Dovecot, mosquitto: Mosquitto, mailbox: str,
@@ -182,7 +184,7 @@ def test_dovecot_restart_and_kick_reconnect_and_publish_mail_that_arrived_meanwh
     assert [m.json()["subject"] for m in msgs] == ["before", "after kick", "after restart"]
 
 
-@pytest.mark.timeout(300)  # a minute of mail: longer than the default allows under load
+@pytest.mark.slow  # a minute of mail
 def test_short_lived_tokens_are_renewed_without_losing_mail_or_erroring(
     mode: dict[str, Any], make_bridge: Callable[..., BridgeProcess],
     secret_credential: dict[str, Any], collector: Collector, dovecot: Dovecot,
