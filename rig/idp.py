@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from rig.pki import TestPKI, b64url, thumbprints
-from rig.procs import Service
+from rig.procs import Service, free_port
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -246,7 +246,8 @@ class IdentityPlatform(Service):
         tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         tls.load_cert_chain(self.pki.server_cert_file, self.pki.server_key_file)
         for index, context in enumerate((tls, None)):
-            server = _Server((self.host, self._ports[index]), self, context)
+            server = _Server((self.host, self._ports[index] or free_port(self.host)),
+                             self, context)
             self._ports[index] = server.server_address[1]
             name = f"idp-{'https' if context else 'introspection'}-{self._ports[index]}"
             # A short poll interval keeps stop() (and so restarts) quick.

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -15,6 +14,9 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
+
+# seconds a wait for the servers' and the bridge's doings may take on a loaded machine
+WAIT = 30.0
 
 
 @dataclass(frozen=True)
@@ -32,7 +34,7 @@ class Received:
 
 
 class Collector:
-    """Subscribes to `topics` and records everything; `wait_for` polls the record."""
+    """Subscribes to `topics` and records everything; `wait_for` wakes on each arrival."""
 
     def __init__(
         self,
@@ -47,6 +49,7 @@ class Collector:
     ) -> None:
         self.messages: list[Received] = []
         self._lock = threading.Lock()
+        self._arrived = threading.Condition(self._lock)
         self._subscribed = threading.Event()
         self._callback = on_message
         v5 = protocol == paho.MQTTv5
@@ -80,12 +83,13 @@ class Collector:
             tuple(getattr(props, "UserProperty", []) or []),
             getattr(props, "CorrelationData", None),
         )
-        with self._lock:
+        with self._arrived:
             self.messages.append(received)
+            self._arrived.notify_all()
         if self._callback:
             self._callback(received)
 
-    def start(self, timeout: float = 10) -> Collector:
+    def start(self, timeout: float = 30) -> Collector:
         if self._v5:
             props = None
             if not self._clean:
@@ -119,20 +123,27 @@ class Collector:
         self,
         predicate: Callable[[Received], bool],
         count: int = 1,
-        timeout: float = 15,
+        timeout: float = WAIT,
+        *,
+        since: int = 0,
     ) -> list[Received]:
-        """Wait until `count` recorded messages match; return them (or raise)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            with self._lock:
-                hits = [m for m in self.messages if predicate(m)]
-            if len(hits) >= count:
-                return hits
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"saw {len(hits)} of {count} expected messages")
-            time.sleep(0.05)
+        """Wait until `count` recorded messages match (of those recorded from index `since`
+        on); return them (or raise)."""
+        hits: list[Received] = []
+        scanned = since
 
-    def wait_topic(self, topic: str, count: int = 1, timeout: float = 15) -> list[Received]:
+        def enough() -> bool:  # each message is looked at once
+            nonlocal scanned
+            hits.extend(m for m in self.messages[scanned:] if predicate(m))
+            scanned = len(self.messages)
+            return len(hits) >= count
+
+        with self._arrived:
+            if not self._arrived.wait_for(enough, timeout):
+                raise TimeoutError(f"saw {len(hits)} of {count} expected messages")
+        return hits
+
+    def wait_topic(self, topic: str, count: int = 1, timeout: float = WAIT) -> list[Received]:
         return self.wait_for(lambda m: m.topic == topic, count, timeout)
 
     def publish(
@@ -153,3 +164,14 @@ class Collector:
                 properties.CorrelationData = correlation_data
         info = self.client.publish(topic, payload, qos=1, retain=retain, properties=properties)
         info.wait_for_publish(10)
+
+
+def retained(host: str, port: int, topics: Sequence[str]) -> dict[str, bytes]:
+    """What a client subscribing now gets: the retained messages on `topics`."""
+    # The broker sends a subscriber the retained messages before anything published after
+    # the subscription: once a marker sent then is back, every retained one is in.
+    marker = f"o2m-marker/{uuid.uuid4().hex}"
+    with Collector(host, port, [*topics, marker]) as fresh:
+        fresh.publish(marker, b"end")
+        fresh.wait_topic(marker)
+        return {m.topic: m.payload for m in fresh.messages if m.retain}

@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import logging
+import os
+import random
 import signal
 import socket
 import ssl
@@ -19,12 +21,41 @@ _LOGGER = logging.getLogger(__name__)
 _PR_SET_PDEATHSIG = 1
 
 
+# The rig's servers listen below Linux's ephemeral range (32768-60999), where no outgoing
+# connection takes a port between free_port and the server's bind, or while a server
+# restarts on its port. Each pytest-xdist worker draws from a band of its own, at random,
+# so that other test runs on the machine rarely draw the same port at the same time.
+_PORTS = range(10000, 32768)
+_handed_out: set[int] = set()
+_draw = random.SystemRandom()
+
+
+def _band() -> range:
+    """This process's share of _PORTS: its worker's band, or all of it."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")  # "gw0", "gw1" ...
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if not worker.startswith("gw") or count <= 1:
+        return _PORTS
+    size = len(_PORTS) // count
+    start = _PORTS.start + int(worker[2:]) % count * size
+    return range(start, start + size)
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """Return a TCP port on host that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
+    """Return a TCP port on host that was free a moment ago, never the same one twice."""
+    band = _band()
+    for _attempt in range(1000):
+        port = _draw.choice(band)
+        if port in _handed_out:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+        _handed_out.add(port)
         return port
+    raise RuntimeError(f"no free port on {host} in {band}")
 
 
 def _die_with_parent() -> None:
@@ -88,7 +119,7 @@ def wait_until_ready(
     *,
     what: str,
     log_file: Path,
-    timeout: float = 15.0,
+    timeout: float = 30.0,
 ) -> None:
     """Poll ready() until true; raise RuntimeError with the log tail if proc dies or times out."""
     deadline = time.monotonic() + timeout

@@ -93,7 +93,7 @@ class SmtpSink(Service):
             self._controller.stop()
             self._controller = None
 
-    def wait_for(self, predicate: Callable[[Relayed], bool], timeout: float = 10) -> Relayed:
+    def wait_for(self, predicate: Callable[[Relayed], bool], timeout: float = 30) -> Relayed:
         """The first recorded message matching `predicate`, waiting up to `timeout` s."""
         with self.arrived:
             found: list[Relayed] = []

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +37,7 @@ class BridgeProcess:
             )
         return self
 
-    def stop(self, timeout: float = 15) -> int:
+    def stop(self, timeout: float = 30) -> int:
         """SIGTERM and wait; the exit code."""
         assert self.proc is not None
         if self.proc.poll() is None:
@@ -56,6 +58,15 @@ class BridgeProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def wait_log(self, wanted: str | re.Pattern[str], timeout: float = 30) -> str:
+        """The log, once it holds `wanted` (text, or a pattern to search)."""
+        deadline = time.monotonic() + timeout
+        pattern = wanted if isinstance(wanted, re.Pattern) else re.compile(re.escape(wanted))
+        while not pattern.search(log := self.log()):
+            assert time.monotonic() < deadline, f"no {wanted!r} in:\n{log}"
+            time.sleep(0.1)
+        return log
 
 
 def run_cli(*args: str, cwd: Path = ROOT, timeout: float = 60,

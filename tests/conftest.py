@@ -11,13 +11,16 @@ does it for the idp.
 
 from __future__ import annotations
 
+import os
 import shutil
 import ssl
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 from imapclient import IMAPClient
 
 from rig.bridgecfg import rig_config
@@ -30,6 +33,27 @@ from rig.mqttsub import Collector
 from rig.pki import TestPKI
 from tests.bridgeproc import BridgeProcess
 from tests.installs import FreshInstall, service_install
+
+# HYPOTHESIS_PROFILE=thorough: ten times Hypothesis's default examples where a property test
+# sets no count, its full count where it does (tests.profile).
+settings.register_profile("thorough", max_examples=1000)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+
+SLOW_TIMEOUT = 300  # seconds: a `slow` test takes a minute or so, several on a loaded machine
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """`slow` tests get SLOW_TIMEOUT, and their files run first, most slow tests first:
+    xdist (--dist loadfile) hands out whole files in this order, and a long one handed
+    out last would keep its worker busy after the others are done."""
+    slow_tests: Counter[Path] = Counter()
+    for item in items:
+        if item.get_closest_marker("slow"):
+            slow_tests[item.path] += 1
+            if not item.get_closest_marker("timeout"):
+                item.add_marker(pytest.mark.timeout(SLOW_TIMEOUT))
+    items.sort(key=lambda item: -slow_tests[item.path])
 
 
 @pytest.fixture(scope="session")
@@ -223,11 +247,12 @@ def collector(mosquitto: Mosquitto, base_topic: str) -> Iterator[Collector]:
         yield c
 
 
-def wait_online(collector: Collector, base_topic: str, timeout: float = 30) -> None:
-    """Wait for the bridge's retained `online`."""
+def wait_online(collector: Collector, base_topic: str, timeout: float = 30,
+                count: int = 1) -> None:
+    """Wait for the bridge's retained `online` (the `count`th, after restarts)."""
     collector.wait_for(
         lambda m: m.topic == f"{base_topic}/bridge/state" and m.payload == b"online",
-        timeout=timeout,
+        count=count, timeout=timeout,
     )
 
 

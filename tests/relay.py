@@ -46,7 +46,7 @@ class Relay:
         self.rate: float | None = None  # bytes per second from the server, None: unlimited
         self.up_rate: float | None = None  # bytes per second from the client
         self.cut_on: bytes | None = None  # cut after forwarding a client chunk holding this
-        self.hold_on: bytes | None = None  # `hold` after forwarding a client chunk holding this
+        self.hold_on: bytes | None = None  # `hold` from forwarding a client chunk holding this
         # After the client of one connection has had `pattern` passed on `count` times, that
         # connection passes nothing more from it (its network died; once, the first to get there).
         self.stop_after: tuple[bytes, int] | None = None
@@ -147,11 +147,11 @@ class Relay:
                     cut.set()
                 if self.up_rate:
                     await asyncio.sleep(len(data) / self.up_rate)
+                if self.hold_on is not None and self.hold_on in data:
+                    self._gate().clear()  # before the server can answer it
                 writer.write(data)
                 self.passed.append(data)
                 await writer.drain()
-                if self.hold_on is not None and self.hold_on in data:
-                    self._gate().clear()
                 if cutting:
                     self.cuts += 1
                     await asyncio.sleep(0.5)  # the server reads and carries it out

@@ -131,7 +131,7 @@ def test_an_attachment_over_the_brokers_packet_limit_is_skipped_not_resent_for_e
                 attachments=[("big.bin", "application/octet-stream", big),
                              ("small.pdf", "application/pdf", TINY_PDF)]))
             dovecot.deliver(mailbox, make_message(subject="next one", to=mailbox))
-            msgs = sub.wait_topic(f"{base_topic}/home/inbox/message", count=2, timeout=20)
+            msgs = sub.wait_topic(f"{base_topic}/home/inbox/message", count=2)
             first = msgs[0].json()
             assert first["subject"] == "too big for this broker"
             big_entry, small_entry = first["attachments"]

@@ -20,8 +20,10 @@ from bridge.mail import transfer_encoding as transfer
 from bridge.mail.mime import split_header
 from bridge.mail.partwise import Chunk, PartWalk, Request
 from bridge.mail.structure import Part
+from tests.profile import examples
 
-PROPERTY = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+PROPERTY = settings(max_examples=examples(150), deadline=None,
+                    suppress_health_check=[HealthCheck.too_slow])
 
 
 def structure(text: bytes) -> object:
@@ -285,7 +287,7 @@ PIECES = st.sampled_from(["Grüße ", "東京 ", "café", " ", "\n", "\n\n", "na
                           "<style>p{}</style>", "\t", "\udce9"])
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(60), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(PIECES, min_size=1, max_size=40).map("".join),
        st.sampled_from([("plain", "utf-8"), ("plain", "iso-8859-1"), ("plain", "utf-16"),
                         ("plain", None), ("plain", "iso-2022-jp"), ("html", "utf-8"),

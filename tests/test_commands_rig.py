@@ -20,17 +20,18 @@ from typing import Any
 import pytest
 from paho.mqtt.enums import MQTTProtocolVersion
 
-from bench.delay import DelayProxy
 from rig.bridgecfg import rig_config
 from rig.dovecot import EXCHANGE_CAPABILITIES, Dovecot
 from rig.idp import random_secret
 from rig.mailstate import snapshot
 from rig.mqttsub import Collector, Received
+from rig.pki import TestPKI
 from rig.samples import TINY_PDF, make_message
 from tests.bridgeproc import BridgeProcess
 from tests.conftest import wait_online
+from tests.relay import Relay, relay_tls
 
-POLL = 30  # seconds: far longer than any wait below
+POLL = 300  # seconds: far longer than any wait below
 ALL_COMMANDS = ["mark_read", "mark_unread", "flag", "unflag", "move", "copy", "archive",
                 "delete", "mark_all_read", "refresh", "fetch"]
 HOME_FOLDERS = [
@@ -75,7 +76,7 @@ class Rig:
         self.collector.publish(topic, payload, retain=retain, response_topic=response_topic,
                                correlation_data=correlation_data)
         replies = self.collector.wait_topic(f"{self.base}/{account}/command/result",
-                                            count=seen + 1, timeout=15)
+                                            count=seen + 1)
         return replies[seen].json()
 
     def mark(self) -> int:
@@ -83,16 +84,12 @@ class Rig:
         return len(self.collector.messages)
 
     def state_after(self, mark: int, folder_topic: str, check: Callable[[dict[str, Any]], bool],
-                    account: str = "home", timeout: float = 5) -> dict[str, Any]:
+                    account: str = "home") -> dict[str, Any]:
         """The first retained folder state published after `mark` that passes `check`."""
         topic = f"{self.base}/{account}/{folder_topic}/state"
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for msg in self.collector.messages[mark:]:
-                if msg.topic == topic and check(msg.json()):
-                    return msg.json()  # type: ignore[no-any-return]
-            time.sleep(0.05)
-        raise TimeoutError(f"no state on {topic} passed the check within {timeout} s")
+        found = self.collector.wait_for(lambda m: m.topic == topic and check(m.json()),
+                                        since=mark)
+        return found[0].json()  # type: ignore[no-any-return]
 
 
 def message_ids(server: Dovecot, user: str, folder: str) -> list[str]:
@@ -277,7 +274,7 @@ def test_fetch_republishes_summary_attachment_and_body_without_setting_seen(rig:
     assert reply == {"action": "fetch", "status": "ok", "uids": [uid]}
     summaries = rig.collector.wait_for(
         lambda m: m.topic == f"{rig.base}/home/inbox/message" and m.json()["uid"] == uid
-        and "body" in m.json(), timeout=5)
+        and "body" in m.json())
     assert summaries[0].json()["body"].startswith("The invoice is attached.")
     attachment = rig.collector.wait_topic(f"{rig.base}/home/inbox/attachment/{uid}/0")[0]
     assert attachment.payload == TINY_PDF
@@ -289,7 +286,7 @@ def test_refresh_publishes_new_mail_now_instead_of_at_the_next_poll(rig: Rig) ->
     reply = rig.send(b"refresh")
     assert reply == {"action": "refresh", "status": "ok", "uids": []}
     rig.collector.wait_for(lambda m: m.topic == f"{rig.base}/home/inbox/message"
-                           and m.json()["uid"] == uid, timeout=5)
+                           and m.json()["uid"] == uid)
 
 
 # -- replies --------------------------------------------------------------------------------
@@ -329,34 +326,48 @@ def test_every_command_of_a_burst_gets_exactly_one_reply_in_order(rig: Rig) -> N
     assert all(r["error"].startswith("busy") for r in replies if r["status"] != "ok")
 
 
+@pytest.mark.slow
 def test_a_flood_beyond_the_queue_gets_busy_replies_and_every_command_one_reply(
     make_bridge: Callable[..., BridgeProcess], secret_credential: dict[str, Any],
-    collector: Collector, dovecot: Dovecot, mailbox: str, base_topic: str,
+    collector: Collector, dovecot: Dovecot, pki: TestPKI, mailbox: str, base_topic: str,
 ) -> None:
-    """IMAP 20 ms away (a delaying proxy): the worker takes a while per command, so a flood
-    of 250 overflows its queue of 100. The overflow is answered `busy` at once, nothing is
-    dropped silently, and what was queued is done in order."""
+    """The worker is held on its first command (a relay keeps the server's answer to its
+    STORE) while 249 more arrive: 100 wait in the queue, the other 149 are answered `busy`
+    at once, nothing is dropped silently, and once released the worker does what was
+    queued, in order."""
     uid = dovecot.deliver(mailbox, make_message(to=mailbox))
-    count = 250
-    with DelayProxy(dovecot.port, 0.02) as slow:
-        make_bridge(secret_credential, imap_port=slow.port, poll_interval=POLL,
+    count, queue_limit = 250, 100
+    command, results = f"{base_topic}/home/command", f"{base_topic}/home/command/result"
+
+    def publish(command_id: int | str, action: str = "flag") -> None:
+        collector.publish(command, json.dumps({"action": action, "folder": "INBOX", "uid": uid,
+                                               "id": command_id}))
+
+    with Relay(dovecot.port, tls=relay_tls(pki)) as relay:
+        make_bridge(secret_credential, imap_port=relay.port, poll_interval=POLL,
                     extra_account={"commands": ["flag", "unflag"]}).start()
-        wait_online(collector, base_topic, timeout=60)
-        for i in range(count):
-            collector.publish(f"{base_topic}/home/command", json.dumps(
-                {"action": "flag" if i % 2 == 0 else "unflag", "folder": "INBOX", "uid": uid,
-                 "id": i}))
-        replies = [m.json() for m in collector.wait_topic(
-            f"{base_topic}/home/command/result", count=count, timeout=90)]
+        wait_online(collector, base_topic)
+        relay.hold_on = b"UID STORE"
+        publish(0)
+        deadline = time.monotonic() + 30
+        while not relay.count(b"UID STORE") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert relay.count(b"UID STORE") == 1  # the worker is busy with command 0
+        for i in range(1, count):
+            publish(i, "flag" if i % 2 == 0 else "unflag")
+        # The last one is refused at once: by then each command was queued or refused.
+        collector.wait_for(lambda m: m.topic == results and m.json()["id"] == count - 1)
+        relay.hold_on = None
+        relay.release()
+        replies = [m.json() for m in collector.wait_topic(results, count=count, timeout=90)]
+        publish("last")  # its reply comes after any stray one for the flood
+        collector.wait_for(lambda m: m.topic == results and m.json()["id"] == "last")
+    assert len(collector.on(results)) == count + 1
     assert sorted(r["id"] for r in replies) == list(range(count))
     busy = [r for r in replies if r["status"] != "ok"]
-    # Nothing refused while the queue had room; most of the overflow refused (the worker
-    # finishes a few commands while the flood arrives, how many varies).
-    assert min(r["id"] for r in busy) >= 100
-    assert len(busy) >= (count - 100) // 2, len(busy)
+    assert [r["id"] for r in busy] == list(range(queue_limit + 1, count))
     assert all(r["error"].startswith("busy: 100 commands are waiting") for r in busy)
-    done = [r["id"] for r in replies if r["status"] == "ok"]
-    assert len(done) >= 100 and done == sorted(done)
+    assert [r["id"] for r in replies if r["status"] == "ok"] == list(range(queue_limit + 1))
 
 
 # -- servers without MOVE -------------------------------------------------------------------

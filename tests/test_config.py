@@ -31,6 +31,7 @@ from bridge.config.load import (
 )
 from bridge.config.model import ALL_COMMANDS, CLOUDS, DEFAULT_COMMANDS, Config, FolderConfig
 from bridge.errors import ConfigError
+from tests.profile import examples
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "config.toml.example"
 SECRET = "s3cr3t-Value~never-shown"
@@ -461,7 +462,7 @@ TOML_VALUES = st.recursive(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(
     mqtt=st.dictionaries(st.sampled_from(MQTT_KEYS), TOML_VALUES, max_size=5),
     account=st.dictionaries(st.sampled_from(ACCOUNT_KEYS), TOML_VALUES, max_size=6),

@@ -6,7 +6,6 @@ tests never show up.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
 import time
@@ -18,7 +17,7 @@ from typing import Any
 import pytest
 
 from rig.bridgecfg import rig_config
-from rig.mqttsub import Collector, Received
+from rig.mqttsub import Collector, Received, retained
 from rig.samples import make_message
 from tests.bridgeproc import BridgeProcess
 
@@ -76,12 +75,6 @@ def device_topic(names: dict[str, str], account: str) -> str:
     return f"{names['prefix']}/device/{names['base']}_{account}/config"
 
 
-def quiet(collector: Collector, seconds: float) -> None:
-    """Let `seconds` pass while the collector records (for "nothing arrives" checks)."""
-    with contextlib.suppress(TimeoutError):
-        collector.wait_for(lambda m: False, timeout=seconds)
-
-
 def recorded_index(path: Path, done: Callable[[dict[str, Any]], bool],
                    timeout: float = 30) -> dict[str, Any]:
     """The discovery index once `done` holds for it, or as it is at the deadline."""
@@ -91,17 +84,6 @@ def recorded_index(path: Path, done: Callable[[dict[str, Any]], bool],
         if done(index) or time.monotonic() > deadline:
             return index
         time.sleep(0.1)
-
-
-def retained_under(port: int, prefix: str) -> dict[str, bytes]:
-    """What a client subscribing now gets: the retained messages under `prefix`."""
-    # The broker sends a subscriber the retained messages before anything published after
-    # the subscription: once a marker sent then is back, every retained one is in.
-    marker = f"o2m-marker/{uuid.uuid4().hex}"
-    with Collector("127.0.0.1", port, [f"{prefix}/#", marker]) as fresh:
-        fresh.publish(marker, b"end")
-        fresh.wait_topic(marker, timeout=30)
-        return {m.topic: m.payload for m in fresh.messages if m.retain}
 
 
 def test_discovery_configs_birth_republish_and_a_pressed_button(
@@ -116,7 +98,8 @@ def test_discovery_configs_birth_republish_and_a_pressed_button(
     configs = {t: collector.wait_topic(t)[0] for t in (home, work)}
     assert all(m.retain for m in configs.values())
     bridge_device = device_topic(names, "bridge")  # its health sensors
-    assert set(retained_under(mosquitto.port, names["prefix"])) == {home, work, bridge_device}
+    under_prefix = [f"{names['prefix']}/#"]
+    assert set(retained("127.0.0.1", mosquitto.port, under_prefix)) == {home, work, bridge_device}
 
     home_cfg, work_cfg = (configs[t].json() for t in (home, work))
     folder_kinds = {"unread": "sensor", "total": "sensor", "last_subject": "sensor",
@@ -145,7 +128,7 @@ def test_discovery_configs_birth_republish_and_a_pressed_button(
     # Home Assistant's birth message: every config again
     collector.publish(f"{names['prefix']}/status", "online")
     for topic in (home, work):
-        again = collector.wait_topic(topic, count=2, timeout=10)[-1]
+        again = collector.wait_topic(topic, count=2)[-1]
         assert again.json() == configs[topic].json()
 
     # press "INBOX mark all read" the way Home Assistant does
@@ -154,8 +137,7 @@ def test_discovery_configs_birth_republish_and_a_pressed_button(
     reply = collector.wait_topic(f"{names['base']}/home/command/result")[0].json()
     assert reply["status"] == "ok" and reply["action"] == "mark_all_read"
     assert all("\\Seen" in flags for flags in dovecot.flags(mailbox).values())
-    collector.wait_for(lambda m: m.topic == unread["state_topic"] and m.json()["unread"] == 0,
-                       timeout=10)
+    collector.wait_for(lambda m: m.topic == unread["state_topic"] and m.json()["unread"] == 0)
     assert bridge.stop() == 0
 
 
@@ -173,6 +155,7 @@ def test_shrunk_config_clears_stale_configs_and_removes_components_once(
     shrunk = copy.deepcopy(two_accounts)
     shrunk["accounts"] = shrunk["accounts"][:1]
     shrunk["accounts"][0]["folders"] = [{"name": "INBOX"}]
+    first_run = len(collector.messages)
     run(bridges, tmp_path, shrunk)
     cleared = collector.wait_for(lambda m: m.topic == work and m.payload == b"", timeout=30)
     assert cleared[0].retain
@@ -186,14 +169,16 @@ def test_shrunk_config_clears_stale_configs_and_removes_components_once(
                 "receipts_last_subject": "sensor", "receipts_new_mail": "event",
                 "receipts_mark_all_read": "button", "receipts_refresh": "button"}
     removal = collector.wait_for(
-        lambda m: home_config(m) and "receipts_unread" in m.json()["components"], timeout=30)
-    sent = removal[-1].json()["components"]
+        lambda m: home_config(m) and "receipts_unread" in m.json()["components"],
+        since=first_run)
+    sent = removal[0].json()["components"]
     assert {k: c for k, c in sent.items() if k.startswith("receipts_")} == {
         k: {"platform": p} for k, p in receipts.items()}
     collector.wait_for(lambda m: home_config(m) and not any(
         k.startswith("receipts_") for k in m.json()["components"]), timeout=30)
     bridge_device = device_topic(names, "bridge")  # its health sensors stay
-    assert set(retained_under(mosquitto.port, names["prefix"])) == {home, bridge_device}
+    under_prefix = [f"{names['prefix']}/#"]
+    assert set(retained("127.0.0.1", mosquitto.port, under_prefix)) == {home, bridge_device}
     # The index is rewritten once the broker acknowledged every removal.
     index = recorded_index(tmp_path / "state" / "discovery-topics.json",
                            lambda i: sorted(i["devices"]) == sorted([home, bridge_device]))
@@ -209,7 +194,7 @@ def test_shrunk_config_clears_stale_configs_and_removes_components_once(
     run(bridges, tmp_path, shrunk)
     wait_online(collector, names["base"], after=2)
     collector.publish(f"{names['prefix']}/status", "online")  # one more plain config
-    collector.wait_for(lambda m: m.topic == home, count=configs_before + 2, timeout=10)
+    collector.wait_for(lambda m: m.topic == home, count=configs_before + 2)
     assert not [m for m in collector.messages[before:]
                 if m.topic == home and "receipts_unread" in m.json()["components"]]
     assert bridges[2].stop() == 0
@@ -224,7 +209,10 @@ def test_discovery_off_publishes_nothing_under_the_prefix(
     run(bridges, tmp_path, cfg)
     wait_online(collector, names["base"])
     collector.publish(f"{names['prefix']}/status", "online")
-    quiet(collector, 1.5)  # time to (wrongly) answer the birth message
+    # The bridge takes MQTT messages in order, and answers a birth message at once: a
+    # command's reply comes after anything it (wrongly) sent for the birth.
+    collector.publish(f"{names['base']}/home/command", "refresh")
+    collector.wait_topic(f"{names['base']}/home/command/result")
     prefix = f"{names['prefix']}/"
     ours = [m for m in collector.messages if m.topic.startswith(prefix)]
     assert [m.topic for m in ours] == [f"{names['prefix']}/status"]  # only our own birth

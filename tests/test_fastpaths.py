@@ -19,10 +19,12 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from bridge.mail import headers, mime
+from tests.profile import examples
 
 MAIL = Path(__file__).parent / "data" / "mail"
 CORPUS = sorted(MAIL.glob("*.eml"))
-FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(max_examples=examples(300), deadline=None,
+                suppress_health_check=[HealthCheck.too_slow])
 # The fields a summary fetches (BODY[HEADER.FIELDS (...)] in bridge.imap.partfetch).
 SUMMARY_FIELDS = (
     "message-id", "date", "from", "to", "cc", "reply-to", "subject", "importance",

@@ -32,9 +32,11 @@ from bridge.imap.fetchparse import (
     parse_fetch,
 )
 from rig.samples import TINY_PDF, make_message
+from tests.profile import examples
 
 MAIL = Path(__file__).parent / "data" / "mail"
-PROPERTY = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+PROPERTY = settings(max_examples=examples(300), deadline=None,
+                    suppress_health_check=[HealthCheck.too_slow])
 
 
 def canonical(value: Any) -> Any:

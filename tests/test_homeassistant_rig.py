@@ -8,7 +8,6 @@ config are cleared, and Home Assistant has forgotten the device.
 
 from __future__ import annotations
 
-import contextlib
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -24,7 +23,7 @@ from bridge.mqtt.discovery import device_configs
 from bridge.mqtt.topics import Topics
 from rig.bridgecfg import rig_config
 from rig.homeassistant import HA_VERSION, HomeAssistant, frontend_dir
-from rig.mqttsub import Collector
+from rig.mqttsub import Collector, retained
 from rig.samples import make_message
 from tests.bridgeproc import BridgeProcess
 from tests.conftest import HA_EXAMPLES, HA_PREFIX
@@ -50,14 +49,14 @@ def ha(homeassistant: HomeAssistant, mosquitto: Any) -> Iterator[HomeAssistant]:
     yield homeassistant
     # The device first: an entity still there would read the emptied state topics.
     devices = {DEVICE_TOPIC, BRIDGE_DEVICE_TOPIC}
-    with Collector("127.0.0.1", mosquitto.port, [f"{BASE}/#", *devices]) as sub:
-        quiet(sub, 0.3)  # the retained messages
-        retained = {m.topic for m in sub.messages if m.retain and m.payload}
-        for topic in retained & devices:
+    left = {topic for topic, payload in
+            retained("127.0.0.1", mosquitto.port, [f"{BASE}/#", *devices]).items() if payload}
+    with Collector("127.0.0.1", mosquitto.port, list(devices)) as sub:
+        for topic in left & devices:
             sub.publish(topic, b"", retain=True)
         wait_until(lambda: not ours(homeassistant.entity_registry(), BASE),
                    "the devices to go")
-        for topic in retained - devices:
+        for topic in left - devices:
             sub.publish(topic, b"", retain=True)
 
 
@@ -85,12 +84,7 @@ def start_bridge(idp: Any, pki: Any, dovecot: Any, mosquitto: Any, app: Any, mai
     return start
 
 
-def quiet(collector: Collector, seconds: float) -> None:
-    with contextlib.suppress(TimeoutError):
-        collector.wait_for(lambda m: False, timeout=seconds)
-
-
-def wait_until(ready: Callable[[], Any], what: str, timeout: float = 30) -> Any:
+def wait_until(ready: Callable[[], Any], what: str, timeout: float = 60) -> Any:
     """Poll until ready() is truthy; return it."""
     deadline = time.monotonic() + timeout
     while not (result := ready()):

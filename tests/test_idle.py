@@ -83,7 +83,8 @@ def test_a_sync_request_ends_idle_at_once() -> None:
     started = time.monotonic()
     idle_until(client, float("inf"), wake)
     assert client.done == 1
-    assert time.monotonic() - started < 2  # woken, not a timed poll or the renewal
+    # woken, not by IDLE's check (60 s) or the renewal (never, here)
+    assert time.monotonic() - started < 30
 
 
 def test_idle_is_ended_and_restarted_so_a_dead_connection_is_noticed(
@@ -93,7 +94,7 @@ def test_idle_is_ended_and_restarted_so_a_dead_connection_is_noticed(
     times the socket out instead of sitting in IDLE until renewal."""
     monkeypatch.setattr("bridge.imap.idle.CHECK_INTERVAL", 0.1)
     client = ScriptedIdle([])
-    idle_until(client, time.monotonic() + 0.55)
+    idle_until(client, time.monotonic() + 2)  # 20 checks; a busy machine may do fewer
     assert client.done >= 4
 
 

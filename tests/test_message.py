@@ -22,6 +22,7 @@ from bridge.mail.message import StoredMessage, Summary, summarize
 from bridge.mail.mime import decode_words, sanitize_filename, split_header
 from bridge.mail.policy import skip_reason, type_allowed
 from bridge.mailbox.publisher import summary_options
+from tests.profile import examples
 
 MAIL = Path(__file__).parent / "data" / "mail"
 CORPUS = sorted(MAIL.glob("*.eml"))
@@ -32,7 +33,8 @@ KEY_ORDER = [
     "cc", "reply_to", "subject", "flags", "seen", "flagged", "importance", "size", "preview",
     "has_attachments", "attachments",
 ]
-FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(max_examples=examples(200), deadline=None,
+                suppress_health_check=[HealthCheck.too_slow])
 # The notes bad mail is expected to cause; any other `errors` entry names an exception that
 # a step raised (`guard` records its type), which is a bug even though no exception escapes.
 EXPECTED_NOTES = re.compile(

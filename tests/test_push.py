@@ -60,11 +60,10 @@ def test_mail_landing_during_a_sync_is_published_without_waiting_for_idle_renewa
 
     relay.before_command(b"SEARCH UNSEEN", land_second)
     dovecot.deliver(mailbox, make_message(subject="first", to=mailbox))
-    published_within(collector, topic, "first", 20)
-    collector.wait_for(lambda m: m.topic == topic and m.json()["subject"] == "during the sync",
-                       timeout=10)
-    delay = time.monotonic() - landed[0]
-    assert delay < 2, f"published {delay:.1f} s after it landed"
+    published_within(collector, topic, "first", 30)
+    # Missed, it would wait for IDLE's next check (60 s) or the renewal (9 minutes).
+    published_within(collector, topic, "during the sync", 30)
+    assert landed  # during the sync, indeed
 
 
 def test_consent_granted_after_start_is_used_without_a_restart(
@@ -87,6 +86,7 @@ def test_consent_granted_after_start_is_used_without_a_restart(
     assert "unexpected error" not in bridge.log()  # healed by design, not by a fallback
 
 
+@pytest.mark.slow
 def test_tokens_refused_before_their_expiry_cost_no_mail(
     make_bridge: Callable[..., BridgeProcess], secret_credential: dict[str, Any],
     collector: Collector, dovecot: Dovecot, idp: IdentityPlatform, mailbox: str,
@@ -102,14 +102,14 @@ def test_tokens_refused_before_their_expiry_cost_no_mail(
         delays = []
         for i in range(6):  # 42 s: several refusals in a row
             dovecot.deliver(mailbox, make_message(subject=f"tick {i}", to=mailbox))
-            delays.append(published_within(collector, topic, f"tick {i}", 20))
+            delays.append(published_within(collector, topic, f"tick {i}", 30))
             time.sleep(max(0.0, 7 - delays[-1]))
     assert reaper.kicks >= 2  # the sessions really were ended
     assert "unexpected error" not in bridge.log()
     print(f"early refusal: {reaper.kicks} kicks, slowest message {max(delays):.1f} s")
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.slow
 def test_a_silently_dropped_connection_is_replaced_in_time(
     make_bridge: Callable[..., BridgeProcess], secret_credential: dict[str, Any],
     collector: Collector, dovecot: Dovecot, relay: ImapRelay, mailbox: str, base_topic: str,
@@ -121,14 +121,14 @@ def test_a_silently_dropped_connection_is_replaced_in_time(
     make_bridge(secret_credential, imap_port=relay.port, **IDLE).start()
     wait_online(collector, base_topic)
     dovecot.deliver(mailbox, make_message(subject="before", to=mailbox))
-    published_within(collector, topic, "before", 20)
+    published_within(collector, topic, "before", 30)
     command = f"{base_topic}/home/command"
     idling = threading.Event()  # the command makes the folder sync, then IDLE again
     relay.before_command(b" IDLE\r\n", idling.set)
     collector.publish(command, '{"action": "mark_read", "folder": "INBOX", "uid": 1}')
-    first = collector.wait_topic(results, timeout=20)[0]
+    first = collector.wait_topic(results)[0]
     assert first.json()["status"] == "ok"  # the command connection is open now
-    assert idling.wait(20)
+    assert idling.wait(30)
     time.sleep(1)  # the server's "+ idling" is through: the drop finds the folder in IDLE
     assert relay.drop_existing() == 2  # the folder's and the commands' connections
 
@@ -149,21 +149,34 @@ def test_a_broker_the_chaos_run_restarted_stays_up_for_the_drain(tmp_path: Path)
     drain, or mail still waiting on a late silent drop can never be published (run B's
     five "lost" messages)."""
     with Mosquitto(tmp_path / "mqtt", persistence=True) as broker:
-        stop, done = threading.Event(), threading.Event()
+        stop, done = threading.Event(), _Awaited()
         faults: list[tuple[float, str]] = []
         injector = threading.Thread(
             target=_inject, args=({"broker restart": broker.restart}, random.Random(1), stop,
                                   faults, done), kwargs={"every": (0.1, 0.1)}, daemon=True)
         injector.start()
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 30
         while not faults and time.monotonic() < deadline:
             time.sleep(0.05)
         stop.set()  # the run's last mail is in: no more faults, the drain begins
-        time.sleep(1)  # the restart under way completes; the broker has time to die
         try:
-            assert faults and broker.running, "the restarted broker died with the run"
+            # the restart under way is complete once the thread waits for the drain
+            assert faults and done.awaited.wait(30), "the fault thread did not stay"
+            assert broker.running, "the restarted broker died with the run"
             collector = Collector("127.0.0.1", broker.port).start()
             collector.stop()
         finally:
             done.set()
-            injector.join(10)
+            injector.join(30)
+
+
+class _Awaited(threading.Event):
+    """An event that tells when someone started waiting for it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.awaited = threading.Event()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.awaited.set()
+        return super().wait(timeout)

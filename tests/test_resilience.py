@@ -102,6 +102,7 @@ def check_in_order_one_batch_repeated(arrivals: list[int], expected: list[int]) 
     return len(arrivals) - len(expected)
 
 
+@pytest.mark.slow
 def test_broker_restart_during_backlog_loses_no_message(
     own_broker: Mosquitto, make_bridge: Callable[..., BridgeProcess],
     secret_credential: dict[str, Any], dovecot: Dovecot, mailbox: str, base_topic: str,
@@ -131,6 +132,7 @@ def test_broker_restart_during_backlog_loses_no_message(
     assert len(seen) == BACKLOG
 
 
+@pytest.mark.slow
 def test_kill_9_during_backlog_then_restart_loses_no_message(
     make_bridge: Callable[..., BridgeProcess], secret_credential: dict[str, Any],
     collector: Collector, dovecot: Dovecot, mosquitto: Mosquitto, mailbox: str,
@@ -172,31 +174,35 @@ def test_dovecot_restart_and_kick_reconnect_and_publish_mail_that_arrived_meanwh
 
     dovecot.kick(mailbox)  # what Exchange's "BYE Session invalidated" does to a session
     dovecot.deliver(mailbox, make_message(subject="after kick", to=mailbox))
-    collector.wait_topic(topic, count=2, timeout=20)
+    collector.wait_topic(topic, count=2)
 
     dovecot.stop()
     time.sleep(1)
     dovecot.start()
     dovecot.deliver(mailbox, make_message(subject="after restart", to=mailbox))
-    msgs = collector.wait_topic(topic, count=3, timeout=30)
+    msgs = collector.wait_topic(topic, count=3, timeout=60)  # reconnect backoff: 1, 2, 4 ... s
     assert [m.json()["subject"] for m in msgs] == ["before", "after kick", "after restart"]
 
 
+@pytest.mark.slow  # 40 s of mail
 def test_short_lived_tokens_are_renewed_without_losing_mail_or_erroring(
     mode: dict[str, Any], make_bridge: Callable[..., BridgeProcess],
     secret_credential: dict[str, Any], collector: Collector, dovecot: Dovecot,
     idp: IdentityPlatform, mailbox: str, base_topic: str,
 ) -> None:
-    idp.token_lifetime = 15
+    idp.token_lifetime = 10  # renewed every 8 s, long enough for a login on a busy machine
     topic = f"{base_topic}/home/inbox/message"
     bridge = make_bridge(secret_credential, **mode).start()
     wait_online(collector, base_topic)
     tokens_before = idp.token_requests
-    for i in range(12):  # 60 s: four token lifetimes
+    for i in range(8):  # 40 s: four token lifetimes
         dovecot.deliver(mailbox, make_message(subject=f"tick {i}", to=mailbox))
         time.sleep(5)
-    msgs = collector.wait_topic(topic, count=12, timeout=15)
-    assert [m.json()["subject"] for m in msgs] == [f"tick {i}" for i in range(12)]
+    msgs = collector.wait_topic(topic, count=8)
+    assert [m.json()["subject"] for m in msgs] == [f"tick {i}" for i in range(8)]
+    deadline = time.monotonic() + 30  # the fourth renewal may be a little late under load
+    while idp.token_requests - tokens_before < 4 and time.monotonic() < deadline:
+        time.sleep(0.1)
     assert idp.token_requests - tokens_before >= 4  # really renewed
     statuses = [m.json() for m in collector.on(f"{base_topic}/home/status")]
     assert any(s["auth"] == "ok" and s["connected"] for s in statuses)
@@ -212,14 +218,14 @@ def test_identity_platform_down_at_start_then_up_bridge_comes_up_by_itself(
     idp.down = True
     make_bridge(secret_credential, idle=True).start()
     status_topic = f"{base_topic}/home/status"
-    collector.wait_for(lambda m: m.topic == status_topic and m.json()["last_error"] is not None,
-                       timeout=20)
+    collector.wait_for(lambda m: m.topic == status_topic and m.json()["last_error"] is not None)
     status = collector.on(status_topic)[-1].json()
     assert status["connected"] is False and status["auth"] != "error"  # an outage, not a refusal
     idp.down = False
-    collector.wait_for(lambda m: m.topic == status_topic and m.json()["connected"], timeout=30)
+    collector.wait_for(lambda m: m.topic == status_topic and m.json()["connected"],
+                       timeout=60)  # the backoff grew while the platform was down
     dovecot.deliver(mailbox, make_message(subject="after outage", to=mailbox))
-    msg = collector.wait_topic(f"{base_topic}/home/inbox/message", timeout=20)[0]
+    msg = collector.wait_topic(f"{base_topic}/home/inbox/message")[0]
     assert msg.json()["subject"] == "after outage"
 
 
@@ -231,8 +237,7 @@ def test_wrong_secret_is_an_auth_error_on_the_status_topic_not_a_hot_loop(
     requests_before = idp.token_requests
     bridge = make_bridge(cred).start()
     status_topic = f"{base_topic}/home/status"
-    msg = collector.wait_for(lambda m: m.topic == status_topic and m.json()["auth"] == "error",
-                             timeout=20)[0]
+    msg = collector.wait_for(lambda m: m.topic == status_topic and m.json()["auth"] == "error")[0]
     assert "7000215" in msg.json()["last_error"]
     assert "client secret is wrong" in msg.json()["last_error"]
     wait_online(collector, base_topic)  # the bridge is up; the account says what is wrong

@@ -421,7 +421,7 @@ def connect_result(
     client.connect(host, port)
     client.loop_start()
     try:
-        return done.get(timeout=5)
+        return done.get(timeout=30)
     finally:
         client.disconnect()
         client.loop_stop()
@@ -438,11 +438,11 @@ def test_paho_publish_and_subscribe_round_trip(mosquitto: Mosquitto) -> None:
     client.loop_start()
     try:
         client.subscribe(topic, qos=1)
-        assert subscribed.wait(5)
+        assert subscribed.wait(30)
 
-        client.publish(topic, b"hello", qos=1).wait_for_publish(5)
+        client.publish(topic, b"hello", qos=1).wait_for_publish(30)
 
-        assert received.get(timeout=5) == b"hello"
+        assert received.get(timeout=30) == b"hello"
     finally:
         client.disconnect()
         client.loop_stop()
@@ -464,7 +464,7 @@ def test_broker_restart_keeps_its_port_and_persisted_retained_messages(tmp_path:
         publish = mqtt_client(f"rig-{uuid.uuid4().hex[:8]}")
         publish.connect(broker.host, broker.port)
         publish.loop_start()
-        publish.publish(topic, b"kept", qos=1, retain=True).wait_for_publish(5)
+        publish.publish(topic, b"kept", qos=1, retain=True).wait_for_publish(30)
         publish.disconnect()
         publish.loop_stop()
 
@@ -477,7 +477,7 @@ def test_broker_restart_keeps_its_port_and_persisted_retained_messages(tmp_path:
         client.connect(broker.host, broker.port)
         client.loop_start()
         try:
-            assert received.get(timeout=5) == b"kept"
+            assert received.get(timeout=30) == b"kept"
         finally:
             client.disconnect()
             client.loop_stop()

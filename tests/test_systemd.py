@@ -231,11 +231,11 @@ def test_bridge_runs_as_the_unit_starts_it(
         seen: list[str] = []
         try:
             wait_notification(sock, "READY=1", seen, 30)
-            wait_notification(sock, "WATCHDOG=1", seen, 5)
+            wait_notification(sock, "WATCHDOG=1", seen, 30)
         finally:
             code = terminate(proc)
         assert code == 0
-    wait_notification(sock, "STOPPING=1", seen, 2)
+    wait_notification(sock, "STOPPING=1", seen, 30)
 
     lines = log_path.read_text().splitlines()
     assert lines and all(re.match(r"<[2-7]>", line) for line in lines), lines[:5]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import socket
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,21 +22,13 @@ def closed_port() -> int:
     return port
 
 
-def wait_log(proc: BridgeProcess, wanted: str, timeout: float = 30) -> str:
-    deadline = time.monotonic() + timeout
-    while wanted not in proc.log():
-        assert time.monotonic() < deadline, f"no {wanted!r} in:\n{proc.log()}"
-        time.sleep(0.1)
-    return proc.log()
-
-
 def test_an_unreachable_broker_is_logged_with_its_reason_and_online_is_not_claimed(
     make_bridge: Callable[..., BridgeProcess], secret_credential: dict[str, object],
 ) -> None:
     port = closed_port()
     bridge = make_bridge(secret_credential, mqtt_port=port).start()
 
-    log = wait_log(bridge, "all folders ready")
+    log = bridge.wait_log("all folders ready")
 
     assert bridge.stop() == 0
     reconnect = [line for line in log.splitlines() if "reconnecting in" in line]
@@ -92,7 +83,7 @@ def test_run_logs_an_unreachable_identity_platform_without_the_retries(
     bridges.append(bridge)
     bridge.start("--log-level", "info")  # after the helper's debug: the last one counts
 
-    log = wait_log(bridge, "cannot reach the identity platform")
+    log = bridge.wait_log("cannot reach the identity platform")
 
     assert bridge.stop() == 0
     assert "Retrying" not in log and "urllib3" not in log
