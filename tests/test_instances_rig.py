@@ -7,10 +7,8 @@ The Home Assistant test uses the session's broker, which Home Assistant listens 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,7 +21,7 @@ from rig.dovecot import Dovecot
 from rig.homeassistant import HomeAssistant
 from rig.idp import IdentityPlatform, random_secret
 from rig.mosquitto import Mosquitto
-from rig.mqttsub import Collector, Received
+from rig.mqttsub import Collector, retained
 from rig.pki import TestPKI
 from rig.samples import make_message
 from tests.bridgeproc import BridgeProcess
@@ -106,21 +104,6 @@ def wait_payload(seen: Collector, topic: str, payload: bytes) -> None:
     seen.wait_for(lambda m: m.topic == topic and m.payload == payload, timeout=DEADLINE)
 
 
-def retained(broker: Mosquitto, topics: list[str], count: int) -> dict[str, bytes]:
-    """The retained messages a new subscriber gets on `topics` (at least `count`)."""
-    with Collector("127.0.0.1", broker.port, topics) as fresh:
-        got = fresh.wait_for(lambda m: m.retain, count=count, timeout=DEADLINE)
-        return {m.topic: m.payload for m in got}
-
-
-def wait_log(bridge: BridgeProcess, pattern: str) -> None:
-    """Poll the bridge's log for `pattern` until the deadline."""
-    deadline = time.monotonic() + DEADLINE
-    while not re.search(pattern, bridge.log()):
-        assert time.monotonic() < deadline, f"no {pattern!r} in:\n{bridge.log()}"
-        time.sleep(0.2)
-
-
 def watch_topics(seen: Collector) -> set[str]:
     return {m.topic for m in seen.messages}
 
@@ -174,10 +157,10 @@ def test_two_instances_publish_disjoint_topics_and_a_killed_one_marks_only_itsel
     a.kill()  # SIGKILL: no clean disconnect, so the broker publishes the Last Will
     wait_payload(watch, state["a"], b"offline")
 
-    states = retained(broker, [f"{base_topic}/bridge/+/state"], count=2)
+    states = retained("127.0.0.1", broker.port, [f"{base_topic}/bridge/+/state"])
     assert states == {state["a"]: b"offline", state["b"]: b"online"}
     assert not [m for m in watch.on(state["b"]) if m.payload != b"online"]
-    configs = retained(broker, [f"{PREFIX}/device/+/config"], count=4)
+    configs = retained("127.0.0.1", broker.port, [f"{PREFIX}/device/+/config"])
     availability = {topic.split("/")[2]: payload_availability(payload)
                     for topic, payload in configs.items()}
     assert availability == {
@@ -224,8 +207,10 @@ def test_a_running_bridge_logs_an_account_another_bridge_starts_serving(
     plain = start_instance(None, {"alpha": shared})
     wait_payload(watch, f"{base_topic}/bridge/state", b"online")
 
-    wait_log(a, r"ERROR .*account 'alpha' also served by the bridge without an instance")
-    wait_log(plain, r"ERROR .*account 'alpha' also served by instance 'a'")
+    a.wait_log(re.compile(r"ERROR .*account 'alpha' also served by the bridge without an "
+                          "instance"), timeout=DEADLINE)
+    plain.wait_log(re.compile(r"ERROR .*account 'alpha' also served by instance 'a'"),
+                   timeout=DEADLINE)
     assert plain.stop() == 0 and a.stop() == 0
 
 
@@ -281,18 +266,17 @@ def forget(ha: HomeAssistant, broker: Mosquitto, base_topic: str) -> None:
     """Clear this test's retained device configs (four when all went well), wait until Home
     Assistant dropped their entities, then clear the bridges' retained topics."""
 
-    def mine(m: Received) -> bool:
-        return m.retain and bool(m.payload) and m.topic.split("/")[2].startswith(base_topic)
-
-    with Collector("127.0.0.1", broker.port,
-                   [f"{base_topic}/#", f"{HA_PREFIX}/device/+/config"]) as sub:
-        with contextlib.suppress(TimeoutError):
-            sub.wait_for(mine, count=4, timeout=5)
-        for message in [m for m in sub.messages if mine(m)]:
-            sub.publish(message.topic, b"", retain=True)
+    left = {topic for topic, payload in retained(
+        "127.0.0.1", broker.port, [f"{base_topic}/#", f"{HA_PREFIX}/device/+/config"]).items()
+        if payload}
+    configs = {t for t in left if t.startswith(f"{HA_PREFIX}/")
+               and t.split("/")[2].startswith(base_topic)}
+    with Collector("127.0.0.1", broker.port, [f"{base_topic}/#"]) as sub:
+        for topic in configs:
+            sub.publish(topic, b"", retain=True)
         wait_until(lambda: not [e for e in ha.entity_registry() if e["platform"] == "mqtt"
                                 and e["unique_id"].startswith(base_topic)],
                    "the devices to go", timeout=DEADLINE)
-        for message in [m for m in sub.messages if m.retain and m.payload]:
-            if message.topic.startswith(f"{base_topic}/"):
-                sub.publish(message.topic, b"", retain=True)
+        for topic in left:
+            if topic.startswith(f"{base_topic}/"):
+                sub.publish(topic, b"", retain=True)

@@ -189,7 +189,7 @@ def test_stop_ends_a_pending_reconnect_wait_at_once() -> None:
         started = time.monotonic()
         client.stop()
         stopped_in = time.monotonic() - started
-    assert stopped_in < 2.0
+    assert stopped_in < 30  # not the minute's wait, however loaded the machine
     assert not network_threads(client_id)
 
 
@@ -197,7 +197,7 @@ def test_stop_ends_a_pending_reconnect_wait_at_once() -> None:
 def test_a_publish_and_stop_wake_the_thread_and_stop_disconnects_cleanly(
     mosquitto: Mosquitto, protocol: str, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """With keepalive ticks 15 s apart, a publish from another thread is still written at
+    """With keepalive ticks a minute apart, a publish from another thread is still written at
     once, and stop ends the thread at once: both wake its poll. The broker sees a
     DISCONNECT, so no Last Will: a marker published after stop arrives after anything
     the disconnect caused, and nothing came on the will topic before it."""
@@ -206,17 +206,18 @@ def test_a_publish_and_stop_wake_the_thread_and_stop_disconnects_cleanly(
     will = f"{client_id}/state"
     with Collector("127.0.0.1", mosquitto.port, [f"{client_id}/#"]) as watcher:
         client = MqttClient(mqtt_config(mosquitto.port, client_id=client_id,
-                                        protocol=protocol, keepalive=60),
+                                        protocol=protocol, keepalive=240),
                             will_topic=will)
         client.start()
         try:
             assert client.wait_connected(30)
-            assert client.publish(f"{client_id}/hello", "hi").wait(5)
+            # far less than a tick, however loaded the machine
+            assert client.publish(f"{client_id}/hello", "hi").wait(30)
         finally:
             started = time.monotonic()
             client.stop()
             stopped_in = time.monotonic() - started
-        assert stopped_in < 2.0
+        assert stopped_in < 30
         assert not network_threads(client_id)
         assert not client.connected.is_set()
         watcher.publish(f"{client_id}/marker", "after stop")
