@@ -39,8 +39,8 @@ class _Handler:
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         sink = self.sink
-        if sink.data_delay:
-            await asyncio.sleep(sink.data_delay)
+        if not sink.data_gate.is_set():
+            await asyncio.get_running_loop().run_in_executor(None, sink.data_gate.wait, 120)
         with sink.lock:
             refusal, sink.refuse_next = sink.refuse_next, None
         if refusal is not None:
@@ -72,7 +72,8 @@ class SmtpSink(Service):
         self.local_domains = tuple(local_domains)
         self.messages: list[Relayed] = []
         self.refuse_next: str | None = None
-        self.data_delay = 0.0
+        self.data_gate = threading.Event()  # cleared: DATA is answered once it is set again
+        self.data_gate.set()
         self.lock = threading.Lock()
         self.arrived = threading.Condition(self.lock)
         self._controller: Controller | None = None

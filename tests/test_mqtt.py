@@ -33,7 +33,7 @@ def test_a_publication_is_pending_until_completed_then_stays_done() -> None:
     assert publication.wait(0.05) is False
     assert time.monotonic() - started >= 0.04  # really waited
     threading.Timer(0.05, publication._complete, args=(True,)).start()
-    assert publication.wait(5) is True
+    assert publication.wait(30) is True
     assert publication.done
     assert publication.wait(0) is True and publication.wait() is True  # any number of waits
     publication._complete(True)  # a second completion changes nothing
@@ -50,13 +50,13 @@ def test_a_refused_publication_is_done_but_not_ok() -> None:
 def test_every_waiter_is_released_by_one_completion() -> None:
     publication = Publication()
     results: list[bool] = []
-    waiters = [threading.Thread(target=lambda: results.append(publication.wait(5)))
+    waiters = [threading.Thread(target=lambda: results.append(publication.wait(30)))
                for _ in range(4)]
     for waiter in waiters:
         waiter.start()
     publication._complete(True)
     for waiter in waiters:
-        waiter.join(5)
+        waiter.join(30)
     assert results == [True] * 4
 
 
