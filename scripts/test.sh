@@ -5,4 +5,6 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 .venv/bin/ruff check .
 .venv/bin/mypy
-exec .venv/bin/pytest "$@"
+# Three workers, each with its own servers, a file at a time (module-scoped rigs stay
+# whole), files with slow tests first (tests/conftest.py). `-n 0` runs in one process.
+exec .venv/bin/pytest -n 3 --dist loadfile --no-loadscope-reorder "$@"
