@@ -7,64 +7,32 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import os
+import multiprocessing
 import resource
 import socket
 import threading
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from bridge.config.model import MqttConfig
 from bridge.mqtt import network
 from bridge.mqtt.client import Incoming, MqttClient
-from bridge.util.backoff import Backoff
 from rig.mosquitto import Mosquitto
 from rig.mqttsub import Collector
 from rig.pki import TestPKI
 from rig.procs import free_port
-
-SELECT_LIMIT = 1024  # FD_SETSIZE: select() refuses descriptors from here on
-
-
-class RecordingBackoff(Backoff):
-    """A Backoff that notes each delay it hands out and signals it."""
-
-    def __init__(self, initial: float, cap: float, jitter: float = 0.0) -> None:
-        super().__init__(initial=initial, cap=cap, jitter=jitter)
-        self.delays: list[float] = []
-        self.waiting = threading.Event()  # set with each delay: a reconnect wait begins
-
-    def next_delay(self) -> float:
-        delay = super().next_delay()
-        self.delays.append(delay)
-        self.waiting.set()
-        return delay
-
-
-class Connections:
-    """The client's on_connect: counts connections, each one signalled."""
-
-    def __init__(self) -> None:
-        self.count = 0
-        self._changed = threading.Condition()
-
-    def __call__(self) -> None:
-        with self._changed:
-            self.count += 1
-            self._changed.notify_all()
-
-    def wait_for(self, count: int, timeout: float) -> bool:
-        with self._changed:
-            return self._changed.wait_for(lambda: self.count >= count, timeout)
-
-
-def mqtt_config(port: int, **overrides: object) -> MqttConfig:
-    return MqttConfig(host="127.0.0.1", port=port, **overrides)  # type: ignore[arg-type]
+from tests.mqtt_restart import (
+    SELECT_LIMIT,
+    Connections,
+    RecordingBackoff,
+    mqtt_config,
+    reconnect_above_select_limit,
+)
 
 
 def network_threads(client_id: str) -> list[str]:
@@ -78,70 +46,19 @@ def own_broker(tmp_path: Path) -> Iterator[Mosquitto]:
         yield broker
 
 
-class LowDescriptors:
-    """Holds every free descriptor below SELECT_LIMIT, so the sockets this process opens
-    next get numbers select() refuses."""
-
-    def __init__(self) -> None:
-        self._placeholder = socket.socket()
-        self._taken: list[int] = []
-
-    def take(self) -> int:
-        """Take the free ones below the limit; return the lowest free descriptor after."""
-        while (fd := os.dup(self._placeholder.fileno())) < SELECT_LIMIT:
-            self._taken.append(fd)
-        os.close(fd)
-        return fd
-
-    def release(self) -> None:
-        for fd in self._taken:
-            os.close(fd)
-        self._placeholder.close()
-
-
-@pytest.fixture
-def low_descriptors() -> Iterator[LowDescriptors]:
-    """LowDescriptors, with room above the limit (the soft RLIMIT_NOFILE raised to hard)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard != resource.RLIM_INFINITY and hard < SELECT_LIMIT + 100:
-        pytest.skip(f"RLIMIT_NOFILE hard limit {hard} leaves no room above {SELECT_LIMIT}")
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    held = LowDescriptors()
-    yield held
-    held.release()
-    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
-
-
 def test_a_broker_restart_reconnects_when_only_descriptors_above_1024_are_free(
-    own_broker: Mosquitto, low_descriptors: LowDescriptors,
+    tmp_path: Path,
 ) -> None:
     """A bridge with a thousand folders holds thousands of descriptors: after a broker
     restart the new MQTT socket is numbered above 1024, and the client must still get
     back, with a publish made while the broker was down acknowledged."""
-    client_id = f"highfd-{uuid.uuid4().hex[:8]}"
-    connections = Connections()
-    backoff = RecordingBackoff(initial=1.0, cap=2.0)
-    client = MqttClient(mqtt_config(own_broker.port, client_id=client_id),
-                        on_connect=connections, backoff=backoff)
-    client.start()
-    try:
-        assert connections.wait_for(1, 30)
-        low_descriptors.take()
-        own_broker.stop()
-        # The lost connection's descriptor is free again once the reconnect wait begins:
-        # take it too, a second before the first attempt.
-        assert backoff.waiting.wait(30)
-        assert low_descriptors.take() >= SELECT_LIMIT
-        waiting = client.publish(f"{client_id}/while-down", "queued")  # QoS 1: kept
-        own_broker.start()
-        assert connections.wait_for(2, 60), client.last_error
-        sock = client._client.socket()
-        assert sock is not None and sock.fileno() >= SELECT_LIMIT  # what the test is about
-        assert waiting.wait(30)
-        assert client.publish(f"{client_id}/after", "hello").wait(30)
-    finally:
-        client.stop()
-    assert not network_threads(client_id)
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < SELECT_LIMIT + 100:
+        pytest.skip(f"RLIMIT_NOFILE hard limit {hard} leaves no room above {SELECT_LIMIT}")
+    spawn = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as child:
+        fd = child.submit(reconnect_above_select_limit, str(tmp_path / "broker")).result(180)
+    assert fd >= SELECT_LIMIT  # what the test is about
 
 
 def test_reconnect_attempts_are_spaced_as_the_backoff_says() -> None:
