@@ -1,0 +1,79 @@
+"""What one folder's sync costs the bridge per IMAP command, and a position's write.
+
+    .venv/bin/python -m bench.roundtrips [--repeat 300]
+
+On the rig's Dovecot over TLS, one logged-in imapclient connection with INBOX selected
+(five small messages): each command a burst's sync sends, run `--repeat` times, with this
+thread's CPU (`time.thread_time`) and the wall time per command; then `write_atomic` as
+the position store calls it (write, fsync, rename).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ssl
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import imapclient
+
+from bench.servers import MAILBOX, servers
+from bridge.util.files import write_atomic
+from rig.samples import make_message
+
+META = ["UID", "FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE", "BODYSTRUCTURE"]
+
+
+def per_call(action: Callable[[], Any], repeat: int) -> tuple[float, float]:
+    """Microseconds of this thread's CPU and of wall time per call."""
+    cpu0, wall0 = time.thread_time(), time.perf_counter()
+    for _ in range(repeat):
+        action()
+    return ((time.thread_time() - cpu0) / repeat * 1e6,
+            (time.perf_counter() - wall0) / repeat * 1e6)
+
+
+def commands(client: imapclient.IMAPClient) -> dict[str, Callable[[], Any]]:
+    return {
+        "IDLE + DONE": lambda: (client.idle(), client.idle_done()),
+        "SELECT (read-only)": lambda: client.select_folder("INBOX", readonly=True),
+        "UID SEARCH UID n:*": lambda: client.search(["UID", "5:*"]),
+        "UID FETCH metadata": lambda: client.fetch([5], META),
+        "UID FETCH BODY.PEEK[1]": lambda: client.fetch([5], ["BODY.PEEK[1]"]),
+        "SEARCH UNSEEN": lambda: client.search(["UNSEEN"]),
+        "NOOP": client.noop,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=300)
+    args = parser.parse_args()
+    with servers() as rig:
+        for i in range(5):
+            rig.dovecot.deliver(MAILBOX, make_message(subject=f"m{i}", to=MAILBOX))
+        context = ssl.create_default_context(cafile=str(rig.pki.ca_file))
+        client = imapclient.IMAPClient("127.0.0.1", port=rig.dovecot.port, ssl=True,
+                                       ssl_context=context)
+        client.oauth2_login(MAILBOX, rig.token())
+        client.select_folder("INBOX", readonly=True)
+        print(f"{'command':24s} {'CPU us':>8s} {'wall us':>8s}")
+        total = 0.0
+        for name, action in commands(client).items():
+            cpu, wall = per_call(action, args.repeat)
+            total += cpu
+            print(f"{name:24s} {cpu:8.0f} {wall:8.0f}")
+        print(f"{'all of the above':24s} {total:8.0f}")
+        client.logout()
+    with tempfile.TemporaryDirectory(dir=Path.home()) as tmp:
+        path = Path(tmp) / "position.json"
+        cpu, wall = per_call(lambda: write_atomic(path, b'{"last_uid": 1}'), args.repeat)
+        print(f"{'position write + fsync':24s} {cpu:8.0f} {wall:8.0f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
