@@ -64,6 +64,15 @@ def test_backoff_doubles_from_one_second_to_five_minutes_within_the_jitter(
     assert backoff.next_delay() == pytest.approx(factor)
 
 
+def test_backoff_stays_at_its_cap_through_an_outage_of_days() -> None:
+    """Thousands of attempts (days at a five-minute cap): still the cap, no OverflowError
+    (which would end the reconnect loop that asked)."""
+    backoff = Backoff(_rng=_Stub("high"))  # type: ignore[arg-type]
+    delays = [backoff.next_delay() for _ in range(5000)]
+    assert delays[-1] == pytest.approx(1.2 * 300.0)
+    assert backoff.attempts == 5000
+
+
 class _RecordingStop(threading.Event):
     """The watcher's stop event: each timed wait is recorded, not slept; set after `limit`."""
 

@@ -5,6 +5,10 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
+# Doublings that count: far past any cap. Uncapped, 2.0 ** attempts overflows a float
+# after 1023 attempts, which a five-minute cap reaches in an outage of three and a half days.
+_MAX_DOUBLINGS = 64
+
 
 @dataclass
 class Backoff:
@@ -18,7 +22,7 @@ class Backoff:
     _rng: random.Random = field(default_factory=random.Random, repr=False)
 
     def next_delay(self) -> float:
-        base = min(self.cap, self.initial * 2.0**self._attempt)
+        base = min(self.cap, self.initial * 2.0 ** min(self._attempt, _MAX_DOUBLINGS))
         self._attempt += 1
         return max(0.0, base * (1 + self._rng.uniform(-self.jitter, self.jitter)))
 
