@@ -60,6 +60,11 @@ def mqtt_config(port: int, **overrides: object) -> MqttConfig:
     return MqttConfig(host="127.0.0.1", port=port, **overrides)  # type: ignore[arg-type]
 
 
+def network_threads(client_id: str) -> list[str]:
+    """The names of the client's MQTT network threads still running."""
+    return [t.name for t in threading.enumerate() if t.name == f"mqtt-{client_id}"]
+
+
 class LowDescriptors:
     """Holds every free descriptor below SELECT_LIMIT, so the sockets this process opens
     next get numbers select() refuses."""
@@ -81,6 +86,9 @@ def reconnect_above_select_limit(broker_dir: str) -> int:
     connection the client got back on, once a publish made while the broker was down and
     one made after are acknowledged. Raises AssertionError on what went wrong."""
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    assert hard == resource.RLIM_INFINITY or hard >= SELECT_LIMIT + 100, (
+        f"RLIMIT_NOFILE hard limit {hard} leaves no room above {SELECT_LIMIT}: "
+        "raise it (ulimit -Hn) to run this test")
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     client_id = f"highfd-{uuid.uuid4().hex[:8]}"
     connections = Connections()
@@ -108,5 +116,5 @@ def reconnect_above_select_limit(broker_dir: str) -> int:
             assert client.publish(f"{client_id}/after", "hello").wait(30)
         finally:
             client.stop()
-    assert not [t for t in threading.enumerate() if t.name == f"mqtt-{client_id}"]
+    assert not network_threads(client_id)
     return fd
