@@ -56,6 +56,16 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: -slow_tests[item.path])
 
 
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """A `root` test fails, not skips, where the suite does not run as root (with
+    runuser, if it asks): skipped, what it proves would go unproven unnoticed."""
+    mark = item.get_closest_marker("root")
+    if mark is None:
+        return
+    if os.geteuid() != 0 or (mark.kwargs.get("runuser") and not shutil.which("runuser")):
+        pytest.fail(f"{mark.kwargs['why']}: run the suite as root (scripts/test.sh)")
+
+
 @pytest.fixture(scope="session")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> TestPKI:
     """A test CA and a server certificate for 127.0.0.1, 127.0.0.2 and localhost."""

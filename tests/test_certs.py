@@ -278,8 +278,7 @@ def test_creates_a_missing_out_dir_that_others_can_enter(tmp_path: Path) -> None
     assert len(files_in(out)) == 4
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("runuser"),
-                    reason="switching to user nobody needs root and runuser")
+@pytest.mark.root(why="switching to user nobody needs root and runuser", runuser=True)
 def test_an_unprivileged_user_reads_the_certificate_but_not_the_key() -> None:
     base = Path(tempfile.mkdtemp(prefix="o2m-cert-"))
     try:

@@ -26,8 +26,8 @@ from tests.conftest import wait_online
 from tests.installs import FreshInstall, clean_env, clone_repository
 
 RUNUSER = shutil.which("runuser") or "runuser"
-pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("runuser"),
-                                reason="playing an unprivileged user needs root and runuser")
+pytestmark = pytest.mark.root(why="playing an unprivileged user needs root and runuser",
+                              runuser=True)
 TEST_TOOLS = ("pytest", "mypy", "ruff", "hypothesis")
 
 

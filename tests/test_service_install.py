@@ -37,7 +37,7 @@ from tests.conftest import wait_online
 from tests.installs import FreshInstall, clean_env
 from tests.test_systemd import directives
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="a system install needs root")
+pytestmark = pytest.mark.root(why="a system install needs root")
 ANALYZE = shutil.which("systemd-analyze")
 
 
