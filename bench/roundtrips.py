@@ -1,11 +1,11 @@
-"""What one folder's sync costs the bridge per IMAP command, and a position's write.
+"""What one folder's sync costs the bridge and Dovecot per IMAP command, and a position's write.
 
     .venv/bin/python -m bench.roundtrips [--repeat 300]
 
 On the rig's Dovecot over TLS, one logged-in imapclient connection with INBOX selected
 (five small messages): each command a burst's sync sends, run `--repeat` times, with this
-thread's CPU (`time.thread_time`) and the wall time per command; then `write_atomic` as
-the position store calls it (write, fsync, rename).
+thread's CPU (`time.thread_time`), the CPU of Dovecot's `imap` processes and the wall time
+per command; then `write_atomic` as the position store calls it (write, fsync, rename).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from typing import Any
 
 import imapclient
 
+from bench.scale import cpu_by_command
 from bench.servers import MAILBOX, servers
 from bridge.util.files import write_atomic
 from rig.samples import make_message
@@ -27,13 +28,15 @@ from rig.samples import make_message
 META = ["UID", "FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE", "BODYSTRUCTURE"]
 
 
-def per_call(action: Callable[[], Any], repeat: int) -> tuple[float, float]:
-    """Microseconds of this thread's CPU and of wall time per call."""
+def per_call(action: Callable[[], Any], repeat: int) -> tuple[float, float, float]:
+    """Microseconds of this thread's CPU, of Dovecot's `imap` CPU and of wall time per call."""
+    server0 = cpu_by_command().get("imap", 0.0)
     cpu0, wall0 = time.thread_time(), time.perf_counter()
     for _ in range(repeat):
         action()
-    return ((time.thread_time() - cpu0) / repeat * 1e6,
-            (time.perf_counter() - wall0) / repeat * 1e6)
+    cpu, wall = time.thread_time() - cpu0, time.perf_counter() - wall0
+    server = cpu_by_command().get("imap", 0.0) - server0
+    return cpu / repeat * 1e6, server / repeat * 1e6, wall / repeat * 1e6
 
 
 def commands(client: imapclient.IMAPClient) -> dict[str, Callable[[], Any]]:
@@ -60,18 +63,20 @@ def main() -> int:
                                        ssl_context=context)
         client.oauth2_login(MAILBOX, rig.token())
         client.select_folder("INBOX", readonly=True)
-        print(f"{'command':24s} {'CPU us':>8s} {'wall us':>8s}")
-        total = 0.0
+        print(f"{'command':24s} {'CPU us':>8s} {'imap us':>8s} {'wall us':>8s}")
+        totals = [0.0, 0.0]
         for name, action in commands(client).items():
-            cpu, wall = per_call(action, args.repeat)
-            total += cpu
-            print(f"{name:24s} {cpu:8.0f} {wall:8.0f}")
-        print(f"{'all of the above':24s} {total:8.0f}")
+            cpu, server, wall = per_call(action, args.repeat)
+            totals[0] += cpu
+            totals[1] += server
+            print(f"{name:24s} {cpu:8.0f} {server:8.0f} {wall:8.0f}")
+        print(f"{'all of the above':24s} {totals[0]:8.0f} {totals[1]:8.0f}")
         client.logout()
     with tempfile.TemporaryDirectory(dir=Path.home()) as tmp:
         path = Path(tmp) / "position.json"
-        cpu, wall = per_call(lambda: write_atomic(path, b'{"last_uid": 1}'), args.repeat)
-        print(f"{'position write + fsync':24s} {cpu:8.0f} {wall:8.0f}")
+        cpu, _server, wall = per_call(lambda: write_atomic(path, b'{"last_uid": 1}'),
+                                      args.repeat)
+        print(f"{'position write + fsync':24s} {cpu:8.0f} {'':8s} {wall:8.0f}")
     return 0
 
 

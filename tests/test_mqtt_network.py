@@ -1,7 +1,8 @@
 """`bridge.mqtt`'s network thread: it reconnects after a broker restart even when every
 descriptor below 1024 is taken (paho's own loop waits in select(), which cannot), waits
-as its Backoff says between attempts, keeps an idle connection alive with pings, and
-`stop` ends it at once, connected or waiting, without the Last Will."""
+as its Backoff says between attempts, keeps an idle connection alive with pings,
+connects again after an unexpected error in its loop, and `stop` ends it at once,
+connected or waiting, without the Last Will."""
 
 from __future__ import annotations
 
@@ -191,3 +192,32 @@ def test_over_tls_a_burst_is_acknowledged_and_comes_back_on_a_subscription(
         finally:
             client.stop()
     assert sorted(received) == sorted(f"{topic}/{i}" for i in range(300))
+
+
+def test_an_unexpected_error_in_the_network_loop_reconnects_instead_of_ending_it(
+    mosquitto: Mosquitto, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A bug that raises out of paho's loop (here the bridge's on_connect, the first time)
+    is logged; the connection is dropped and made again, and publishes go on, instead of
+    MQTT ending for the life of the process while the watchers run on."""
+    connects: list[float] = []
+
+    def failing_once() -> None:
+        connects.append(time.monotonic())
+        if len(connects) == 1:
+            raise RuntimeError("a bug in on_connect")
+
+    client_id = f"resilient-{uuid.uuid4().hex[:8]}"
+    client = MqttClient(mqtt_config(mosquitto.port, client_id=client_id),
+                        on_connect=failing_once,
+                        backoff=RecordingBackoff(initial=0.1, cap=0.1))
+    client.start()
+    try:
+        assert client.publish(f"{client_id}/after", "still here").wait(30)
+        assert len(connects) >= 2  # connected again after the failure
+        assert client.connected.is_set()
+        assert network_threads(client_id) == [f"mqtt-{client_id}"]
+    finally:
+        client.stop()
+    failures = [r for r in caplog.records if r.exc_info and "network loop" in r.getMessage()]
+    assert [type(r.exc_info[1]) for r in failures if r.exc_info] == [RuntimeError]

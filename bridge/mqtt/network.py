@@ -14,6 +14,7 @@ This thread makes every network call on the client: `reconnect`, `loop_read`,
 from __future__ import annotations
 
 import contextlib
+import logging
 import select
 import socket
 import ssl
@@ -31,6 +32,8 @@ import paho.mqtt.client as paho
 MISC_INTERVAL = 1.0
 # After stop: time for what is queued and the DISCONNECT to reach the broker.
 DRAIN_TIMEOUT = 2.0
+
+_LOGGER = logging.getLogger(__name__)
 
 _READ = select.POLLIN | select.POLLPRI | select.POLLERR | select.POLLHUP | select.POLLNVAL
 
@@ -149,7 +152,11 @@ class NetworkThread:
             except OSError as exc:
                 self._connect_failed(exc)
                 continue
-            self._serve()
+            try:
+                self._serve()
+            except Exception:  # a bug here or in a callback must not end MQTT for good
+                _LOGGER.exception("MQTT network loop failed; connecting again")
+                self._drop()
 
     def _serve(self) -> None:
         """Until the socket closes: poll, then let paho read, write and keep alive."""
@@ -185,6 +192,14 @@ class NetworkThread:
                 client.loop_write()
             if client.socket() is not None:
                 client.loop_misc()
+
+    def _drop(self) -> None:
+        """End the connection after a failure in the loop, so that paho reports the loss
+        (on_disconnect) and the next `reconnect` starts clean."""
+        sock = self._client.socket()
+        if sock is not None:
+            with contextlib.suppress(Exception):  # the same bug may strike again
+                self._abandon(sock)
 
     def _abandon(self, sock: Any) -> None:
         """The DISCONNECT could not be written in time: shut the socket down so paho's next
