@@ -23,6 +23,7 @@ command -v dovecot >/dev/null 2>&1 || [ -x /usr/sbin/dovecot ] || need+=(dovecot
 fi
 if [ "$mode" = test ]; then
 [ -x /usr/lib/dovecot/submission ] || need+=(dovecot-submissiond)   # SMTP for the send tests
+command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || need+=(nats-server)   # the broker-cluster test
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)   # the unit file's tests
 command -v git >/dev/null 2>&1 || need+=(git)   # the install tests clone the repository

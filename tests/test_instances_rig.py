@@ -2,7 +2,8 @@
 
 Each test runs its own Mosquitto with debug logging: its log names the client of every
 PUBLISH it receives, which is how each topic is attributed to the bridge that published it.
-The Home Assistant test uses the session's broker, which Home Assistant listens to.
+The Home Assistant test uses the session's broker, which Home Assistant listens to; the
+cluster test a three-node NATS cluster (rig/nats.py), an instance on each node.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from paho.mqtt.enums import MQTTProtocolVersion
 
 from rig.bridgecfg import rig_config
 from rig.dovecot import Dovecot
@@ -22,6 +24,7 @@ from rig.homeassistant import HomeAssistant
 from rig.idp import IdentityPlatform, random_secret
 from rig.mosquitto import Mosquitto
 from rig.mqttsub import Collector, retained
+from rig.nats import NatsCluster
 from rig.pki import TestPKI
 from rig.samples import make_message
 from tests.bridgeproc import BridgeProcess
@@ -57,11 +60,13 @@ def start_instance(
     tmp_path: Path, base_topic: str, bridges: list[BridgeProcess],
 ) -> Start:
     """Start `outlook2mqtt run` as `instance` (None: no instance) serving `accounts`
-    (name -> mailbox), with the default client id, discovery on and health every second.
+    (name -> mailbox) through the broker on `port`, with the default client id, discovery
+    on and health every second.
     Every instance shares one state_dir, as several configs in /etc would."""
 
     def start(instance: str | None, accounts: dict[str, str], label: str = "", *,
-              port: int = broker.port, prefix: str = PREFIX) -> BridgeProcess:
+              port: int = broker.port, prefix: str = PREFIX,
+              protocol: str = "5") -> BridgeProcess:
         configs = []
         for name, mailbox in accounts.items():
             secret = random_secret()
@@ -75,6 +80,7 @@ def start_instance(
         data = configs[0]
         data["accounts"] = [c["accounts"][0] for c in configs]
         del data["mqtt"]["client_id"]  # the default: one per instance
+        data["mqtt"]["protocol"] = protocol
         data["homeassistant"]["prefix"] = prefix
         data["bridge"]["health_interval"] = 1
         if instance is not None:
@@ -194,6 +200,46 @@ def test_an_instance_refuses_to_start_while_a_running_one_serves_its_account(
     wait_payload(watch, f"{base_topic}/bridge/c/state", b"online")
     assert re.search(r"WARNING .*account 'alpha' also served by instance 'a' .*which is "
                      "offline", c.log())
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[NatsCluster]:
+    """Three brokers in one cluster, each with its own MQTT listener."""
+    with NatsCluster(tmp_path / "cluster") as nodes:
+        yield nodes
+
+
+def test_on_a_broker_cluster_instances_on_different_nodes_see_each_other_and_wills_stay_apart(
+    start_instance: Start, cluster: NatsCluster, dovecot: Dovecot, base_topic: str,
+) -> None:
+    """Instance a on the first node, b on the second, a subscriber on the third: each
+    instance's retained state, its mail and its Last Will reach every node; an instance
+    on the third node refuses an account that a serves through the first; a killed a is
+    marked offline, and b is not."""
+    first, second, third = cluster.mqtt_ports
+    mailboxes = {"alpha": mailbox(), "beta": mailbox()}
+    a = start_instance("a", {"alpha": mailboxes["alpha"]}, port=first, protocol="3.1.1")
+    b = start_instance("b", {"beta": mailboxes["beta"]}, port=second, protocol="3.1.1")
+    state = {i: f"{base_topic}/bridge/{i}/state" for i in ("a", "b")}
+    with Collector("127.0.0.1", third, [f"{base_topic}/#"],
+                   protocol=MQTTProtocolVersion.MQTTv311) as seen:
+        for topic in state.values():
+            wait_payload(seen, topic, b"online")
+        for account, address in mailboxes.items():
+            dovecot.deliver(address, make_message(subject=f"for {account}", to=address))
+            seen.wait_topic(f"{base_topic}/{account}/inbox/message", timeout=DEADLINE)
+
+        c = start_instance("c", {"alpha": mailboxes["alpha"]}, port=third, protocol="3.1.1")
+        assert c.proc is not None
+        assert c.proc.wait(DEADLINE) == 2
+        assert re.search(r"ERROR .*account 'alpha' also served by instance 'a' ", c.log())
+
+        a.kill()  # its node publishes the Last Will; the third node's subscriber gets it
+        wait_payload(seen, state["a"], b"offline")
+        assert [m.payload for m in seen.on(state["b"])] == [b"online"]
+        assert reconnects(a) == [] and reconnects(b) == []
+        assert b.stop() == 0
+        wait_payload(seen, state["b"], b"offline")
 
 
 def test_a_running_bridge_logs_an_account_another_bridge_starts_serving(
