@@ -4,13 +4,15 @@
 
 On the rig's Dovecot over TLS, one logged-in imapclient connection with INBOX selected
 (five small messages): each command a burst's sync sends, run `--repeat` times, with this
-thread's CPU (`time.thread_time`), the CPU of Dovecot's `imap` processes and the wall time
-per command; then `write_atomic` as the position store calls it (write, fsync, rename).
+thread's CPU (`time.thread_time`), the CPU of the Dovecot `imap` process serving it and
+the wall time per command; then `write_atomic` as the position store calls it (write,
+fsync, rename).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import ssl
 import tempfile
 import time
@@ -20,7 +22,6 @@ from typing import Any
 
 import imapclient
 
-from bench.scale import cpu_by_command
 from bench.servers import MAILBOX, servers
 from bridge.util.files import write_atomic
 from rig.samples import make_message
@@ -28,14 +29,32 @@ from rig.samples import make_message
 META = ["UID", "FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE", "BODYSTRUCTURE"]
 
 
-def per_call(action: Callable[[], Any], repeat: int) -> tuple[float, float, float]:
-    """Microseconds of this thread's CPU, of Dovecot's `imap` CPU and of wall time per call."""
-    server0 = cpu_by_command().get("imap", 0.0)
+def imap_seconds(master: int) -> float:
+    """CPU seconds so far of the `imap` processes of the Dovecot whose master is `master`:
+    the one serving this bench's connection, and none of another Dovecot's."""
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        comm = text[text.index("(") + 1 : text.rindex(")")]
+        fields = text.rsplit(")", 1)[1].split()
+        if comm == "imap" and int(fields[1]) == master:
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def per_call(action: Callable[[], Any], repeat: int,
+             master: int | None = None) -> tuple[float, float, float]:
+    """Microseconds of this thread's CPU, of the `imap` CPU of the Dovecot with `master`
+    (0 without one) and of wall time per call."""
+    server0 = imap_seconds(master) if master else 0.0
     cpu0, wall0 = time.thread_time(), time.perf_counter()
     for _ in range(repeat):
         action()
     cpu, wall = time.thread_time() - cpu0, time.perf_counter() - wall0
-    server = cpu_by_command().get("imap", 0.0) - server0
+    server = imap_seconds(master) - server0 if master else 0.0
     return cpu / repeat * 1e6, server / repeat * 1e6, wall / repeat * 1e6
 
 
@@ -66,7 +85,7 @@ def main() -> int:
         print(f"{'command':24s} {'CPU us':>8s} {'imap us':>8s} {'wall us':>8s}")
         totals = [0.0, 0.0]
         for name, action in commands(client).items():
-            cpu, server, wall = per_call(action, args.repeat)
+            cpu, server, wall = per_call(action, args.repeat, rig.dovecot.pid)
             totals[0] += cpu
             totals[1] += server
             print(f"{name:24s} {cpu:8.0f} {server:8.0f} {wall:8.0f}")

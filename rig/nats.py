@@ -4,7 +4,7 @@ listener, JetStream clustered under them.
 NATS keeps MQTT sessions and retained messages in JetStream streams replicated across the
 nodes, so a retained message or a Last Will published through one node reaches subscribers
 on the others: what a bridge needs from a cluster (EMQX, HiveMQ and VerneMQ do the same).
-NATS speaks MQTT 3.1.1 only, with QoS 0 and 1.
+NATS 2.9 speaks MQTT 3.1.1 only, with QoS 0 and 1.
 """
 
 from __future__ import annotations
@@ -61,9 +61,13 @@ class NatsCluster(Service):
             conf.write_text(self._config(node))
             node.proc = spawn(["nats-server", "-c", str(conf)], node.log_file)
         deadline = time.monotonic() + READY_TIMEOUT
-        for node in self._nodes:
-            if node.proc is not None:
-                self._wait_ready(node, node.proc, deadline)
+        try:
+            for node in self._nodes:
+                if node.proc is not None:
+                    self._wait_ready(node, node.proc, deadline)
+        except BaseException:
+            self.stop()  # `with` never reaches its exit when the start fails
+            raise
         _LOGGER.debug("NATS cluster, MQTT on %s", self.mqtt_ports)
 
     def stop(self) -> None:

@@ -196,3 +196,8 @@ class ChildService(Service):
     def running(self) -> bool:
         """Tell whether the server process is alive."""
         return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        """The server process's id, while it runs."""
+        return self._proc.pid if self.running and self._proc is not None else None

@@ -236,7 +236,7 @@ def test_on_a_broker_cluster_instances_on_different_nodes_see_each_other_and_wil
 
         a.kill()  # its node publishes the Last Will; the third node's subscriber gets it
         wait_payload(seen, state["a"], b"offline")
-        assert [m.payload for m in seen.on(state["b"])] == [b"online"]
+        assert not [m for m in seen.on(state["b"]) if m.payload != b"online"]
         assert reconnects(a) == [] and reconnects(b) == []
         assert b.stop() == 0
         wait_payload(seen, state["b"], b"offline")

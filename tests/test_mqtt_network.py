@@ -194,12 +194,18 @@ def test_over_tls_a_burst_is_acknowledged_and_comes_back_on_a_subscription(
     assert sorted(received) == sorted(f"{topic}/{i}" for i in range(300))
 
 
+def broker_connections(broker: Mosquitto, client_id: str) -> int:
+    """How many times the broker saw `client_id` connect, from its own log."""
+    return broker.log_file.read_text(errors="replace").count(f" as {client_id} ")
+
+
 def test_an_unexpected_error_in_the_network_loop_reconnects_instead_of_ending_it(
     mosquitto: Mosquitto, caplog: pytest.LogCaptureFixture,
 ) -> None:
     """A bug that raises out of paho's loop (here the bridge's on_connect, the first time)
-    is logged; the connection is dropped and made again, and publishes go on, instead of
-    MQTT ending for the life of the process while the watchers run on."""
+    is logged; the connection is ended, reported lost, and made again, and publishes go
+    on, instead of MQTT ending for the life of the process while the watchers run on.
+    paho is not left to handle the failed CONNACK a second time."""
     connects: list[float] = []
 
     def failing_once() -> None:
@@ -214,10 +220,42 @@ def test_an_unexpected_error_in_the_network_loop_reconnects_instead_of_ending_it
     client.start()
     try:
         assert client.publish(f"{client_id}/after", "still here").wait(30)
-        assert len(connects) >= 2  # connected again after the failure
-        assert client.connected.is_set()
+        assert len(connects) == 2  # one on_connect per connection
+        assert broker_connections(mosquitto, client_id) == 2
         assert network_threads(client_id) == [f"mqtt-{client_id}"]
     finally:
         client.stop()
     failures = [r for r in caplog.records if r.exc_info and "network loop" in r.getMessage()]
     assert [type(r.exc_info[1]) for r in failures if r.exc_info] == [RuntimeError]
+    assert "lost (the network loop failed)" in caplog.text
+
+
+def test_a_bug_on_every_connection_backs_off_instead_of_spinning(
+    mosquitto: Mosquitto,
+) -> None:
+    """on_connect raises every time: the reconnects slow down (1 s, 2 s, 4 s ... on top of
+    the usual wait of 0.1 s here), and stop, arriving during such a wait, ends the thread
+    at once and closes the socket that failure left."""
+    connects: list[float] = []
+
+    def always_failing() -> None:
+        connects.append(time.monotonic())
+        raise RuntimeError("a bug in on_connect")
+
+    client_id = f"failing-{uuid.uuid4().hex[:8]}"
+    client = MqttClient(mqtt_config(mosquitto.port, client_id=client_id),
+                        on_connect=always_failing,
+                        backoff=RecordingBackoff(initial=0.1, cap=0.1))
+    client.start()
+    try:
+        time.sleep(3.5)
+        assert 1 <= len(connects) <= 3  # 0 s, ~1.1 s, ~3.2 s; without backoff ~30
+        assert network_threads(client_id) == [f"mqtt-{client_id}"]
+    finally:
+        started = time.monotonic()
+        client.stop()
+        stopped_in = time.monotonic() - started
+    assert stopped_in < 2  # not the failure backoff's wait
+    assert not network_threads(client_id)
+    sock = client._client.socket()
+    assert sock is None or sock.fileno() == -1

@@ -158,6 +158,7 @@ class MqttClient:
         self._network = NetworkThread(
             client, name=f"mqtt-{client_id or config.client_id}",
             wait_to_reconnect=self._wait_to_reconnect, connect_failed=self._connect_failed,
+            connection_lost=self._connection_lost,
         )
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -222,6 +223,9 @@ class MqttClient:
     def _on_disconnect(
         self, _c: paho.Client, _u: Any, _f: Any, reason: ReasonCode, _p: Properties | None
     ) -> None:
+        self._connection_lost(reason.getName())
+
+    def _connection_lost(self, why: str) -> None:
         was = self.connected.is_set()
         self.connected.clear()
         with self._lock:
@@ -234,7 +238,7 @@ class MqttClient:
                 "MQTT connection to %s:%d lost (%s), reconnecting",
                 self._config.host,
                 self._config.port,
-                reason.getName(),
+                why,
             )
 
     def _on_message(self, _c: paho.Client, _u: Any, msg: paho.MQTTMessage) -> None:

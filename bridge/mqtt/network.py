@@ -25,6 +25,8 @@ from typing import Any
 
 import paho.mqtt.client as paho
 
+from bridge.util.backoff import Backoff
+
 # paho's own loop runs loop_misc (keepalive) at least once a second; a short keepalive
 # needs it more often, as a PINGREQ is due `keepalive` seconds after the last packet
 # and the broker gives up after 1.5 times that (MQTT 3.1.1 §3.1.2.10). The keepalive is
@@ -68,6 +70,12 @@ def _misc_interval(keepalive: int) -> float:
     return min(MISC_INTERVAL, keepalive / 4) if keepalive > 0 else MISC_INTERVAL
 
 
+def _shut_down(sock: Any) -> None:
+    """End both directions: the peer sees the connection end, whoever closes the socket."""
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+
+
 def _buffered(sock: Any) -> bool:
     """Whether TLS holds decrypted bytes that poll() cannot see."""
     return isinstance(sock, ssl.SSLSocket) and sock.pending() > 0
@@ -78,7 +86,13 @@ class NetworkThread:
     until it closes, waits (`wait_to_reconnect`) and connects again, until `stop`.
 
     `wait_to_reconnect(closing)` waits before each attempt but the first, on `closing`
-    (an Event that `stop` sets); `connect_failed(exc)` hears why an attempt failed."""
+    (an Event that `stop` sets); `connect_failed(exc)` hears why an attempt failed;
+    `connection_lost(why)` hears of a connection this thread ended after an unexpected
+    error (a bug here or in a paho callback), which paho does not report.
+
+    Such an error ends the connection instead of the thread: the broker sees the
+    connection end, and a new one is made after `wait_to_reconnect` and a backoff of its
+    own, which grows while every connection ends that way."""
 
     def __init__(
         self,
@@ -87,11 +101,14 @@ class NetworkThread:
         name: str,
         wait_to_reconnect: Callable[[threading.Event], None],
         connect_failed: Callable[[OSError], None],
+        connection_lost: Callable[[str], None],
     ) -> None:
         self._client = client
         self._name = name
         self._wait_to_reconnect = wait_to_reconnect
         self._connect_failed = connect_failed
+        self._connection_lost = connection_lost
+        self._failures = Backoff(initial=1.0, cap=300.0)
         self.closing = threading.Event()
         self._thread: threading.Thread | None = None
         self._poller = select.poll()
@@ -148,15 +165,21 @@ class NetworkThread:
                     break
             first = False
             try:
-                self._client.reconnect()
-            except OSError as exc:
-                self._connect_failed(exc)
-                continue
-            try:
-                self._serve()
+                self._connect_and_serve()
+                self._failures.reset()
             except Exception:  # a bug here or in a callback must not end MQTT for good
                 _LOGGER.exception("MQTT network loop failed; connecting again")
                 self._drop()
+                self.closing.wait(self._failures.next_delay())
+        self._close_dropped()
+
+    def _connect_and_serve(self) -> None:
+        try:
+            self._client.reconnect()
+        except OSError as exc:
+            self._connect_failed(exc)
+            return
+        self._serve()
 
     def _serve(self) -> None:
         """Until the socket closes: poll, then let paho read, write and keep alive."""
@@ -194,16 +217,23 @@ class NetworkThread:
                 client.loop_misc()
 
     def _drop(self) -> None:
-        """End the connection after a failure in the loop, so that paho reports the loss
-        (on_disconnect) and the next `reconnect` starts clean."""
+        """End the connection after a failure in the loop. paho must not read on: it would
+        handle the packet it failed on again. The broker sees the end (and publishes the
+        Last Will); paho's next `reconnect` closes the socket."""
         sock = self._client.socket()
         if sock is not None:
-            with contextlib.suppress(Exception):  # the same bug may strike again
-                self._abandon(sock)
+            _shut_down(sock)
+        self._connection_lost("the network loop failed")
+
+    def _close_dropped(self) -> None:
+        """Close the socket a failure left to a `reconnect` that will not come."""
+        sock = self._client.socket()
+        if sock is not None:
+            self._on_socket_close(self._client, None, sock)
+            sock.close()
 
     def _abandon(self, sock: Any) -> None:
         """The DISCONNECT could not be written in time: shut the socket down so paho's next
         read sees the end and closes it (the broker then publishes the Last Will)."""
-        with contextlib.suppress(OSError):
-            sock.shutdown(socket.SHUT_RDWR)
+        _shut_down(sock)
         self._client.loop_read()
