@@ -1,8 +1,9 @@
 """`bridge.mqtt`'s network thread: it reconnects after a broker restart even when every
 descriptor below 1024 is taken (paho's own loop waits in select(), which cannot), waits
 as its Backoff says between attempts, keeps an idle connection alive with pings,
-connects again after an unexpected error in its loop, and `stop` ends it at once,
-connected or waiting, without the Last Will."""
+connects again after an unexpected error in its loop (backing off while the error
+repeats, failing the QoS 0 publishes the lost connection never sent), and `stop` ends it
+at once, connected or waiting, without the Last Will."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from typing import Any
 import pytest
 
 from bridge.mqtt import network
-from bridge.mqtt.client import Incoming, MqttClient
+from bridge.mqtt.client import Incoming, MqttClient, Publication
 from rig.mosquitto import Mosquitto
 from rig.mqttsub import Collector
 from rig.pki import TestPKI
@@ -230,16 +231,49 @@ def test_an_unexpected_error_in_the_network_loop_reconnects_instead_of_ending_it
     assert "lost (the network loop failed)" in caplog.text
 
 
+def test_a_qos0_publish_the_lost_connection_never_sent_fails_instead_of_waiting_forever(
+    mosquitto: Mosquitto,
+) -> None:
+    """A QoS 0 publish queued on a connection that is then lost is discarded by paho at
+    the next connect, with no callback: its publication must fail (a watcher would retry
+    it), not wait for ever; a QoS 0 publish on the new connection goes out."""
+    queued: list[Publication] = []
+    client_id = f"qos0-{uuid.uuid4().hex[:8]}"
+
+    def queue_then_fail() -> None:
+        if not queued:
+            queued.append(client.publish(f"{client_id}/unsent", "x", qos=0))
+            raise RuntimeError("a bug in on_connect")
+
+    client = MqttClient(mqtt_config(mosquitto.port, client_id=client_id, qos=0),
+                        on_connect=queue_then_fail,
+                        backoff=RecordingBackoff(initial=0.1, cap=0.1))
+    client.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not queued and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert queued and queued[0].wait(30) is False
+        assert queued[0].done
+        assert client.wait_connected(30)  # the connection after the failed one
+        assert client.publish(f"{client_id}/sent", "y", qos=0).wait(30)
+    finally:
+        client.stop()
+
+
 def test_a_bug_on_every_connection_backs_off_instead_of_spinning(
     mosquitto: Mosquitto,
 ) -> None:
-    """on_connect raises every time: the reconnects slow down (1 s, 2 s, 4 s ... on top of
-    the usual wait of 0.1 s here), and stop, arriving during such a wait, ends the thread
-    at once and closes the socket that failure left."""
+    """on_connect raises every time: the waits between connections grow (1 s, 2 s, 4 s ...,
+    each +-20 %, on top of the usual wait of 0.1 s here), and stop, arriving during such a
+    wait, ends the thread at once and closes the socket the last failure left."""
     connects: list[float] = []
+    third = threading.Event()
 
     def always_failing() -> None:
         connects.append(time.monotonic())
+        if len(connects) == 3:
+            third.set()
         raise RuntimeError("a bug in on_connect")
 
     client_id = f"failing-{uuid.uuid4().hex[:8]}"
@@ -248,14 +282,15 @@ def test_a_bug_on_every_connection_backs_off_instead_of_spinning(
                         backoff=RecordingBackoff(initial=0.1, cap=0.1))
     client.start()
     try:
-        time.sleep(3.5)
-        assert 1 <= len(connects) <= 3  # 0 s, ~1.1 s, ~3.2 s; without backoff ~30
+        assert third.wait(60)
+        first_gap, second_gap = connects[1] - connects[0], connects[2] - connects[1]
+        assert first_gap >= 0.8 and second_gap >= 1.6  # without a backoff: 0.1 s each
         assert network_threads(client_id) == [f"mqtt-{client_id}"]
     finally:
         started = time.monotonic()
         client.stop()
         stopped_in = time.monotonic() - started
-    assert stopped_in < 2  # not the failure backoff's wait
+    assert stopped_in < 2  # not the failure backoff's 4 s
     assert not network_threads(client_id)
     sock = client._client.socket()
-    assert sock is None or sock.fileno() == -1
+    assert sock is not None and sock.fileno() == -1  # left by the failure, closed at the end

@@ -120,6 +120,9 @@ class MqttClient:
         self._subscriptions: list[str] = []
         self._lock = threading.Lock()
         self._pending: dict[int, Publication] = {}
+        # QoS 0 publishes in _pending: paho neither resends them after a reconnect nor calls
+        # back when it discards them, it only marks their MessageInfo
+        self._pending_qos0: dict[int, paho.MQTTMessageInfo] = {}
         self._early: dict[int, bool] = {}  # PUBACKs that beat publish() back to us
         self._unacked: list[Subscription] = []
         self._subscribing: dict[int, list[str]] = {}  # SUBSCRIBE mid -> its topics
@@ -154,6 +157,7 @@ class MqttClient:
         client.on_message = self._on_message
         client.on_publish = self._on_publish
         client.on_subscribe = self._on_subscribe
+        client.on_pre_connect = self._on_pre_connect
         self._client = client
         self._network = NetworkThread(
             client, name=f"mqtt-{client_id or config.client_id}",
@@ -241,6 +245,18 @@ class MqttClient:
                 why,
             )
 
+    def _on_pre_connect(self, _c: paho.Client, _u: Any) -> None:
+        """paho has just discarded the QoS 0 packets the lost connection left unsent: their
+        publications fail (the watcher retries them) instead of waiting forever."""
+        with self._lock:
+            unsent = [mid for mid, info in self._pending_qos0.items()
+                      if info.rc == paho.MQTT_ERR_CONN_LOST]
+            for mid in unsent:
+                del self._pending_qos0[mid]
+            publications = [self._pending.pop(mid) for mid in unsent if mid in self._pending]
+        for publication in publications:
+            publication._complete(False)
+
     def _on_message(self, _c: paho.Client, _u: Any, msg: paho.MQTTMessage) -> None:
         props = getattr(msg, "properties", None)
         incoming = Incoming(
@@ -262,6 +278,7 @@ class MqttClient:
         ok = not reason.is_failure
         with self._lock:
             pub = self._pending.pop(mid, None)
+            self._pending_qos0.pop(mid, None)
             if pub is None:
                 self._early[mid] = ok
         if pub is not None:
@@ -347,8 +364,14 @@ class MqttClient:
             return publication
         with self._lock:
             early = self._early.pop(info.mid, None)
-            if early is None:
+            # queued on a lost connection and already discarded by a reconnect
+            discarded = qos == 0 and info.rc == paho.MQTT_ERR_CONN_LOST
+            if early is None and not discarded:
                 self._pending[info.mid] = publication
-        if early is not None:
+                if qos == 0:
+                    self._pending_qos0[info.mid] = info
+        if discarded:
+            publication._complete(False)
+        elif early is not None:
             publication._complete(early)
         return publication

@@ -157,6 +157,12 @@ class NetworkThread:
     # -- the thread --------------------------------------------------------------------
 
     def _run(self) -> None:
+        try:
+            self._connect_until_closing()
+        finally:
+            self._close_dropped()
+
+    def _connect_until_closing(self) -> None:
         first = True
         while not self.closing.is_set():
             if not first:
@@ -171,7 +177,6 @@ class NetworkThread:
                 _LOGGER.exception("MQTT network loop failed; connecting again")
                 self._drop()
                 self.closing.wait(self._failures.next_delay())
-        self._close_dropped()
 
     def _connect_and_serve(self) -> None:
         try:
