@@ -20,13 +20,13 @@ import time
 import tracemalloc
 from collections import Counter
 from pathlib import Path
-from types import FrameType
 
 # Everything Python allocates from here on is traced, the bridge's imports included.
 tracemalloc.start(1)
 
 from bridge.config.load import load_config  # noqa: E402
 from bridge.service import Bridge  # noqa: E402
+from bridge.util.signals import handle_signals  # noqa: E402
 
 THREAD_STACK_KIB = 8192  # glibc's default: RLIMIT_STACK, 8 MiB on Debian
 
@@ -83,11 +83,7 @@ def report(out: Path) -> None:
 def main() -> int:
     config_path, out = Path(sys.argv[1]), Path(sys.argv[2])
     stop = threading.Event()
-
-    def on_term(_signum: int, _frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_term)
+    handle_signals(lambda _signum: stop.set(), (signal.SIGTERM,))
     bridge = Bridge(load_config(config_path), stop=stop)
     bridge.start()
     if bridge.online.wait(600):

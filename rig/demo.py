@@ -18,6 +18,8 @@ import threading
 import time
 from pathlib import Path
 
+from bridge.util.signals import handle_signals
+
 from .bridgecfg import rig_config, write_config
 from .dovecot import Dovecot
 from .idp import IdentityPlatform
@@ -49,8 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--once", action="store_true", help="exit after the mark_read round trip")
     args = parser.parse_args(argv)
     stop = threading.Event()
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    handle_signals(lambda _signum: stop.set(), (signal.SIGINT, signal.SIGTERM))
 
     with tempfile.TemporaryDirectory(prefix="outlook2mqtt-demo-") as tmp:
         work = Path(tmp)

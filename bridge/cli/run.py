@@ -8,7 +8,6 @@ import logging
 import signal
 import threading
 from collections.abc import Sequence
-from types import FrameType
 from typing import Any
 
 from bridge import __version__
@@ -18,6 +17,7 @@ from bridge.config.model import Config
 from bridge.errors import ConfigError, InstanceConflict
 from bridge.service import Bridge
 from bridge.util.limits import open_files_needed, raise_open_files_limit
+from bridge.util.signals import handle_signals
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -38,19 +38,16 @@ def run(args: argparse.Namespace, config: Config) -> int:
     # down must never see a cleared event.
     current = [threading.Event()]
 
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        _LOGGER.info("received %s, stopping", signal.Signals(signum).name)
-        reload.clear()
+    def on_signal(signum: int) -> None:
+        if signum == signal.SIGHUP:
+            _LOGGER.info("received SIGHUP, reloading the configuration")
+            reload.set()
+        else:
+            _LOGGER.info("received %s, stopping", signal.Signals(signum).name)
+            reload.clear()
         current[0].set()
 
-    def on_hup(_signum: int, _frame: FrameType | None) -> None:
-        _LOGGER.info("received SIGHUP, reloading the configuration")
-        reload.set()
-        current[0].set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGHUP, on_hup)
+    handle_signals(on_signal, (signal.SIGTERM, signal.SIGINT, signal.SIGHUP))
     while True:
         _LOGGER.info("outlook2mqtt %s starting: %d account(s)", __version__,
                      len(config.accounts))
