@@ -33,37 +33,58 @@ def add_parser(subparsers: Any, *, parents: Sequence[argparse.ArgumentParser]) -
 
 def run(args: argparse.Namespace, config: Config) -> int:
     """Run the bridge until SIGTERM/SIGINT; SIGHUP reloads the config."""
-    reload = threading.Event()
-    # Each Bridge gets its own stop event: a worker of the old one that is still winding
-    # down must never see a cleared event.
-    current = [threading.Event()]
-
-    def on_signal(signum: int) -> None:
-        if signum == signal.SIGHUP:
-            _LOGGER.info("received SIGHUP, reloading the configuration")
-            reload.set()
-        else:
-            _LOGGER.info("received %s, stopping", signal.Signals(signum).name)
-            reload.clear()
-        current[0].set()
-
-    handle_signals(on_signal, (signal.SIGTERM, signal.SIGINT, signal.SIGHUP))
+    asked = _Asked()
+    handle_signals(asked.received, (signal.SIGTERM, signal.SIGINT, signal.SIGHUP))
     while True:
         _LOGGER.info("outlook2mqtt %s starting: %d account(s)", __version__,
                      len(config.accounts))
         raise_open_files_limit(open_files_needed(
             sum(len(a.folders) for a in config.accounts), len(config.accounts)))
         try:
-            Bridge(config, stop=current[0]).run(reload=reload)
+            Bridge(config, stop=asked.stop).run(reload=asked.reload)
         except InstanceConflict as exc:
             # a config mistake: restarting cannot fix it (the unit does not restart on 2)
             _LOGGER.error("not starting: %s", exc)
             return EXIT_INVALID
-        if not reload.is_set():
+        if not asked.next_bridge():
             return EXIT_OK
-        reload.clear()
-        current[0] = threading.Event()
         config = _reloaded(args, config)
+
+
+class _Asked:
+    """What the signals asked of the running Bridge, decided under one lock: a stop is
+    final (a SIGHUP after it does not turn it into a restart), and a reload gives the next
+    Bridge a fresh stop event, so a stop that comes meanwhile is not lost on the old one."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._stopping = False
+        self.reload = threading.Event()
+        # Each Bridge gets its own: a worker of the old one that is still winding down
+        # must never see a cleared event.
+        self.stop = threading.Event()
+
+    def received(self, signum: int) -> None:
+        with self._lock:
+            if signum != signal.SIGHUP:
+                _LOGGER.info("received %s, stopping", signal.Signals(signum).name)
+                self._stopping = True
+                self.reload.clear()
+            elif self._stopping:
+                return
+            else:
+                _LOGGER.info("received SIGHUP, reloading the configuration")
+                self.reload.set()
+            self.stop.set()
+
+    def next_bridge(self) -> bool:
+        """After a Bridge ended: whether a reload asked for another one."""
+        with self._lock:
+            if self._stopping or not self.reload.is_set():
+                return False
+            self.reload.clear()
+            self.stop = threading.Event()
+            return True
 
 
 def _reloaded(args: argparse.Namespace, config: Config) -> Config:

@@ -5,11 +5,16 @@ Imports only the standard library.
 
 from __future__ import annotations
 
+import logging
 import signal
 import socket
 import threading
 from collections.abc import Callable, Iterable
 from types import FrameType
+
+_LOGGER = logging.getLogger(__name__)
+# Never closed: the interpreter would write signal numbers to whatever reused the number.
+_wakeup_sockets: list[socket.socket] = []
 
 
 def handle_signals(on_signal: Callable[[int], None], signals: Iterable[signal.Signals]) -> None:
@@ -24,20 +29,28 @@ def handle_signals(on_signal: Callable[[int], None], signals: Iterable[signal.Si
     whichever thread takes it, and the thread here reads them. Call from the main thread.
     """
     reader, writer = socket.socketpair()
+    reader.setblocking(True)
     writer.setblocking(False)
     signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+    _wakeup_sockets.append(writer)  # the interpreter writes to its number until exit
     wanted = set(signals)
     for signum in wanted:
         signal.signal(signum, _noted_by_the_wakeup_socket)
 
     def read() -> None:
-        with reader, writer:  # the interpreter writes to `writer` for as long as we read
-            while received := reader.recv(64):
-                for signum in received:
-                    if signum in wanted:
-                        on_signal(signum)
+        while received := reader.recv(64):
+            for signum in received:
+                if signum in wanted:
+                    _call(on_signal, signum)
 
     threading.Thread(target=read, name="signals", daemon=True).start()
+
+
+def _call(on_signal: Callable[[int], None], signum: int) -> None:
+    try:
+        on_signal(signum)
+    except Exception:  # the next signal must still be heard
+        _LOGGER.exception("handling signal %d failed", signum)
 
 
 def _noted_by_the_wakeup_socket(_signum: int, _frame: FrameType | None) -> None:
