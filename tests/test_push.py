@@ -80,6 +80,9 @@ def test_consent_granted_after_start_is_used_without_a_restart(
     app.roles.append(IMAP_ROLE)  # the admin grants consent
     granted = time.monotonic()
     collector.wait_for(lambda m: m.topic == status_topic and m.json()["connected"], timeout=60)
+    # the folder's first state: its position is recorded, so new mail counts as new (mail
+    # that lands between the sign-in and that first look is already there, like any old)
+    collector.wait_topic(f"{base_topic}/home/inbox/state", timeout=60)
     dovecot.deliver(mailbox, make_message(subject="after consent", to=mailbox))
     published_within(collector, f"{base_topic}/home/inbox/message", "after consent",
                      max(1.0, 60 - (time.monotonic() - granted)))
