@@ -22,6 +22,7 @@ from typing import Any
 
 import imapclient
 
+from bench.scale import process_stats
 from bench.servers import MAILBOX, servers
 from bridge.util.files import write_atomic
 from rig.samples import make_message
@@ -32,17 +33,9 @@ META = ["UID", "FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE", "BODYSTRUCTUR
 def imap_seconds(master: int) -> float:
     """CPU seconds so far of the `imap` processes of the Dovecot whose master is `master`:
     the one serving this bench's connection, and none of another Dovecot's."""
-    total = 0.0
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            text = stat.read_text()
-        except OSError:
-            continue
-        comm = text[text.index("(") + 1 : text.rindex(")")]
-        fields = text.rsplit(")", 1)[1].split()
-        if comm == "imap" and int(fields[1]) == master:
-            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
+    return sum((int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+               for comm, fields in process_stats()
+               if comm == "imap" and int(fields[1]) == master)
 
 
 def per_call(action: Callable[[], Any], repeat: int,

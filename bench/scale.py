@@ -26,6 +26,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -94,17 +95,22 @@ def machine_cpu_seconds() -> float:
     return busy / os.sysconf("SC_CLK_TCK")
 
 
-def cpu_by_command() -> dict[str, float]:
-    """CPU seconds per command name over every live process, with its reaped children."""
-    tick = os.sysconf("SC_CLK_TCK")
-    out: dict[str, float] = {}
+def process_stats() -> Iterator[tuple[str, list[str]]]:
+    """Each live process's command name and the fields of /proc/PID/stat after it
+    (fields[1] the parent's pid, fields[11:15] user, system and reaped children's ticks)."""
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             text = stat.read_text()
         except OSError:
-            continue
-        comm = text[text.index("(") + 1 : text.rindex(")")]
-        fields = text.rsplit(")", 1)[1].split()
+            continue  # ended meanwhile
+        yield text[text.index("(") + 1 : text.rindex(")")], text.rsplit(")", 1)[1].split()
+
+
+def cpu_by_command() -> dict[str, float]:
+    """CPU seconds per command name over every live process, with its reaped children."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    for comm, fields in process_stats():
         out[comm] = out.get(comm, 0.0) + sum(int(f) for f in fields[11:15]) / tick
     return out
 

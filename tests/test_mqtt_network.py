@@ -14,7 +14,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -195,6 +195,13 @@ def test_over_tls_a_burst_is_acknowledged_and_comes_back_on_a_subscription(
     assert sorted(received) == sorted(f"{topic}/{i}" for i in range(300))
 
 
+def quick_client(broker: Mosquitto, client_id: str, on_connect: Callable[[], None],
+                 **config: object) -> MqttClient:
+    """A client (not started) calling `on_connect`, whose usual reconnect wait is 0.1 s."""
+    return MqttClient(mqtt_config(broker.port, client_id=client_id, **config),
+                      on_connect=on_connect, backoff=RecordingBackoff(initial=0.1, cap=0.1))
+
+
 def broker_connections(broker: Mosquitto, client_id: str) -> int:
     """How many times the broker saw `client_id` connect, from its own log."""
     return broker.log_file.read_text(errors="replace").count(f" as {client_id} ")
@@ -215,9 +222,7 @@ def test_an_unexpected_error_in_the_network_loop_reconnects_instead_of_ending_it
             raise RuntimeError("a bug in on_connect")
 
     client_id = f"resilient-{uuid.uuid4().hex[:8]}"
-    client = MqttClient(mqtt_config(mosquitto.port, client_id=client_id),
-                        on_connect=failing_once,
-                        backoff=RecordingBackoff(initial=0.1, cap=0.1))
+    client = quick_client(mosquitto, client_id, failing_once)
     client.start()
     try:
         assert client.publish(f"{client_id}/after", "still here").wait(30)
@@ -245,9 +250,7 @@ def test_a_qos0_publish_the_lost_connection_never_sent_fails_instead_of_waiting_
             queued.append(client.publish(f"{client_id}/unsent", "x", qos=0))
             raise RuntimeError("a bug in on_connect")
 
-    client = MqttClient(mqtt_config(mosquitto.port, client_id=client_id, qos=0),
-                        on_connect=queue_then_fail,
-                        backoff=RecordingBackoff(initial=0.1, cap=0.1))
+    client = quick_client(mosquitto, client_id, queue_then_fail, qos=0)
     client.start()
     try:
         deadline = time.monotonic() + 30
@@ -277,9 +280,7 @@ def test_a_bug_on_every_connection_backs_off_instead_of_spinning(
         raise RuntimeError("a bug in on_connect")
 
     client_id = f"failing-{uuid.uuid4().hex[:8]}"
-    client = MqttClient(mqtt_config(mosquitto.port, client_id=client_id),
-                        on_connect=always_failing,
-                        backoff=RecordingBackoff(initial=0.1, cap=0.1))
+    client = quick_client(mosquitto, client_id, always_failing)
     client.start()
     try:
         assert third.wait(60)
