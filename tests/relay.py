@@ -57,6 +57,7 @@ class Relay:
         self._open: asyncio.Event | None = None
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
+        self._serving: set[asyncio.Task[None]] = set()  # one per relayed connection
         self._thread = threading.Thread(target=self._loop.run_forever, name="relay", daemon=True)
 
     def __enter__(self) -> Self:
@@ -109,8 +110,14 @@ class Relay:
             self._server.close()
         for writer in list(self._writers):
             writer.transport.abort()
+        if self._serving:  # let them end: a task still pending when the loop goes is an error
+            await asyncio.wait(list(self._serving), timeout=5)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._serving.add(task)
+            task.add_done_callback(self._serving.discard)
         try:
             up_reader, up_writer = await asyncio.open_connection(
                 "127.0.0.1", self.target_port, ssl=self.tls.client if self.tls else None,
