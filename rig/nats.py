@@ -19,7 +19,7 @@ from pathlib import Path
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
-from rig.procs import Service, free_port, log_tail, spawn, terminate
+from rig.procs import Service, free_port, spawn, terminate, wait_until_ready
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -60,11 +60,9 @@ class NatsCluster(Service):
             conf = node.workdir / "nats.conf"
             conf.write_text(self._config(node))
             node.proc = spawn(["nats-server", "-c", str(conf)], node.log_file)
-        deadline = time.monotonic() + READY_TIMEOUT
         try:
             for node in self._nodes:
-                if node.proc is not None:
-                    self._wait_ready(node, node.proc, deadline)
+                self._wait_ready(node)
         except BaseException:
             self.stop()  # `with` never reaches its exit when the start fails
             raise
@@ -74,6 +72,14 @@ class NatsCluster(Service):
         for node in self._nodes:
             terminate(node.proc)
             node.proc = None
+
+    def _wait_ready(self, node: _Node) -> None:
+        """Ready when an MQTT client is accepted: NATS refuses MQTT connections until
+        JetStream, clustered, has the streams MQTT keeps its state in."""
+        if node.proc is not None:
+            wait_until_ready(node.proc, lambda: _mqtt_accepts(self.host, node.mqtt_port),
+                             what=f"nats-server {node.name}'s MQTT", log_file=node.log_file,
+                             timeout=READY_TIMEOUT, interval=0.5)
 
     def _config(self, node: _Node) -> str:
         routes = ", ".join(f'"nats-route://{self.host}:{other.cluster_port}"'
@@ -87,18 +93,6 @@ class NatsCluster(Service):
             f'mqtt {{ listen: "{self.host}:{node.mqtt_port}" }}',
             "",
         ])
-
-    def _wait_ready(self, node: _Node, proc: subprocess.Popen[bytes], deadline: float) -> None:
-        """Ready when an MQTT client is accepted: NATS refuses MQTT connections until
-        JetStream, clustered, has the streams MQTT keeps its state in."""
-        while not _mqtt_accepts(self.host, node.mqtt_port):
-            if proc.poll() is not None:
-                raise RuntimeError(f"nats-server {node.name} exited with "
-                                   f"{proc.returncode}:\n{log_tail(node.log_file)}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"nats-server {node.name}'s MQTT not ready after "
-                                   f"{READY_TIMEOUT:.0f} s:\n{log_tail(node.log_file)}")
-            time.sleep(0.5)
 
 
 def _mqtt_accepts(host: str, port: int) -> bool:

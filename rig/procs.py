@@ -120,8 +120,10 @@ def wait_until_ready(
     what: str,
     log_file: Path,
     timeout: float = 30.0,
+    interval: float = 0.02,
 ) -> None:
-    """Poll ready() until true; raise RuntimeError with the log tail if proc dies or times out."""
+    """Poll ready() every `interval` s until true; raise RuntimeError with the log tail if
+    proc dies or times out."""
     deadline = time.monotonic() + timeout
     while True:
         if proc.poll() is not None:
@@ -137,7 +139,7 @@ def wait_until_ready(
         if time.monotonic() > deadline:
             terminate(proc)
             raise RuntimeError(f"{what} not ready after {timeout:.0f} s:\n{log_tail(log_file)}")
-        time.sleep(0.02)
+        time.sleep(interval)
 
 
 def read_greeting(
