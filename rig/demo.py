@@ -18,6 +18,8 @@ import threading
 import time
 from pathlib import Path
 
+from bridge.util.signals import handle_signals
+
 from .bridgecfg import rig_config, write_config
 from .dovecot import Dovecot
 from .idp import IdentityPlatform
@@ -49,8 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--once", action="store_true", help="exit after the mark_read round trip")
     args = parser.parse_args(argv)
     stop = threading.Event()
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    # on a thread of its own: a Ctrl-C the kernel hands to another thread still wakes us
+    handle_signals(lambda _signum: stop.set(), (signal.SIGINT, signal.SIGTERM))
 
     with tempfile.TemporaryDirectory(prefix="outlook2mqtt-demo-") as tmp:
         work = Path(tmp)
@@ -107,10 +109,7 @@ def _drive(port: int, dovecot: Dovecot, stop: threading.Event, *, once: bool, wo
         if once:
             return 0 if reply["status"] == "ok" and seen else 1
         print(f"Press Ctrl-C to stop. (Bridge log: {work / 'bridge.log'})", flush=True)
-        # A Python signal handler runs only when the main thread runs Python code: a wait
-        # without a timeout would miss a Ctrl-C the kernel handed to another thread.
-        while not stop.wait(1.0):
-            pass
+        stop.wait()
     return 0
 
 
